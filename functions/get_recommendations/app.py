@@ -1,0 +1,35 @@
+"""GetRecommendations (POST /recommendations): user personalization, related items, popular items."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from personalize_core import recommender, wire
+from personalize_core.observability import logger, metrics, tracer
+from personalize_core.requests import RecommendationsRequest
+from personalize_core.store import get_store
+
+app = wire.create_app()
+
+
+@app.post("/recommendations")
+@tracer.capture_method
+def get_recommendations() -> wire.Response[str]:
+    request = RecommendationsRequest.parse(wire.json_body(app))
+    answer = recommender.get_recommendations(request, get_store())
+    metrics.add_metric(name="Recommendations", unit=MetricUnit.Count, value=1)
+    return wire.respond(
+        app,
+        200,
+        {"itemList": answer.items, "recommendationId": f"RID-{wire.request_id(app)}"},
+        {wire.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,55 @@
+"""Personalize's error vocabulary. Logic raises these; one place (``http``) maps them to the wire."""
+
+from __future__ import annotations
+
+
+class PersonalizeError(Exception):
+    """An error with a Personalize error code. ``status`` is the REST-JSON status code."""
+
+    code = "InternalFailure"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputException(PersonalizeError):
+    code = "InvalidInputException"
+    status = 400
+
+
+class ResourceNotFoundException(PersonalizeError):
+    code = "ResourceNotFoundException"
+    status = 404
+
+
+class ResourceAlreadyExistsException(PersonalizeError):
+    code = "ResourceAlreadyExistsException"
+    status = 400
+
+
+class ResourceInUseException(PersonalizeError):
+    code = "ResourceInUseException"
+    status = 400
+
+
+class LimitExceededException(PersonalizeError):
+    code = "LimitExceededException"
+    status = 400
+
+
+class InvalidNextTokenException(PersonalizeError):
+    code = "InvalidNextTokenException"
+    status = 400
+
+
+class ModelUnavailableError(PersonalizeError):
+    """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
+
+    code = "ServiceUnavailableException"
+    status = 503
+
+
+class ArtifactError(Exception):
+    """A model artifact is missing or does not match its manifest (raised by loading and publishing)."""

@@ -1,0 +1,115 @@
+"""A solution version in memory: ids, index maps and factor matrices aligned on integer indices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_ids, decode_npy, sha256_hex
+from .errors import ArtifactError
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SolutionVersionModel:
+    manifest: Manifest
+    item_ids: list[str]
+    item_index: dict[str, int]
+    user_index: dict[str, int]
+    #: float32 [items, d]; None for POPULAR_ITEMS.
+    item_factors: np.ndarray | None
+    #: float32 [users, d]; None where the recipe has no users.
+    user_factors: np.ndarray | None
+    popularity: np.ndarray
+    #: Item indices by descending popularity (ties: catalog order), for popular items and cold start.
+    popular_order: np.ndarray
+    #: L2 norms of the item factors, for RELATED_ITEMS' cosine similarity.
+    item_norms: np.ndarray | None
+
+    @property
+    def arn(self) -> str:
+        return self.manifest.solution_version_arn
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.item_factors, self.user_factors, self.popularity, self.popular_order, self.item_norms)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    # Chunked so the check itself allocates little next to a large matrix.
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, 1 << 22):
+        if not np.isfinite(flat[start : start + (1 << 22)]).all():
+            raise ArtifactError(f"{name} holds NaN or infinite values")
+
+
+def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVersionModel:
+    """Fetch every file of the manifest, verify it, and assemble the model.
+
+    ``fetch(file_name)`` returns the file's bytes. Raises ArtifactError when anything does not match.
+    """
+    recipe = manifest.recipe
+
+    def verified(name: ArrayName) -> tuple[bytes, FileEntry]:
+        entry = manifest.files.get(name.value)
+        if entry is None:
+            raise ArtifactError(f"the manifest lists no {name.value}")
+        data = fetch(name.value)
+        if len(data) != entry.size or sha256_hex(data) != entry.sha256:
+            raise ArtifactError(f"{name.value} does not match the manifest's size and sha256")
+        return data, entry
+
+    def ids(name: ArrayName, expected: int) -> list[str]:
+        return decode_ids(verified(name)[0], expected)
+
+    def matrix(name: ArrayName, rows: int) -> np.ndarray:
+        array = decode_npy(*verified(name))
+        if array.dtype != np.float32 or array.ndim != 2 or array.shape != (rows, manifest.dimensions):
+            raise ArtifactError(f"{name.value} is {array.dtype}{list(array.shape)}, expected float32 matrix")
+        _check_finite(name.value, array)
+        return array
+
+    item_ids = ids(ArrayName.ITEM_IDS, manifest.num_items)
+    item_index = {item_id: i for i, item_id in enumerate(item_ids)}
+    if len(item_index) != len(item_ids):
+        raise ArtifactError("item ids are not unique")
+    user_index: dict[str, int] = {}
+    if manifest.num_users:
+        user_ids = ids(ArrayName.USER_IDS, manifest.num_users)
+        user_index = {user_id: i for i, user_id in enumerate(user_ids)}
+        if len(user_index) != len(user_ids):
+            raise ArtifactError("user ids are not unique")
+
+    item_factors = matrix(ArrayName.ITEM_FACTORS, manifest.num_items) if recipe.needs_item_factors else None
+    user_factors = (
+        matrix(ArrayName.USER_FACTORS, manifest.num_users)
+        if recipe.needs_user_factors and manifest.num_users
+        else None
+    )
+    popularity = decode_npy(*verified(ArrayName.POPULARITY))
+    if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
+        raise ArtifactError("popularity must be a numeric vector with one value per item")
+    _check_finite(ArrayName.POPULARITY.value, popularity)
+
+    # Stable sort of the negated counts: most popular first, ties in catalog order.
+    popular_order = np.argsort(-popularity.astype(np.float64), kind="stable").astype(np.int64)
+    item_norms = None
+    if item_factors is not None and recipe is Recipe.RELATED_ITEMS:
+        item_norms = np.linalg.norm(item_factors, axis=1).astype(np.float32)
+    return SolutionVersionModel(
+        manifest=manifest,
+        item_ids=item_ids,
+        item_index=item_index,
+        user_index=user_index,
+        item_factors=item_factors,
+        user_factors=user_factors,
+        popularity=popularity,
+        popular_order=popular_order,
+        item_norms=item_norms,
+    )

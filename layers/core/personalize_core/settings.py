@@ -1,0 +1,35 @@
+"""Every setting of the functions, read from the environment once (the template sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    model_bucket: str
+    #: How long a warm function trusts a campaign pointer before reading it again.
+    campaign_cache_ttl_seconds: float
+    #: How many solution versions a warm function keeps loaded (the ones campaigns point to win).
+    max_loaded_versions: int
+    region: str
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise RuntimeError(f"environment variable {name} must be a number, got {raw!r}") from None
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings(
+        model_bucket=os.environ.get("MODEL_BUCKET", ""),
+        campaign_cache_ttl_seconds=_float("CAMPAIGN_CACHE_TTL_SECONDS", 10.0),
+        max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 4)),
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )

@@ -1,0 +1,241 @@
+"""The S3 model store: campaign pointers and solution versions, loaded lazily and kept warm.
+
+A request asks for a campaign once and gets one immutable model back, so it is answered
+entirely by one solution version even while the campaign is being switched. A new version
+is loaded completely (and verified) before it replaces the old one; if it cannot be
+loaded, the last good version keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, version_prefix
+from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
+from .model import SolutionVersionModel, build_model
+from .names import parse_arn
+from .observability import logger
+from .settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def create_s3_client() -> S3Client:
+    # Imported here, not at module level: boto3 costs ~100 ms of cold start that a warm
+    # request never pays again, and moto must be able to patch it in tests.
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=3, read_timeout=30)
+    return boto3.client("s3", config=config)
+
+
+class ObjectMissing(Exception):
+    pass
+
+
+class S3Objects:
+    """Reads of the model bucket. The only place that touches S3 on the serving path."""
+
+    def __init__(self, bucket: str, client_factory: Callable[[], S3Client] = create_s3_client) -> None:
+        self.bucket = bucket
+        self._client_factory = client_factory
+        self._client: S3Client | None = None
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+
+    def read_json(self, key: str) -> Any:
+        try:
+            return json.loads(self.read(key))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
+
+
+@dataclass(slots=True)
+class _CachedPointer:
+    pointer: CampaignPointer
+    read_at: float
+
+
+class ModelStore:
+    def __init__(
+        self,
+        objects: S3Objects,
+        pointer_ttl_seconds: float = 10.0,
+        max_loaded_versions: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.objects = objects
+        self.pointer_ttl_seconds = pointer_ttl_seconds
+        self.max_loaded_versions = max(1, max_loaded_versions)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pointers: dict[str, _CachedPointer] = {}
+        self._versions: OrderedDict[str, SolutionVersionModel] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
+        #: The model each campaign served last: what keeps serving if a new version is refused.
+        self._serving: dict[str, SolutionVersionModel] = {}
+        #: Versions that failed to load, and when: not retried before the pointer TTL has passed.
+        self._refused: dict[str, float] = {}
+
+    # -- campaigns -------------------------------------------------------------------------------
+
+    def campaign(
+        self, campaign_arn: str, field: str = "campaignArn"
+    ) -> tuple[CampaignPointer, SolutionVersionModel]:
+        """The campaign's pointer and the model it serves now. 404 if there is no such campaign."""
+        name = parse_arn(campaign_arn, field, "campaign").path[0]
+        with self._lock:
+            cached = self._pointers.get(name)
+        if cached is None or self._clock() - cached.read_at >= self.pointer_ttl_seconds:
+            cached = self._refresh_pointer(name, cached)
+        pointer = cached.pointer
+        if pointer.campaign_arn != campaign_arn:
+            raise ResourceNotFoundException(f"Campaign {campaign_arn} does not exist")
+        return pointer, self._serving_model(name, pointer)
+
+    def _refresh_pointer(self, name: str, cached: _CachedPointer | None) -> _CachedPointer:
+        try:
+            pointer = CampaignPointer.from_json(self.objects.read_json(campaign_key(name)))
+        except ObjectMissing:
+            with self._lock:
+                self._pointers.pop(name, None)
+            raise ResourceNotFoundException(f"Campaign {name} does not exist") from None
+        except Exception as exc:
+            if cached is None:
+                logger.exception("cannot read campaign pointer", extra={"campaign": name})
+                raise ModelUnavailableError(f"Campaign {name} cannot be read now; try again") from exc
+            # A transient fault: keep serving what we had, and try again after the next TTL.
+            logger.warning(
+                "campaign pointer refresh failed; keeping the cached one", extra={"campaign": name}
+            )
+            pointer = cached.pointer
+        fresh = _CachedPointer(pointer, self._clock())
+        with self._lock:
+            self._pointers[name] = fresh
+        return fresh
+
+    def _serving_model(self, name: str, pointer: CampaignPointer) -> SolutionVersionModel:
+        key = version_prefix(pointer.solution, pointer.version)
+        try:
+            with self._lock:
+                refused_at = self._refused.get(key)
+            if refused_at is not None and self._clock() - refused_at < self.pointer_ttl_seconds:
+                raise ArtifactError("it was refused moments ago")  # do not download it on every request
+            model = self.version(pointer.solution, pointer.version)
+        except ArtifactError as exc:
+            with self._lock:
+                if refused_at is None or self._clock() - refused_at >= self.pointer_ttl_seconds:
+                    self._refused[key] = self._clock()
+                fallback = self._serving.get(name)
+            if fallback is None:
+                raise ModelUnavailableError(
+                    f"Solution version {pointer.solution_version_arn} cannot be loaded: {exc}"
+                ) from exc
+            logger.error(
+                "solution version refused; the last good one keeps serving",
+                extra={"campaign": name, "refused": pointer.solution_version_arn, "serving": fallback.arn},
+            )
+            return fallback
+        with self._lock:
+            self._serving[name] = model
+            self._refused.pop(key, None)
+        return model
+
+    # -- solution versions -----------------------------------------------------------------------
+
+    def version(self, solution: str, version: str) -> SolutionVersionModel:
+        """A loaded solution version: from memory, or loaded once (concurrent callers wait for it)."""
+        key = version_prefix(solution, version)
+        with self._lock:
+            model = self._versions.get(key)
+            if model is not None:
+                self._versions.move_to_end(key)
+                return model
+            load_lock = self._loading.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                model = self._versions.get(key)
+            if model is None:
+                model = self._load(key)
+                with self._lock:
+                    self._versions[key] = model
+                    self._evict()
+            with self._lock:
+                self._loading.pop(key, None)
+        return model
+
+    def manifest(self, solution: str, version: str) -> Manifest:
+        prefix = version_prefix(solution, version)
+        try:
+            return Manifest.from_json(self.objects.read_json(prefix + MANIFEST))
+        except ObjectMissing:
+            raise ArtifactError(f"{prefix}{MANIFEST} does not exist") from None
+
+    def _load(self, prefix: str) -> SolutionVersionModel:
+        started = time.perf_counter()
+        solution, version = prefix.split("/")[1:3]
+        manifest = self.manifest(solution, version)
+
+        def fetch(file_name: str) -> bytes:
+            try:
+                return self.objects.read(prefix + file_name)
+            except ObjectMissing:
+                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
+
+        try:
+            model = build_model(manifest, fetch)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # S3 faults that outlived botocore's retries
+            raise ArtifactError(f"reading {prefix} failed: {exc}") from exc
+        logger.info(
+            "solution version loaded",
+            extra={
+                "solutionVersionArn": manifest.solution_version_arn,
+                "items": manifest.num_items,
+                "users": manifest.num_users,
+                "bytes": model.nbytes,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return model
+
+    def _evict(self) -> None:
+        # Versions that campaigns point to now are kept; the least recently used others go first.
+        in_use = {version_prefix(c.pointer.solution, c.pointer.version) for c in self._pointers.values()}
+        in_use |= {version_prefix(m.manifest.solution, m.manifest.version) for m in self._serving.values()}
+        for key in list(self._versions):
+            if len(self._versions) <= self.max_loaded_versions:
+                break
+            if key not in in_use:
+                del self._versions[key]
+
+
+@cache
+def get_store() -> ModelStore:
+    """The process-wide store of the serving functions (warm invocations reuse it)."""
+    settings = get_settings()
+    return ModelStore(
+        S3Objects(settings.model_bucket),
+        pointer_ttl_seconds=settings.campaign_cache_ttl_seconds,
+        max_loaded_versions=settings.max_loaded_versions,
+    )

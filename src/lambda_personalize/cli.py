@@ -1,0 +1,157 @@
+"""``lambda-personalize``: publish solution versions and point campaigns at them.
+
+    lambda-personalize publish --bucket B --solution movies --recipe USER_PERSONALIZATION \\
+        --item-ids items.txt --item-factors items.npy --user-ids users.txt --user-factors users.npy \\
+        --interactions interactions.csv --campaign movies-for-you
+    lambda-personalize campaign --bucket B --name movies-for-you --solution-version-arn ARN
+    lambda-personalize versions --bucket B
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from personalize_core.artifacts import Recipe
+
+from .publish import (
+    PublishError,
+    count_interactions,
+    list_versions,
+    prepare_version,
+    put_campaign,
+    read_ids,
+    read_manifest,
+    read_matrix,
+    upload_version,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def _session(args: argparse.Namespace) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=args.region)
+
+
+def _s3(args: argparse.Namespace) -> S3Client:
+    client: S3Client = _session(args).client("s3", endpoint_url=args.endpoint_url)
+    return client
+
+
+def _account(args: argparse.Namespace) -> str:
+    if args.account_id:
+        return str(args.account_id)
+    sts = _session(args).client("sts", endpoint_url=args.endpoint_url)
+    return str(sts.get_caller_identity()["Account"])
+
+
+def _region(args: argparse.Namespace) -> str:
+    return str(_session(args).region_name or "us-east-1")
+
+
+def cmd_publish(args: argparse.Namespace) -> dict[str, Any]:
+    recipe = Recipe(args.recipe)
+    item_ids = read_ids(args.item_ids)
+    popularity = None
+    if args.popularity:
+        popularity = read_matrix(args.popularity)
+    elif args.interactions:
+        popularity = count_interactions(args.interactions, item_ids)
+    prepared = prepare_version(
+        solution=args.solution,
+        recipe=recipe,
+        region=_region(args),
+        account=_account(args),
+        item_ids=item_ids,
+        item_factors=read_matrix(args.item_factors) if args.item_factors else None,
+        user_ids=read_ids(args.user_ids) if args.user_ids else (),
+        user_factors=read_matrix(args.user_factors) if args.user_factors else None,
+        popularity=popularity,
+        version=args.version,
+    )
+    s3 = _s3(args)
+    manifest = upload_version(s3, args.bucket, prepared)
+    out: dict[str, Any] = {
+        "solutionVersionArn": manifest.solution_version_arn,
+        "recipe": manifest.recipe.value,
+        "items": manifest.num_items,
+        "users": manifest.num_users,
+        "dimensions": manifest.dimensions,
+    }
+    if args.campaign:
+        out["campaignArn"] = put_campaign(s3, args.bucket, args.campaign, manifest).campaign_arn
+    return out
+
+
+def cmd_campaign(args: argparse.Namespace) -> dict[str, Any]:
+    s3 = _s3(args)
+    manifest = read_manifest(s3, args.bucket, args.solution_version_arn)
+    return put_campaign(s3, args.bucket, args.name, manifest).to_json()
+
+
+def cmd_versions(args: argparse.Namespace) -> dict[str, Any]:
+    s3 = _s3(args)
+    return {"solutionVersions": [prefix.rstrip("/") for prefix in list_versions(s3, args.bucket)]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lambda-personalize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--bucket", required=True, help="the model bucket (the stack's ModelBucketName output)"
+    )
+    common.add_argument("--region", help="AWS region (default: your AWS config)")
+    common.add_argument("--endpoint-url", help="S3/STS endpoint, e.g. the local runtime's embedded AWS")
+    common.add_argument("--account-id", help="account id for ARNs (default: STS GetCallerIdentity)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    publish = sub.add_parser(
+        "publish", parents=[common], help="publish a solution version (and point a campaign)"
+    )
+    publish.add_argument("--solution", required=True, help="solution name (1-63 of [a-zA-Z0-9-_])")
+    publish.add_argument("--recipe", required=True, choices=[r.value for r in Recipe])
+    publish.add_argument(
+        "--item-ids", type=Path, required=True, help=".txt (one a line), .json, .npy or .csv"
+    )
+    publish.add_argument("--item-factors", type=Path, help="float .npy [items, dims]")
+    publish.add_argument("--user-ids", type=Path, help=".txt (one a line), .json, .npy or .csv")
+    publish.add_argument("--user-factors", type=Path, help="float .npy [users, dims]")
+    publish.add_argument(
+        "--interactions", type=Path, help="Personalize Interactions CSV; popularity is counted"
+    )
+    publish.add_argument("--popularity", type=Path, help="numeric .npy [items], instead of --interactions")
+    publish.add_argument("--version", help="version id (default: derived from the content)")
+    publish.add_argument("--campaign", help="create this campaign, or switch it to the new version")
+    publish.set_defaults(run=cmd_publish)
+
+    campaign = sub.add_parser("campaign", parents=[common], help="create a campaign or switch its version")
+    campaign.add_argument("--name", required=True)
+    campaign.add_argument("--solution-version-arn", required=True)
+    campaign.set_defaults(run=cmd_campaign)
+
+    versions = sub.add_parser("versions", parents=[common], help="list the published solution versions")
+    versions.set_defaults(run=cmd_versions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except PublishError as exc:
+        print(f"lambda-personalize: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

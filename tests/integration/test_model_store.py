@@ -1,0 +1,169 @@
+"""The model store against real (moto) S3: lazy, verified, cached, switched atomically, and safe on faults."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lambda_personalize.publish import put_campaign, read_manifest
+from personalize_core.artifacts import Recipe
+from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
+from personalize_core.store import ModelStore, S3Objects
+from tests.conftest import publish
+from tests.utils import campaign_arn, random_model
+
+
+class CountingObjects(S3Objects):
+    def __init__(self, bucket: str, s3: Any) -> None:
+        super().__init__(bucket, client_factory=lambda: s3)
+        self.reads: list[str] = []
+
+    def read(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().read(key)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup(s3: Any, bucket: str) -> tuple[ModelStore, CountingObjects, Clock]:
+    objects = CountingObjects(bucket, s3)
+    clock = Clock()
+    return ModelStore(objects, pointer_ttl_seconds=10, clock=clock), objects, clock
+
+
+def test_loads_lazily_once_and_rereads_the_pointer_after_the_ttl(setup: Any, s3: Any, bucket: str) -> None:
+    store, objects, clock = setup
+    arn = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
+    # Nothing is read before the first request
+    assert objects.reads == []
+    _, model = store.campaign(campaign_arn("c"))
+    assert model.arn == arn
+    assert model.item_factors is not None
+    assert model.item_factors.shape == (20, 4)
+    first_reads = len(objects.reads)
+    # Warm requests within the TTL read nothing
+    store.campaign(campaign_arn("c"))
+    assert len(objects.reads) == first_reads
+    # After the TTL only the pointer is read again (the version is immutable and cached)
+    clock.now = 11
+    store.campaign(campaign_arn("c"))
+    assert objects.reads[first_reads:] == ["campaigns/c.json"]
+
+
+def test_unknown_campaign_and_foreign_arn_are_not_found(setup: Any, s3: Any, bucket: str) -> None:
+    store, _, _ = setup
+    publish(s3, bucket, "sol", Recipe.POPULAR_ITEMS, random_model(5, 0, 2), campaign="c")
+    with pytest.raises(ResourceNotFoundException):
+        store.campaign(campaign_arn("missing"))
+    with pytest.raises(ResourceNotFoundException):  # same name, another account
+        store.campaign("arn:aws:personalize:us-east-1:999999999999:campaign/c")
+
+
+def test_switch_to_a_new_version_after_the_ttl(setup: Any, s3: Any, bucket: str) -> None:
+    store, _, clock = setup
+
+    first = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
+    second = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(30, 5, 4, seed=3))
+    old = store.campaign(campaign_arn("c"))[1]
+    put_campaign(s3, bucket, "c", read_manifest(s3, bucket, second))
+    # Within the TTL the old version still answers; a request holds its model for its whole life
+    assert store.campaign(campaign_arn("c"))[1] is old
+    assert old.arn == first
+    clock.now = 10
+    new = store.campaign(campaign_arn("c"))[1]
+    assert new.arn == second
+    assert new.num_items == 30
+    assert old.num_items == 20  # the old object is untouched
+
+
+def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str) -> None:
+    solution, version = version_arn.split(":solution/")[1].split("/")
+    key = f"solutions/{solution}/{version}/{file_name}"
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if change == "truncate":
+        s3.put_object(Bucket=bucket, Key=key, Body=data[: len(data) // 2])
+    elif change == "flip":
+        s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
+    elif change == "delete":
+        s3.delete_object(Bucket=bucket, Key=key)
+    elif change == "nan":
+        # A NaN with a manifest that agrees: only the content check can catch it
+
+        array = np.load(io.BytesIO(data))
+        array = array.copy()
+        array[0, 0] = np.nan
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        raw = buffer.getvalue()
+        s3.put_object(Bucket=bucket, Key=key, Body=raw)
+        manifest_key = f"solutions/{solution}/{version}/manifest.json"
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        manifest["files"][file_name].update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize(
+    ("file_name", "change", "reason"),
+    [
+        ("item_factors.npy", "truncate", "does not match"),
+        ("user_factors.npy", "flip", "does not match"),
+        ("item_ids.txt", "delete", "does not exist"),
+        ("manifest.json", "delete", "does not exist"),
+        ("item_factors.npy", "nan", "NaN"),
+    ],
+)
+def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
+    setup: Any, s3: Any, bucket: str, file_name: str, change: str, reason: str
+) -> None:
+    store, objects, clock = setup
+
+    good = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
+    bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
+    assert store.campaign(campaign_arn("c"))[1].arn == good
+    manifest = read_manifest(s3, bucket, bad)
+    corrupt(s3, bucket, bad, file_name, change)
+    put_campaign(s3, bucket, "c", manifest)
+    clock.now = 10
+    # The corrupt version is refused; the good one answers
+    assert store.campaign(campaign_arn("c"))[1].arn == good
+    # ...and the bad one is not downloaded again on every request
+    reads = len(objects.reads)
+    store.campaign(campaign_arn("c"))
+    assert len(objects.reads) == reads
+    # A cold store has no good version to fall back on: a clear 503, with the reason
+    cold = ModelStore(CountingObjects(bucket, s3))
+    with pytest.raises(ModelUnavailableError, match=reason):
+        cold.campaign(campaign_arn("c"))
+
+
+def test_campaign_pointing_to_a_missing_version(setup: Any, s3: Any, bucket: str) -> None:
+    store, _, _ = setup
+    arn = publish(s3, bucket, "sol", Recipe.POPULAR_ITEMS, random_model(5, 0, 2), campaign="c")
+    pointer = json.loads(s3.get_object(Bucket=bucket, Key="campaigns/c.json")["Body"].read())
+    pointer.update(version="gone", solutionVersionArn=arn.rsplit("/", 1)[0] + "/gone")
+    s3.put_object(Bucket=bucket, Key="campaigns/c.json", Body=json.dumps(pointer).encode())
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        store.campaign(campaign_arn("c"))
+
+
+def test_concurrent_first_requests_load_a_version_once(setup: Any, s3: Any, bucket: str) -> None:
+
+    store, objects, _ = setup
+    publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(2000, 50, 32), campaign="c")
+    with ThreadPoolExecutor(8) as pool:
+        models = list(pool.map(lambda _: store.campaign(campaign_arn("c"))[1], range(16)))
+    assert len({id(m) for m in models}) == 1
+    assert sum(key.endswith("item_factors.npy") for key in objects.reads) == 1

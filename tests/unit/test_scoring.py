@@ -1,0 +1,121 @@
+"""The scorer against an independent, plain computation of the seeds' formula."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from personalize_core.scoring import (
+    logsumexp,
+    popular_top_k,
+    rank_items,
+    related_top_k,
+    top_k_indices,
+    user_top_k,
+)
+from tests.utils import softmax_reference
+
+
+def test_user_scores_on_a_hand_checkable_catalog() -> None:
+    # Given three items whose dot products with the user are 1, 0 and 2
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]], dtype=np.float32)
+    user = np.array([1.0, 0.0], dtype=np.float32)
+    # When the top 3 are asked for
+    chosen, scores = user_top_k(items, user, 3)
+    # Then the order follows the dot products and scores are exp(x) / (e^1 + e^0 + e^2)
+    denominator = math.e + 1 + math.e**2
+    assert chosen.tolist() == [2, 0, 1]
+    assert scores == pytest.approx(
+        [math.e**2 / denominator, math.e / denominator, 1 / denominator], rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("num_items", "dims", "k", "seed"),
+    [(50, 4, 5, 1), (1000, 32, 25, 2), (5000, 64, 500, 3), (30, 8, 100, 4)],
+)
+def test_user_scores_match_the_formula_over_the_whole_catalog(
+    num_items: int, dims: int, k: int, seed: int
+) -> None:
+    # Given a random catalog and user
+    rng = np.random.default_rng(seed)
+    items = rng.normal(0, 1, (num_items, dims)).astype(np.float32)
+    user = rng.normal(0, 1, dims).astype(np.float32)
+    # When the top k are chosen
+    chosen, scores = user_top_k(items, user, k)
+    # Then they are the formula's top k, with the formula's scores (within 1e-6 relative)
+    reference = softmax_reference(items, user)
+    expected = np.argsort(-reference, kind="stable")[: min(k, num_items)]
+    assert chosen.tolist() == expected.tolist()
+    np.testing.assert_allclose(scores, reference[expected], rtol=1e-6)
+    assert np.all(np.diff(scores) <= 0)
+
+
+def test_scores_sum_to_one_over_the_catalog() -> None:
+    rng = np.random.default_rng(5)
+    items = rng.normal(0, 1, (400, 8)).astype(np.float32)
+    user = rng.normal(0, 1, 8).astype(np.float32)
+    _, scores = user_top_k(items, user, 400)
+    assert scores.sum() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_huge_dot_products_do_not_overflow() -> None:
+    # Given dot products of ~1000, where a naive exp() overflows to inf
+    items = np.array([[1000.0], [999.0], [-1000.0]], dtype=np.float32)
+    user = np.array([1.0], dtype=np.float32)
+    chosen, scores = user_top_k(items, user, 3)
+    # Then scores are finite and correct: softmax(1000, 999, -1000)
+    assert chosen.tolist() == [0, 1, 2]
+    assert scores[:2] == pytest.approx([1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))], rel=1e-12)
+    assert np.isfinite(scores).all()
+    assert logsumexp(np.array([1000.0, 1000.0])) == pytest.approx(1000 + math.log(2))
+
+
+def test_allowed_mask_restricts_candidates_but_not_the_normaliser() -> None:
+    items = np.array([[3.0], [2.0], [1.0]], dtype=np.float32)
+    user = np.array([1.0], dtype=np.float32)
+    chosen, scores = user_top_k(items, user, 3, allowed=np.array([False, True, True]))
+    reference = softmax_reference(items, user)
+    assert chosen.tolist() == [1, 2]
+    np.testing.assert_allclose(scores, reference[[1, 2]], rtol=1e-9)
+
+
+def test_ranking_scores_are_a_softmax_over_the_input_list_only() -> None:
+    # Given a catalog of 100 items and a list of 4 of them
+    rng = np.random.default_rng(9)
+    items = rng.normal(0, 1, (100, 6)).astype(np.float32)
+    user = rng.normal(0, 1, 6).astype(np.float32)
+    listed = np.array([40, 3, 77, 12])
+    # When they are ranked
+    ranked, scores = rank_items(items, user, listed)
+    # Then scores are the formula over the 4 items, summing to 1, best first
+    reference = softmax_reference(items[listed], user)
+    order = np.argsort(-reference, kind="stable")
+    assert ranked.tolist() == listed[order].tolist()
+    np.testing.assert_allclose(scores, reference[order], rtol=1e-9)
+    assert scores.sum() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_top_k_breaks_ties_by_catalog_order_and_never_returns_excluded() -> None:
+    values = np.array([1.0, 5.0, 5.0, -np.inf, 5.0, 0.0])
+    assert top_k_indices(values, 3).tolist() == [1, 2, 4]
+    assert top_k_indices(values, 10).tolist() == [1, 2, 4, 0, 5]
+    assert top_k_indices(values, 0).tolist() == []
+
+
+def test_related_items_use_cosine_similarity_and_exclude_the_query_item() -> None:
+    # Given item 0 = (1, 0); item 1 points the same way but is long; item 2 is orthogonal; item 3 is close
+    items = np.array([[1, 0], [10, 0], [0, 1], [1, 0.2], [-1, 0]], dtype=np.float32)
+    norms = np.linalg.norm(items, axis=1).astype(np.float32)
+    # When the items related to item 0 are asked for
+    related = related_top_k(items, norms, 0, 10)
+    # Then direction matters, not length, and item 0 is not among them
+    assert related.tolist() == [1, 3, 2, 4]
+
+
+def test_popular_items_in_precomputed_order_with_a_mask() -> None:
+    order = np.array([3, 1, 0, 2])
+    assert popular_top_k(order, 2).tolist() == [3, 1]
+    assert popular_top_k(order, 3, allowed=np.array([True, False, True, False])).tolist() == [0, 2]

@@ -1,0 +1,75 @@
+"""Helpers shared by the tests: handlers loaded as SAM loads them, events from files, a small model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from lambda_personalize.lambda_context import LocalLambdaContext
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's account
+
+
+@cache
+def load_function(name: str) -> ModuleType:
+    """functions/<name>/app.py as its own module (every function's file is called app.py)."""
+    path = ROOT / "functions" / name / "app.py"
+    module_name = f"functions_{name}_app"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = load_function(function).lambda_handler(
+        event, LocalLambdaContext(function_name=function)
+    )
+    return result
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def campaign_arn(name: str) -> str:
+    return f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/{name}"
+
+
+def random_model(num_items: int, num_users: int, dims: int, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return {
+        "item_ids": [f"item-{i}" for i in range(num_items)],
+        "user_ids": [f"user-{u}" for u in range(num_users)],
+        "item_factors": rng.normal(0, 0.5, (num_items, dims)).astype(np.float32),
+        "user_factors": rng.normal(0, 0.5, (num_users, dims)).astype(np.float32),
+        "popularity": rng.integers(0, 1000, num_items).astype(np.float32),
+    }
+
+
+def softmax_reference(item_factors: np.ndarray, user_vector: np.ndarray) -> np.ndarray:
+    """The seeds' formula, computed plainly in float64: exp(u·i) / Σ_j exp(u·j)."""
+    logits = item_factors.astype(np.float64) @ user_vector.astype(np.float64)
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def response_headers(result: dict[str, Any]) -> dict[str, str]:
+    """A proxy result's headers, whether given as ``headers`` or ``multiValueHeaders``."""
+    headers = dict(result.get("headers") or {})
+    headers.update({k: ",".join(v) for k, v in (result.get("multiValueHeaders") or {}).items()})
+    return headers
