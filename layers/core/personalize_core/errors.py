@@ -44,6 +44,11 @@ class InvalidNextTokenException(PersonalizeError):
     status = 400
 
 
+class UnknownOperationException(PersonalizeError):
+    code = "UnknownOperationException"
+    status = 404
+
+
 class ModelUnavailableError(PersonalizeError):
     """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
 

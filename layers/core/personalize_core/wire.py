@@ -1,7 +1,9 @@
-"""The HTTP edge: Personalize's REST-JSON wire shapes, and the one place errors become responses.
+"""The HTTP edge: Personalize's wire shapes, and the one place errors become responses.
 
-Errors are ``x-amzn-ErrorType: <Code>`` plus ``{"message": ...}``, as botocore's rest-json
-parser expects; every response carries ``x-amzn-RequestId``.
+Two protocols, as botocore's parsers expect them:
+- REST-JSON (the runtime): ``x-amzn-ErrorType: <Code>`` plus ``{"message": ...}``, status per error;
+- JSON 1.1 (the control plane): ``{"__type": "<Code>", "message": ...}``, always 400 for client errors.
+Every response carries ``x-amzn-RequestId``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 __all__ = ["Response", "create_app", "error_response", "json_body", "request_id", "respond"]
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .errors import InvalidInputException, PersonalizeError
+from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
 from .observability import logger, metrics
 
 JSON = "application/json"
+AMZ_JSON = "application/x-amz-json-1.1"
 #: Which solution version answered: lets a client (and our tests) check that one version did.
 SOLUTION_VERSION_HEADER = "X-Personalize-Solution-Version-Arn"
 
@@ -38,24 +41,34 @@ def json_body(app: APIGatewayRestResolver) -> Any:
 
 
 def respond(
-    app: APIGatewayRestResolver, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    app: APIGatewayRestResolver,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    content_type: str = JSON,
 ) -> Response[str]:
     return Response(
         status_code=status,
-        content_type=JSON,
+        content_type=content_type,
         body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         headers={"x-amzn-RequestId": request_id(app), **(headers or {})},
     )
 
 
-def error_response(app: APIGatewayRestResolver, error: PersonalizeError) -> Response[str]:
+def error_response(
+    app: APIGatewayRestResolver, error: PersonalizeError, json_1_1: bool = False
+) -> Response[str]:
+    if json_1_1:
+        # JSON 1.1 services answer every client error with 400 and name it in the body.
+        status = error.status if error.status >= 500 else 400
+        return respond(app, status, {"__type": error.code, "message": error.message}, content_type=AMZ_JSON)
     response = respond(app, error.status, {"message": error.message})
     response.headers["x-amzn-ErrorType"] = error.code
     return response
 
 
-def create_app() -> APIGatewayRestResolver:
-    """A resolver whose every failure is a Personalize-shaped error."""
+def create_app(json_1_1: bool = False) -> APIGatewayRestResolver:
+    """A resolver whose every failure is a Personalize-shaped error (REST-JSON, or JSON 1.1)."""
     app = APIGatewayRestResolver()
 
     @app.exception_handler(PersonalizeError)  # type: ignore[untyped-decorator]
@@ -65,19 +78,20 @@ def create_app() -> APIGatewayRestResolver:
         )
         if error.status >= 500:
             logger.error("request failed", extra={"code": error.code, "reason": error.message})
-        return error_response(app, error)
+        return error_response(app, error, json_1_1)
 
     @app.not_found
     def unknown_route(_: Exception) -> Response[str]:
         event = app.current_event
-        error = PersonalizeError(f"No operation at {event.http_method} {event.path}")
-        error.code, error.status = "UnknownOperationException", 404
-        return error_response(app, error)
+        error = UnknownOperationException(f"No operation at {event.http_method} {event.path}")
+        return error_response(app, error, json_1_1)
 
     @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def unexpected(_: Exception) -> Response[str]:
         logger.exception("unexpected failure")
         metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
-        return error_response(app, PersonalizeError("An internal error occurred; the request can be retried"))
+        return error_response(
+            app, PersonalizeError("An internal error occurred; the request can be retried"), json_1_1
+        )
 
     return app
