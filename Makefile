@@ -1,0 +1,108 @@
+# Lambda Personalize: every task a newcomer needs is a target here.
+#   make run    - the whole stack locally (embedded AWS on loopback), demo model, API on :3000
+#   make test   - lint, type-check, every test, and the SAM template checks
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.12: use a 3.12 for the dev venv when the machine has one
+# (pyenv keeps it out of PATH unless selected, so look there too).
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3; do \
+             $$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install lint typecheck unit integration pytest test sam-validate sam-build clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (the Lambda runtime is python3.12)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv with the project and its dev tools
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy (strict): the layer, the tooling, and each function (all called app.py)
+	$(BIN)/mypy
+	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
+
+pytest: $(STAMP) ## every test (unit + integration), in parallel
+	$(BIN)/pytest -n auto -q
+
+test: lint typecheck pytest sam-validate sam-build ## everything CI runs
+
+clean: ## remove build outputs and the venv
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# ---------------------------------------------------------------- SAM packaging
+# The SAM CLI lives in its own venv (.tools/sam): it pins boto3 & co. differently from .venv.
+# `sam build` of python3.12 functions needs a python3.12 on PATH: the tools venv's own, when
+# $(PYTHON) is a 3.12 (it is whenever the machine has one).
+#   make build                 - sam build for x86_64 into .aws-sam/build, then `sam deploy` works
+#   ARCH=arm64 make build      - the same for arm64 (then deploy with: ARCH=arm64 make deploy)
+#   make deploy PARAMS="AuthMode=API_KEY"   - sam deploy (guided by samconfig.toml), Architecture=$(ARCH)
+#   make sam-build             - build both architectures into .aws-sam/<arch>/build and check numpy
+# The architecture reaches the layer build (layers/core/Makefile) through LAMBDA_ARCH: SAM passes
+# nothing about it to makefile builds, so every sam build here sets it together with the
+# template's Architecture parameter.
+SAM_CLI_VERSION ?= 1.170.0
+SAM_VENV  := .tools/sam
+SAM       := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+SAM_ENV   := PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH"
+ARCH      ?= x86_64
+PARAMS    ?=
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: sam-tools build deploy sam-build-x86_64 sam-build-arm64
+
+$(SAM_STAMP):
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (the Lambda runtime is python3.12)"; exit 1; }
+	rm -rf $(SAM_VENV)
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	@$(SAM_VENV)/bin/python -c 'import sys; sys.version_info[:2] == (3, 12) or print("warning: sam build of python3.12 functions needs a python3.12 on PATH")'
+	@touch $@
+
+sam-tools: $(SAM_STAMP) ## install the SAM CLI into .tools/sam
+
+sam-validate: $(SAM_STAMP) ## sam validate --lint (SAM schema + cfn-lint)
+	$(SAM) validate --lint
+
+build: $(SAM_STAMP) ## sam build into .aws-sam/build for ARCH (x86_64 | arm64; default x86_64)
+	$(SAM_ENV) LAMBDA_ARCH=$(ARCH) $(SAM) build --parameter-overrides Architecture=$(ARCH)
+	@$(call check_layer,.aws-sam/build,$(ARCH))
+
+deploy: build ## sam deploy the build (Architecture=ARCH; more overrides: PARAMS="AuthMode=API_KEY ...")
+	$(SAM) deploy --parameter-overrides Architecture=$(ARCH) $(PARAMS)
+
+sam-build: sam-build-x86_64 sam-build-arm64 ## sam build for x86_64 and arm64, checking numpy's machine code
+
+sam-build-x86_64 sam-build-arm64: sam-build-%: $(SAM_STAMP)
+	$(SAM_ENV) LAMBDA_ARCH=$* $(SAM) build --parameter-overrides Architecture=$* \
+	  --build-dir .aws-sam/$*/build --cache-dir .aws-sam/$*/cache
+	@$(call check_layer,.aws-sam/$*/build,$*)
+
+# check_layer(build dir, arch): the layer holds personalize_core and a numpy compiled for arch
+# (ELF e_machine 0x3e = x86-64, 0xb7 = aarch64), and no botocore to shadow the runtime's.
+define check_layer
+	layer="$(1)/CoreLayer/python"; \
+	want=$$(case "$(2)" in x86_64) echo 003e;; arm64) echo 00b7;; esac); \
+	test -d "$$layer/personalize_core" || { echo "FAIL: $$layer/personalize_core is missing"; exit 1; }; \
+	test ! -e "$$layer/botocore" || { echo "FAIL: $$layer/botocore would shadow the runtime's"; exit 1; }; \
+	so=$$(ls "$$layer"/numpy/_core/_multiarray_umath*.so 2>/dev/null | head -n 1); \
+	test -n "$$so" || { echo "FAIL: no numpy extension in $$layer"; exit 1; }; \
+	got=$$(od -An -tx2 -j18 -N2 "$$so" | tr -d ' '); \
+	echo "$(2): $$(basename "$$so"): e_machine $$got, $$(grep -h '^Tag:' "$$layer"/numpy-*.dist-info/WHEEL | tr '\n' ' ')"; \
+	if command -v file >/dev/null; then file -b "$$so" | cut -d, -f1-2; fi; \
+	test "$$got" = "$$want" || { echo "FAIL: numpy in $$layer is not built for $(2)"; exit 1; }
+endef

@@ -1,0 +1,401 @@
+"""The SAM template, checked with real tools: cfn-lint, and the template as cfn-lint decodes it.
+
+The auth of the API is switched by the AuthMode parameter through Fn::If inside the OpenAPI body,
+so these tests evaluate the template's Conditions for a given set of parameter values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SERVING_FUNCTIONS = ("GetRecommendationsFunction", "GetPersonalizedRankingFunction")
+S3_READ_ACTIONS = frozenset({"s3:getobject", "s3:getobjectversion", "s3:listbucket", "s3:getbucketlocation"})
+RANKING_DIR = "functions/get_personalized_ranking"
+READ_ONLY_POLICY_TEMPLATES = frozenset({"S3ReadPolicy"})
+
+Template = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    decoded, errors = decode(str(TEMPLATE))
+    assert not errors, errors
+    assert decoded is not None
+    return dict(decoded)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _defaults(template: Template) -> dict[str, Any]:
+    return {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+
+
+def _resolve(node: Any, template: Template, params: dict[str, Any]) -> Any:
+    """Evaluate Ref (parameters), Fn::Equals, Fn::If, Condition and AWS::NoValue; keep the rest."""
+    if isinstance(node, list):
+        return [v for v in (_resolve(x, template, params) for x in node) if v is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        ((key, value),) = node.items()
+        if key == "Ref" and value == "AWS::NoValue":
+            return _NO_VALUE
+        if key == "Ref" and value in params:
+            return params[value]
+        if key == "Fn::Equals":
+            left, right = (_resolve(v, template, params) for v in value)
+            return left == right
+        if key == "Condition":
+            return _condition(value, template, params)
+        if key == "Fn::If":
+            name, when_true, when_false = value
+            chosen = when_true if _condition(name, template, params) else when_false
+            return _resolve(chosen, template, params)
+    resolved = {k: _resolve(v, template, params) for k, v in node.items()}
+    return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+
+
+_NO_VALUE = object()
+
+
+def _condition(name: str, template: Template, params: dict[str, Any]) -> bool:
+    return bool(_resolve(template["Conditions"][name], template, params))
+
+
+def _function(template: Template, logical_id: str) -> dict[str, Any]:
+    """A function's properties with the Globals merged in (a function's own value wins)."""
+    resource = template["Resources"][logical_id]
+    assert resource["Type"] == "AWS::Serverless::Function"
+    return {**template.get("Globals", {}).get("Function", {}), **resource["Properties"]}
+
+
+def _functions(template: Template) -> list[str]:
+    return [lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_violations(policies: list[Any]) -> list[str]:
+    """What in a SAM Policies list goes beyond reading S3 objects of a named bucket."""
+    problems: list[str] = []
+    for policy in policies:
+        if isinstance(policy, str):
+            problems.append(f"managed policy {policy!r} (not reviewable here)")
+            continue
+        if "Statement" not in policy:
+            problems.extend(
+                f"policy template {name}" for name in policy if name not in READ_ONLY_POLICY_TEMPLATES
+            )
+            continue
+        for statement in _as_list(policy["Statement"]):
+            if statement.get("Effect") != "Allow":
+                continue
+            for action in _as_list(statement.get("Action", [])):
+                if not isinstance(action, str) or "*" in action:
+                    problems.append(f"wildcard action {action!r}")
+                elif action.lower().startswith("s3:") and action.lower() not in S3_READ_ACTIONS:
+                    problems.append(f"S3 action {action!r} is not read-only")
+            if "NotAction" in statement:
+                problems.append("NotAction grants everything else")
+            if any(resource == "*" for resource in _as_list(statement.get("Resource", []))):
+                problems.append("Resource '*'")
+    return problems
+
+
+def _api_routes(template: Template) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """(METHOD, path) -> (function logical id, its properties) for every Api event."""
+    routes = {}
+    for logical_id in _functions(template):
+        props = _function(template, logical_id)
+        for event in props.get("Events", {}).values():
+            if event["Type"] == "Api":
+                key = (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+                assert key not in routes, f"route {key} is defined twice"
+                routes[key] = (logical_id, props)
+    return routes
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_cfn_lint_finds_no_errors_or_warnings() -> None:
+    # Given the template and cfn-lint's rules (SAM schemas included) for a few regions
+    config = ManualArgs(regions=["us-east-1", "eu-west-1", "ap-southeast-2"])
+
+    # When linting it
+    matches = lint_file(TEMPLATE, config=config)
+
+    # Then nothing is reported, not even a warning
+    assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches] == []
+
+
+def test_cfn_lint_does_report_a_broken_template(tmp_path: Path) -> None:
+    # Given the template with a misspelt property
+    broken = tmp_path / "template.yaml"
+    broken.write_text(
+        TEMPLATE.read_text().replace("Handler: app.lambda_handler", "Handlr: app.lambda_handler", 1)
+    )
+
+    # When linting it
+    matches = lint_file(broken, config=ManualArgs(regions=["us-east-1"]))
+
+    # Then cfn-lint reports an error (so the clean result above means something)
+    assert any(m.rule.id.startswith("E") for m in matches)
+
+
+def test_every_function_runs_python312_with_the_core_layer(template: Template) -> None:
+    # Given every function of the template
+    functions = _functions(template)
+    assert functions
+
+    for logical_id in functions:
+        # When reading its effective (Globals-merged) properties
+        props = _function(template, logical_id)
+
+        # Then it runs python3.12 with the core layer, on the stack's architecture, traced
+        assert props["Runtime"] == "python3.12", logical_id
+        assert {"Ref": "CoreLayer"} in props["Layers"], logical_id
+        assert props["Architectures"] == [{"Ref": "Architecture"}], logical_id
+        assert props["Tracing"] == "Active", logical_id
+
+
+def test_the_core_layer_is_built_for_python312_from_layers_core(template: Template) -> None:
+    # Given the layer resource
+    layer = template["Resources"]["CoreLayer"]
+
+    # When reading how it is built
+    props, metadata = layer["Properties"], layer["Metadata"]
+
+    # Then it is layers/core/ built by its Makefile, for python3.12 on the stack's architecture
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert props["ContentUri"].rstrip("/") == "layers/core"
+    assert props["CompatibleRuntimes"] == ["python3.12"]
+    assert props["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    assert metadata["BuildMethod"] == "makefile"
+    assert metadata["BuildArchitecture"] == {"Ref": "Architecture"}
+    assert "build-CoreLayer:" in (ROOT / "layers/core/Makefile").read_text()
+    assert (ROOT / "layers/core/personalize_core/__init__.py").is_file()
+    requirements = (ROOT / "layers/core/requirements.txt").read_text().lower().splitlines()
+    names = {line.split(">")[0].split("=")[0].split("[")[0].strip() for line in requirements}
+    assert {"numpy", "aws-lambda-powertools"} <= names
+    assert not names & {"boto3", "botocore"}, "the Lambda runtime provides boto3"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "logical_id", "code_uri"),
+    [
+        ("POST", "/recommendations", "GetRecommendationsFunction", "functions/get_recommendations"),
+        ("POST", "/personalize-ranking", "GetPersonalizedRankingFunction", RANKING_DIR),
+    ],
+)
+def test_runtime_routes_map_to_their_functions(
+    template: Template, method: str, path: str, logical_id: str, code_uri: str
+) -> None:
+    # Given the Api events of every function
+    routes = _api_routes(template)
+
+    # When looking the route up
+    function_id, props = routes[(method, path)]
+
+    # Then it is served by the right function, from the right folder, on PersonalizeApi
+    assert function_id == logical_id
+    assert props["CodeUri"].rstrip("/") == code_uri
+    assert props["Handler"] == "app.lambda_handler"
+    assert (ROOT / code_uri / "app.py").is_file()
+    event = next(e for e in props["Events"].values() if e["Properties"]["Path"] == path)
+    assert event["Properties"]["RestApiId"] == {"Ref": "PersonalizeApi"}
+
+
+@pytest.mark.parametrize("logical_id", SERVING_FUNCTIONS)
+def test_serving_functions_can_only_read_the_model_bucket(template: Template, logical_id: str) -> None:
+    # Given a serving function's policies, with the default parameters
+    params = _defaults(template)
+    policies = _resolve(_function(template, logical_id).get("Policies", []), template, params)
+
+    # When reviewing every statement
+    problems = policy_violations(_as_list(policies))
+
+    # Then nothing writes, nothing is a wildcard, and the reads are scoped to the model bucket
+    assert problems == []
+    statements = [s for p in policies if isinstance(p, dict) for s in _as_list(p.get("Statement", []))]
+    assert {a for s in statements for a in _as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
+    for statement in statements:
+        assert "ModelBucket" in repr(statement["Resource"]), statement
+
+
+def _allow(action: Any, resource: str = "arn:aws:s3:::bucket/*") -> dict[str, Any]:
+    return {"Statement": [{"Effect": "Allow", "Action": action, "Resource": resource}]}
+
+
+@pytest.mark.parametrize(
+    ("policies", "expected"),
+    [
+        ([_allow("s3:PutObject")], "not read-only"),
+        ([_allow(["s3:GetObject", "s3:DeleteObject"])], "not read-only"),
+        ([_allow("*")], "wildcard"),
+        ([_allow(["s3:Get*"])], "wildcard"),
+        ([_allow("s3:GetObject", resource="*")], "Resource '*'"),
+        ([{"S3CrudPolicy": {"BucketName": "b"}}], "policy template S3CrudPolicy"),
+        (["AmazonS3FullAccess"], "managed policy"),
+    ],
+)
+def test_the_least_privilege_check_catches_write_and_wildcard_grants(
+    policies: list[Any], expected: str
+) -> None:
+    # Given a policy list that grants too much
+    # When reviewing it
+    problems = policy_violations(policies)
+
+    # Then the review says why
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_model_bucket_is_created_only_when_no_name_is_given(template: Template) -> None:
+    # Given the bucket resource and the functions' environment
+    bucket = template["Resources"]["ModelBucket"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+
+    # When the parameter is left empty, or names an existing bucket
+    created = _condition(bucket["Condition"], template, {**_defaults(template)})
+    given = _condition(bucket["Condition"], template, {**_defaults(template), "ModelBucketName": "mine"})
+    env_given = _resolve(env, template, {**_defaults(template), "ModelBucketName": "mine"})
+
+    # Then the stack creates a private, encrypted, versioned bucket only in the first case
+    assert created
+    assert not given
+    assert env_given["MODEL_BUCKET"] == "mine"
+    props = bucket["Properties"]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+
+
+def test_auth_mode_defaults_to_iam(template: Template) -> None:
+    # Given the AuthMode parameter
+    # When reading its default
+    # Then requests must be SigV4-signed unless the deployer chooses otherwise
+    assert template["Parameters"]["AuthMode"]["Default"] == "IAM"
+
+
+@pytest.mark.parametrize(
+    ("auth_mode", "security", "with_usage_plan"),
+    [
+        ("IAM", [{"sigv4": []}], False),
+        ("API_KEY", [{"api_key": []}], True),
+        ("NONE", [], False),
+    ],
+)
+def test_every_route_gets_the_auth_of_auth_mode(
+    template: Template, auth_mode: str, security: list[Any], with_usage_plan: bool
+) -> None:
+    # Given the API's OpenAPI body, resolved for an AuthMode
+    params = {**_defaults(template), "AuthMode": auth_mode}
+    api = template["Resources"]["PersonalizeApi"]
+    body = _resolve(api["Properties"]["DefinitionBody"], template, params)
+
+    # When looking at each route the functions declare
+    routes = _api_routes(template)
+
+    # Then each of them has exactly the security of that mode (no route is left open by mistake)
+    assert api["Properties"].get("Auth") is None, "auth is in the body, switched by AuthMode"
+    assert routes
+    for method, path in routes:
+        assert body["paths"][path][method.lower()]["security"] == security, (auth_mode, method, path)
+    assert body["securityDefinitions"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    plan = template["Resources"]["ApiUsagePlan"]
+    assert _condition(plan["Condition"], template, params) is with_usage_plan
+    assert _condition(template["Resources"]["ApiKey"]["Condition"], template, params) is with_usage_plan
+
+
+def test_outputs_give_the_endpoint_the_bucket_and_the_functions(template: Template) -> None:
+    # Given the outputs
+    outputs = template["Outputs"]
+
+    # When reading the endpoint
+    api_url = outputs["ApiUrl"]["Value"]["Fn::Sub"]
+
+    # Then it is the Prod stage of PersonalizeApi, and the bucket and function ARNs are there
+    assert api_url == "https://${PersonalizeApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/Prod"
+    assert template["Resources"]["PersonalizeApi"]["Properties"]["StageName"] == "Prod"
+    assert "ModelBucketName" in outputs
+    for logical_id in SERVING_FUNCTIONS:
+        assert outputs[f"{logical_id}Arn"]["Value"] == {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def test_the_api_merges_the_functions_integrations_into_its_body(template: Template) -> None:
+    # Given the API, whose inline OpenAPI body only carries the auth
+    props = template["Resources"]["PersonalizeApi"]["Properties"]
+
+    # When SAM transforms it
+    # Then it must merge the Api events' integrations into that body: without MergeDefinitions
+    # SAM leaves an inline body alone and the routes would have no Lambda behind them
+    assert props["MergeDefinitions"] is True
+
+
+def _sam_transform(template_text: str, params: dict[str, str]) -> Template:
+    transform = pytest.importorskip(
+        "samtranslator.translator.transform", reason="aws-sam-translator is not installed"
+    ).transform
+    yaml_parse = pytest.importorskip("samtranslator.yaml_helper").yaml_parse
+    sam = yaml_parse(template_text)
+    for resource in sam["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(resource.get("Properties", {}).get(key), str):
+                resource["Properties"][key] = "s3://bucket/key.zip"
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    return dict(transform(sam, params, NoManagedPolicies()))
+
+
+@pytest.mark.parametrize("auth_mode", ["IAM", "API_KEY", "NONE"])
+def test_the_sam_transform_wires_every_route_to_its_function(template: Template, auth_mode: str) -> None:
+    # Given the template as CloudFormation receives it after the SAM transform
+    cfn = _sam_transform(TEMPLATE.read_text(), {"AuthMode": auth_mode})
+    body = cfn["Resources"]["PersonalizeApi"]["Properties"]["Body"]
+
+    for (method, path), (logical_id, _props) in _api_routes(template).items():
+        # When looking at a route of the generated REST API
+        operation = body["paths"][path][method.lower()]
+
+        # Then it is a Lambda proxy integration of its function, with the AuthMode switch kept
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy"
+        assert f"${{{logical_id}.Arn}}" in integration["uri"]["Fn::Sub"]
+        assert (
+            operation["security"]
+            == template["Resources"]["PersonalizeApi"]["Properties"]["DefinitionBody"]["paths"][path][
+                method.lower()
+            ]["security"]
+        )
+
+
+@pytest.mark.parametrize("logical_id", SERVING_FUNCTIONS)
+def test_the_generated_roles_only_read_s3(logical_id: str) -> None:
+    # Given the IAM role SAM generates for a serving function
+    cfn = _sam_transform(TEMPLATE.read_text(), {})
+    role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
+
+    # When reviewing its inline and managed policies
+    problems = policy_violations([p["PolicyDocument"] for p in role.get("Policies", [])])
+    managed = {
+        (arn if isinstance(arn, str) else arn["Fn::Sub"]).rsplit("/", 1)[-1]
+        for arn in role["ManagedPolicyArns"]
+    }
+
+    # Then the inline ones only read the model bucket and the managed ones are logs + X-Ray writes
+    assert problems == []
+    assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
