@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from personalize_core.scoring import (
+    batch_user_top_k,
     logsumexp,
     popular_top_k,
     rank_items,
@@ -119,3 +120,21 @@ def test_popular_items_in_precomputed_order_with_a_mask() -> None:
     order = np.array([3, 1, 0, 2])
     assert popular_top_k(order, 2).tolist() == [3, 1]
     assert popular_top_k(order, 3, allowed=np.array([True, False, True, False])).tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("num_items", "users", "k", "block"), [(500, 37, 25, 8), (40, 5, 100, 256), (1000, 3, 1, 2)]
+)
+def test_batch_top_k_equals_the_single_user_kernel(num_items: int, users: int, k: int, block: int) -> None:
+    # Given a catalog and a batch of users
+    rng = np.random.default_rng(num_items)
+    items = rng.normal(0, 1, (num_items, 16)).astype(np.float32)
+    vectors = rng.normal(0, 1, (users, 16)).astype(np.float32)
+    # When they are scored in blocks
+    indices, scores = batch_user_top_k(items, vectors, k, block=block)
+    # Then each row is what the real-time kernel answers for that user
+    assert indices.shape == scores.shape == (users, min(k, num_items))
+    for row in range(users):
+        expected_items, expected_scores = user_top_k(items, vectors[row], k)
+        assert indices[row].tolist() == expected_items.tolist()
+        np.testing.assert_allclose(scores[row], expected_scores, rtol=1e-6)
