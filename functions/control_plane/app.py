@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from personalize_core import wire
@@ -19,6 +20,7 @@ plane = ControlPlane()
 def control_plane() -> wire.Response[str]:
     target = app.current_event.headers.get("X-Amz-Target") or app.current_event.headers.get("x-amz-target")
     result = plane.dispatch(target, wire.json_body(app))
+    metrics.add_metric(name="ControlPlaneCalls", unit=MetricUnit.Count, value=1)
     return wire.respond(app, 200, result, content_type=wire.AMZ_JSON)
 
 

@@ -126,7 +126,8 @@ def _check_matrix(array: np.ndarray, rows: int, what: str, dims: int | None = No
         raise PublishError(f"{what} has {array.shape[0]} rows but there are {rows} ids")
     if array.shape[1] == 0 or (dims is not None and array.shape[1] != dims):
         raise PublishError(f"{what} has {array.shape[1]} dimensions, expected {dims or 'at least 1'}")
-    matrix = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
+        matrix = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(matrix).all():
         raise PublishError(f"{what} holds NaN or infinite values (after conversion to float32)")
     return matrix

@@ -36,7 +36,7 @@ def json_body(app: APIGatewayRestResolver) -> Any:
     try:
         raw = app.current_event.decoded_body
         return json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidInputException("The request body is not valid JSON") from None
 
 
