@@ -18,25 +18,62 @@ from lambda_personalize.local_api import proxy_event
 from tests.utils import campaign_arn, invoke, response_headers
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 OPERATIONS = {
-    "get_recommendations": ("/recommendations", ["campaignArn", "recommenderArn", "userId", "itemId", "numResults",
-                                                 "context", "filterArn", "filterValues", "promotions",
-                                                 "metadataColumns"]),
-    "get_personalized_ranking": ("/personalize-ranking", ["campaignArn", "userId", "inputList", "context",
-                                                          "filterArn", "filterValues", "metadataColumns"]),
+    "get_recommendations": (
+        "/recommendations",
+        [
+            "campaignArn",
+            "recommenderArn",
+            "userId",
+            "itemId",
+            "numResults",
+            "context",
+            "filterArn",
+            "filterValues",
+            "promotions",
+            "metadataColumns",
+        ],
+    ),
+    "get_personalized_ranking": (
+        "/personalize-ranking",
+        ["campaignArn", "userId", "inputList", "context", "filterArn", "filterValues", "metadataColumns"],
+    ),
 }
-REAL_CAMPAIGNS = [campaign_arn(n) for n in ("demo-user-personalization", "demo-related-items",
-                                            "demo-popular-items", "demo-personalized-ranking")]
+REAL_CAMPAIGNS = [
+    campaign_arn(n)
+    for n in (
+        "demo-user-personalization",
+        "demo-related-items",
+        "demo-popular-items",
+        "demo-personalized-ranking",
+    )
+]
 
 odd_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=300) | st.sampled_from(
-    ["", "\u0000", "\ud7ff" * 10, "é" * 257, "../../etc/passwd", "user-3", "item-5", "x" * 1001, "*", '"a","b"']
+    [
+        "",
+        "\u0000",
+        "\ud7ff" * 10,
+        "é" * 257,
+        "../../etc/passwd",
+        "user-3",
+        "item-5",
+        "x" * 1001,
+        "*",
+        '"a","b"',
+    ]
 )
 numbers = st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=True, allow_infinity=True)
 scalars = st.none() | st.booleans() | numbers | odd_text
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(odd_text, inner,
-                                                                                             max_size=6), max_leaves=30)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(odd_text, inner, max_size=6),
+    max_leaves=30,
+)
 
 
 def field_values(name: str) -> st.SearchStrategy[Any]:
@@ -47,21 +84,34 @@ def field_values(name: str) -> st.SearchStrategy[Any]:
         "itemId": st.sampled_from(["item-5", "item-1", "ghost"]) | odd_text,
         "numResults": st.integers(min_value=-5, max_value=600) | numbers,
         "inputList": st.lists(st.sampled_from(["item-1", "item-2", "ghost"]) | odd_text, max_size=600),
-        "context": st.dictionaries(st.text(string.ascii_letters + "_", min_size=1, max_size=10), odd_text,
-                                   max_size=3),
+        "context": st.dictionaries(
+            st.text(string.ascii_letters + "_", min_size=1, max_size=10), odd_text, max_size=3
+        ),
     }
     return plausible.get(name, json_values) | json_values
 
 
 def bodies(fields: list[str]) -> st.SearchStrategy[bytes]:
     known = st.fixed_dictionaries({}, optional={f: field_values(f) for f in fields})
-    with_extra = st.tuples(known, st.dictionaries(odd_text, json_values, max_size=2)).map(lambda t: {**t[1], **t[0]})
+    with_extra = st.tuples(known, st.dictionaries(odd_text, json_values, max_size=2)).map(
+        lambda t: {**t[1], **t[0]}
+    )
 
     def encode(value: Any) -> bytes:
         return json.dumps(value, allow_nan=True).encode()
 
-    raw = st.binary(max_size=200) | st.sampled_from([b"", b"[" * 5000, b"{" * 50000, b"null", b"{}", b"1e999",
-                                                     b'{"numResults": 1e400}', b"\xef\xbb\xbf{}"])
+    raw = st.binary(max_size=200) | st.sampled_from(
+        [
+            b"",
+            b"[" * 5000,
+            b"{" * 50000,
+            b"null",
+            b"{}",
+            b"1e999",
+            b'{"numResults": 1e400}',
+            b"\xef\xbb\xbf{}",
+        ]
+    )
     return (known | with_extra).map(encode) | json_values.map(encode) | raw
 
 
@@ -83,7 +133,9 @@ def assert_personalize_shaped(result: dict[str, Any]) -> None:
 @pytest.mark.parametrize("function", sorted(OPERATIONS))
 def test_generated_bodies_never_break_the_contract(function: str) -> None:
     path, fields = OPERATIONS[function]
-    content_types = st.sampled_from(["application/json", "text/plain", "application/x-amz-json-1.1", "", "image/png"])
+    content_types = st.sampled_from(
+        ["application/json", "text/plain", "application/x-amz-json-1.1", "", "image/png"]
+    )
 
     @FUZZ
     @given(body=bodies(fields), content_type=content_types)

@@ -15,6 +15,10 @@ class Settings:
     #: How many solution versions a warm function keeps loaded (the ones campaigns point to win).
     max_loaded_versions: int
     region: str
+    #: S3 reads of the model store: retried with exponential backoff (botocore's standard mode).
+    s3_max_attempts: int
+    s3_connect_timeout_seconds: float
+    s3_read_timeout_seconds: float
 
 
 def _float(name: str, default: float) -> float:
@@ -32,4 +36,7 @@ def get_settings() -> Settings:
         campaign_cache_ttl_seconds=_float("CAMPAIGN_CACHE_TTL_SECONDS", 10.0),
         max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 4)),
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        s3_max_attempts=int(_float("S3_MAX_ATTEMPTS", 5)),
+        s3_connect_timeout_seconds=_float("S3_CONNECT_TIMEOUT_SECONDS", 3),
+        s3_read_timeout_seconds=_float("S3_READ_TIMEOUT_SECONDS", 20),
     )

@@ -34,7 +34,12 @@ def create_s3_client() -> S3Client:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=3, read_timeout=30)
+    settings = get_settings()
+    config = Config(
+        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+    )
     return boto3.client("s3", config=config)
 
 

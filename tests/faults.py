@@ -1,0 +1,117 @@
+"""A fault-injecting HTTP proxy on loopback, in front of the embedded AWS.
+
+Requests whose method and path match a rule get that rule's fault (an error status, a delay, a
+dropped connection) for its first ``times`` matches; everything else is forwarded unchanged. It
+lets tests put real S3 faults under the real botocore retry logic.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Fault:
+    path_pattern: str
+    method: str = "GET"
+    status: int | None = 503
+    delay_seconds: float = 0.0
+    drop_connection: bool = False
+    times: int = 1
+    hits: int = field(default=0)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            method == self.method
+            and re.search(self.path_pattern, path) is not None
+            and self.hits < self.times
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def _proxy(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path))
+        fault = self.server.fault_for(self.command, self.path)
+        if fault is not None:
+            if fault.delay_seconds:
+                time.sleep(fault.delay_seconds)
+            if fault.drop_connection:
+                self.close_connection = True
+                self.connection.close()
+                return
+            if fault.status is not None:
+                payload = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                self.send_response(fault.status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+        upstream = http.client.HTTPConnection(
+            self.server.upstream_host, self.server.upstream_port, timeout=30
+        )
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = f"{self.server.upstream_host}:{self.server.upstream_port}"
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy  # noqa: N815
+
+
+class FaultProxy(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream_url: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        parts = urlsplit(upstream_url)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.faults: list[Fault] = []
+        self.seen: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def start(self) -> FaultProxy:
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
