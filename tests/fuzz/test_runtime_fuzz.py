@@ -126,7 +126,8 @@ def assert_personalize_shaped(result: dict[str, Any]) -> None:
     else:
         assert status in (400, 404)
         assert headers["x-amzn-ErrorType"] in ("InvalidInputException", "ResourceNotFoundException")
-        assert isinstance(body["message"], str) and body["message"]
+        assert isinstance(body["message"], str)
+        assert body["message"]
 
 
 @pytest.mark.usefixtures("serving_env")
