@@ -19,6 +19,9 @@ class Settings:
     s3_max_attempts: int
     s3_connect_timeout_seconds: float
     s3_read_timeout_seconds: float
+    #: Largest request body accepted. Personalize's own limits make every valid request far
+    #: smaller (500 ids of 256 characters, 150 context values of 1000...); parsing stops here.
+    max_request_bytes: int
 
 
 def _float(name: str, default: float) -> float:
@@ -39,4 +42,5 @@ def get_settings() -> Settings:
         s3_max_attempts=int(_float("S3_MAX_ATTEMPTS", 5)),
         s3_connect_timeout_seconds=_float("S3_CONNECT_TIMEOUT_SECONDS", 3),
         s3_read_timeout_seconds=_float("S3_READ_TIMEOUT_SECONDS", 20),
+        max_request_bytes=int(_float("MAX_REQUEST_BYTES", 1024 * 1024)),
     )

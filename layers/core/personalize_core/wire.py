@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
 from .observability import logger, metrics
+from .settings import get_settings
 
 JSON = "application/json"
 AMZ_JSON = "application/x-amz-json-1.1"
@@ -33,6 +34,9 @@ def request_id(app: APIGatewayRestResolver) -> str:
 
 def json_body(app: APIGatewayRestResolver) -> Any:
     """The request body as JSON; an empty body is ``{}`` (botocore always sends an object)."""
+    limit = get_settings().max_request_bytes
+    if len(app.current_event.body or "") > limit * 4 // 3 + 4:  # base64 can inflate by 4/3
+        raise InvalidInputException(f"The request body is larger than {limit} bytes")
     try:
         raw = app.current_event.decoded_body
         return json.loads(raw) if raw else {}
