@@ -330,7 +330,10 @@ def load_extras(manifest: Manifest, fetch: Fetch) -> ModelExtras:
         items=_table(reader, ITEMS, manifest.num_items) if reader.has(ITEMS + SCHEMA) else None,
         users=_table(reader, USERS, None) if reader.has(USERS + SCHEMA) else None,
         interactions=_interactions(reader, manifest.num_items) if reader.has(INTERACTIONS + SCHEMA) else None,
-        context=_context(reader, manifest.dimensions) if reader.has(CONTEXT + SCHEMA) else None,
+        # Context vectors shift a user vector: a recipe without factors (popular items) has none.
+        context=_context(reader, manifest.dimensions)
+        if reader.has(CONTEXT + SCHEMA) and manifest.dimensions
+        else None,
     )
 
 

@@ -262,8 +262,9 @@ class _Parser:
 
     def value(self, allow_star: bool, numbers: bool) -> Value:
         token = self.token
-        if token.kind == "string":
-            value = Value("string", _unquote(token.text), token.position)
+        if token.kind == "string" and not numbers:
+            text = _unquote(token.text)
+            value = Value("star" if allow_star and text == "*" else "string", text, token.position)
         elif token.kind == "param":
             value = Value("param", token.text[1:], token.position)
         elif token.kind == "number" and numbers:
