@@ -382,3 +382,119 @@ def test_recommender_arn_is_refused_clearly(raw_runtime: Any) -> None:
         raw_runtime.get_recommendations(
             recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r", userId="u"
         )
+
+
+# -- the management API ---------------------------------------------------------------------------
+
+
+def test_filter_lifecycle(personalize: Any, solution: str) -> None:
+    # Given a filter created through boto3
+    group = f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset-group/{solution}"
+    name = f"life-{uuid.uuid4().hex[:8]}"
+    expression = 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("watched")'
+    arn = personalize.create_filter(name=name, datasetGroupArn=group, filterExpression=expression)[
+        "filterArn"
+    ]
+    assert arn == f"arn:aws:personalize:{REGION}:{ACCOUNT}:filter/{name}"
+    # Then it is described, listed (paginated) and refused a second time
+    described = personalize.describe_filter(filterArn=arn)["filter"]
+    assert described["filterExpression"] == expression
+    assert described["status"] == "ACTIVE"
+    assert described["datasetGroupArn"] == group
+    assert described["creationDateTime"].timestamp() > 1.7e9
+    with pytest.raises(personalize.exceptions.ResourceAlreadyExistsException):
+        personalize.create_filter(name=name, datasetGroupArn=group, filterExpression=expression)
+    for extra in ("a", "b"):
+        personalize.create_filter(name=f"{name}-{extra}", datasetGroupArn=group, filterExpression=expression)
+    pages = list(
+        personalize.get_paginator("list_filters").paginate(
+            datasetGroupArn=group, PaginationConfig={"PageSize": 1}
+        )
+    )
+    listed = [f["name"] for page in pages for f in page["Filters"]]
+    assert {name, f"{name}-a", f"{name}-b"} <= set(listed)
+    assert len(listed) == len(set(listed))
+    assert all(len(page["Filters"]) <= 1 for page in pages)
+    with pytest.raises(personalize.exceptions.InvalidNextTokenException):
+        personalize.list_filters(nextToken="not-a-token")
+    # When it is deleted, Then it is gone
+    personalize.delete_filter(filterArn=arn)
+    for call in (personalize.describe_filter, personalize.delete_filter):
+        with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+            call(filterArn=arn)
+    with pytest.raises(personalize.exceptions.InvalidInputException, match="name"):
+        personalize.create_filter(name="-bad", datasetGroupArn=group, filterExpression=expression)
+
+
+def test_campaign_lifecycle_is_what_the_runtime_serves(
+    personalize: Any, runtime: Any, solution: str, serving_env: str
+) -> None:
+    # Given two published versions of the solution
+    versions = personalize.list_solution_versions(
+        solutionArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}"
+    )["solutionVersions"]
+    by_name = {v["solutionVersionArn"].rsplit("/", 1)[1]: v["solutionVersionArn"] for v in versions}
+    assert set(by_name) == {r.value.lower().replace("_", "-") for r in Recipe}
+    user_arn, popular_arn = by_name["user-personalization"], by_name["popular-items"]
+    described = personalize.describe_solution_version(solutionVersionArn=user_arn)["solutionVersion"]
+    assert described["status"] == "ACTIVE"
+    assert described["recipeArn"] == "arn:aws:personalize:::recipe/aws-user-personalization"
+    assert described["solutionArn"].endswith(f":solution/{solution}")
+    # When a campaign is created on the first through boto3, Then the runtime serves it
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    arn = personalize.create_campaign(name=name, solutionVersionArn=user_arn, minProvisionedTPS=2)[
+        "campaignArn"
+    ]
+    assert ids(runtime.get_recommendations(campaignArn=arn, userId="user-0", numResults=2)["itemList"]) == [
+        0,
+        1,
+    ]
+    campaign_record = personalize.describe_campaign(campaignArn=arn)["campaign"]
+    assert campaign_record["solutionVersionArn"] == user_arn
+    assert campaign_record["minProvisionedTPS"] == 2
+    assert campaign_record["status"] == "ACTIVE"
+    with pytest.raises(personalize.exceptions.ResourceAlreadyExistsException):
+        personalize.create_campaign(name=name, solutionVersionArn=user_arn)
+    # And UpdateCampaign switches the version the runtime serves
+    personalize.update_campaign(campaignArn=arn, solutionVersionArn=popular_arn)
+    assert personalize.describe_campaign(campaignArn=arn)["campaign"]["solutionVersionArn"] == popular_arn
+    assert personalize.describe_campaign(campaignArn=arn)["campaign"]["minProvisionedTPS"] == 2
+    solution_arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}"
+    listed = [
+        c["campaignArn"]
+        for page in personalize.get_paginator("list_campaigns").paginate(
+            solutionArn=solution_arn, PaginationConfig={"PageSize": 2}
+        )
+        for c in page["campaigns"]
+    ]
+    assert arn in listed
+    assert len(listed) == len(set(listed)) == len(Recipe) + 1
+    # And DeleteCampaign removes its record (the runtime answers 404 once its pointer TTL passes)
+    personalize.delete_campaign(campaignArn=arn)
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.describe_campaign(campaignArn=arn)
+    # Errors: unknown version, unknown campaign, unknown solution, bad ARN
+    missing_version = user_arn.rsplit("/", 1)[0] + "/nope"
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.create_campaign(name=f"{name}-x", solutionVersionArn=missing_version)
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.update_campaign(campaignArn=arn, solutionVersionArn=user_arn)
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.delete_campaign(campaignArn=arn)
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.describe_solution_version(solutionVersionArn=missing_version)
+    with pytest.raises(personalize.exceptions.ResourceNotFoundException):
+        personalize.list_solution_versions(solutionArn=solution_arn + "-none")
+    with pytest.raises(personalize.exceptions.InvalidInputException, match="campaignArn"):
+        personalize.describe_campaign(campaignArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:filter/x")
+    with pytest.raises(personalize.exceptions.InvalidNextTokenException):
+        personalize.list_solution_versions(nextToken="bad")
+    walked = [
+        v["solutionVersionArn"]
+        for page in personalize.get_paginator("list_solution_versions").paginate(
+            PaginationConfig={"PageSize": 3}
+        )
+        for v in page["solutionVersions"]
+    ]
+    assert set(by_name.values()) <= set(walked)
+    assert len(walked) == len(set(walked))
