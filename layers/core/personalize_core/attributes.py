@@ -64,7 +64,9 @@ class Column:
         """A bool mask of the rows holding at least one of ``values``."""
         codes = [self.code_of[v] for v in values if v in self.code_of]
         mask = np.zeros(rows, dtype=bool)
-        if codes:
+        if len(codes) == 1:
+            mask[self.row_of_token[self.tokens == codes[0]]] = True
+        elif codes:
             mask[self.row_of_token[np.isin(self.tokens, np.asarray(codes, dtype=self.tokens.dtype))]] = True
         return mask
 
