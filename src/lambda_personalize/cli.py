@@ -2,7 +2,8 @@
 
     lambda-personalize publish --bucket B --solution movies --recipe USER_PERSONALIZATION \\
         --item-ids items.txt --item-factors items.npy --user-ids users.txt --user-factors users.npy \\
-        --interactions interactions.csv --campaign movies-for-you
+        --interactions interactions.csv --items items.csv --users users.csv \\
+        --context-factors context.json --campaign movies-for-you
     lambda-personalize campaign --bucket B --name movies-for-you --solution-version-arn ARN
     lambda-personalize versions --bucket B
 """
@@ -21,11 +22,16 @@ from .publish import (
     PublishError,
     count_interactions,
     list_versions,
+    prepare_extras,
     prepare_version,
     put_campaign,
+    read_context_factors,
     read_ids,
+    read_interaction_events,
+    read_items_csv,
     read_manifest,
     read_matrix,
+    read_users_csv,
     upload_version,
 )
 
@@ -63,17 +69,27 @@ def cmd_publish(args: argparse.Namespace) -> dict[str, Any]:
         popularity = read_matrix(args.popularity)
     elif args.interactions:
         popularity = count_interactions(args.interactions, item_ids)
+    item_factors = read_matrix(args.item_factors) if args.item_factors else None
+    extras = prepare_extras(
+        item_ids,
+        item_factors.shape[1] if item_factors is not None and item_factors.ndim == 2 else 0,
+        items=read_items_csv(args.items, item_ids) if args.items else None,
+        users=read_users_csv(args.users) if args.users else None,
+        interactions=read_interaction_events(args.interactions) if args.interactions else None,
+        context=read_context_factors(args.context_factors) if args.context_factors else None,
+    )
     prepared = prepare_version(
         solution=args.solution,
         recipe=recipe,
         region=_region(args),
         account=_account(args),
         item_ids=item_ids,
-        item_factors=read_matrix(args.item_factors) if args.item_factors else None,
+        item_factors=item_factors,
         user_ids=read_ids(args.user_ids) if args.user_ids else (),
         user_factors=read_matrix(args.user_factors) if args.user_factors else None,
         popularity=popularity,
         version=args.version,
+        extra_files=extras,
     )
     s3 = _s3(args)
     manifest = upload_version(s3, args.bucket, prepared)
@@ -125,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--user-ids", type=Path, help=".txt (one a line), .json, .npy or .csv")
     publish.add_argument("--user-factors", type=Path, help="float .npy [users, dims]")
     publish.add_argument(
-        "--interactions", type=Path, help="Personalize Interactions CSV; popularity is counted"
+        "--interactions",
+        type=Path,
+        help="Personalize Interactions CSV; popularity is counted, and with USER_ID (TIMESTAMP, "
+        "EVENT_TYPE) each user's 100 most recent interactions per event type are kept for filters",
+    )
+    publish.add_argument(
+        "--items",
+        type=Path,
+        help="Personalize Items CSV (ITEM_ID + columns; a|b = several values): filters, metadataColumns",
+    )
+    publish.add_argument("--users", type=Path, help="Personalize Users CSV (USER_ID + columns): CurrentUser")
+    publish.add_argument(
+        "--context-factors",
+        type=Path,
+        help='JSON {"FIELD": {"value": [dims floats], ...}}: vectors added to the user vector for context',
     )
     publish.add_argument("--popularity", type=Path, help="numeric .npy [items], instead of --interactions")
     publish.add_argument("--version", help="version id (default: derived from the content)")

@@ -12,7 +12,7 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,8 @@ from personalize_core.artifacts import (
     sha256_hex,
     version_prefix,
 )
+from personalize_core.attributes import ITEMS as ITEMS_PREFIX
+from personalize_core.attributes import encode_context, encode_interactions, encode_table, encode_users
 from personalize_core.errors import InvalidInputException
 from personalize_core.names import check_name, make_arn, parse_arn
 from personalize_core.requests import ID_MAX
@@ -99,6 +101,110 @@ def count_interactions(path: Path, item_ids: Sequence[str]) -> np.ndarray:
     return np.array([counts.get(i, 0) for i in item_ids], dtype=np.float32)
 
 
+# -- item and user metadata, recent interactions, context (filters, metadataColumns, context) ----
+
+
+def _read_csv(path: Path, what: str, id_column: str) -> tuple[list[str], dict[str, list[str]]]:
+    """A Personalize-style CSV: the id column and every other column, values as text."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            names = reader.fieldnames or []
+            by_upper = {name.upper(): name for name in names}
+            if id_column not in by_upper:
+                raise PublishError(f"{path}: a {what} CSV needs an {id_column} column")
+            if len(by_upper) != len(names):
+                raise PublishError(f"{path}: column names must differ in more than case")
+            others = [n for n in names if n.upper() != id_column]
+            ids: list[str] = []
+            columns: dict[str, list[str]] = {n.upper(): [] for n in others}
+            for row in reader:
+                ids.append(row[by_upper[id_column]] or "")
+                for name in others:
+                    columns[name.upper()].append(row.get(name) or "")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PublishError(f"{path}: cannot read the {what} CSV: {exc}") from None
+    return ids, columns
+
+
+def read_items_csv(path: Path, item_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Item metadata columns aligned on ``item_ids`` (items missing from the CSV have no values)."""
+    ids, columns = _read_csv(path, "Items", "ITEM_ID")
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    if len(row_of) != len(ids):
+        raise PublishError(f"{path}: ITEM_ID values must be unique")
+    rows = [row_of.get(item_id) for item_id in item_ids]
+    return {name: [values[r] if r is not None else "" for r in rows] for name, values in columns.items()}
+
+
+def read_users_csv(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    ids, columns = _read_csv(path, "Users", "USER_ID")
+    return _check_ids(ids, f"{path}: USER_ID"), columns
+
+
+def read_interaction_events(path: Path) -> list[tuple[str, str, float, str]] | None:
+    """(user, item, timestamp, event type) of an Interactions CSV; None without a USER_ID column."""
+    events: list[tuple[str, str, float, str]] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = {c.upper(): c for c in reader.fieldnames or []}
+            if "USER_ID" not in columns or "ITEM_ID" not in columns:
+                return None
+            time_column, type_column = columns.get("TIMESTAMP"), columns.get("EVENT_TYPE")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    # Without TIMESTAMP, later rows are more recent.
+                    timestamp = float(row[time_column]) if time_column else float(line)
+                except ValueError:
+                    raise PublishError(f"{path}:{line}: TIMESTAMP must be a number") from None
+                event_type = (row[type_column] or "") if type_column else ""
+                events.append((row[columns["USER_ID"]], row[columns["ITEM_ID"]], timestamp, event_type))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PublishError(f"{path}: cannot read interactions: {exc}") from None
+    return events
+
+
+def read_context_factors(path: Path) -> dict[str, dict[str, list[float]]]:
+    """``{"DEVICE": {"phone": [..dims..], "desktop": [...]}, ...}`` from a JSON file."""
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(raw, dict) or not all(
+        isinstance(v, dict) and all(isinstance(vec, list) for vec in v.values()) for v in raw.values()
+    ):
+        raise PublishError(f'{path}: expected {{"FIELD": {{"value": [numbers...], ...}}, ...}}')
+    return raw
+
+
+def prepare_extras(
+    item_ids: Sequence[str],
+    dimensions: int,
+    *,
+    items: Mapping[str, Sequence[str]] | None = None,
+    users: tuple[Sequence[str], Mapping[str, Sequence[str]]] | None = None,
+    interactions: Sequence[tuple[str, str, float, str]] | None = None,
+    context: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> dict[str, bytes]:
+    """The optional files of a version (see personalize_core.attributes for the layout)."""
+    files: dict[str, bytes] = {}
+    if items:
+        files.update(encode_table(ITEMS_PREFIX, items, len(item_ids)))
+    if users is not None:
+        files.update(encode_users(*users))
+    if interactions:
+        files.update(encode_interactions({item: i for i, item in enumerate(item_ids)}, interactions))
+    if context:
+        if not dimensions:
+            raise PublishError("context vectors need a model with item factors")
+        try:
+            files.update(encode_context(context, dimensions))
+        except ValueError as exc:
+            raise PublishError(f"context factors: {exc}") from None
+    return files
+
+
 # -- validating --------------------------------------------------------------------------------
 
 
@@ -151,8 +257,12 @@ def prepare_version(
     user_factors: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
     version: str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> PreparedVersion:
-    """Validate the inputs and encode the files of a solution version. No I/O."""
+    """Validate the inputs and encode the files of a solution version. No I/O.
+
+    ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
+    """
     try:
         check_name(solution, "solution")
         if version is not None:
@@ -195,6 +305,7 @@ def prepare_version(
     if not np.isfinite(popularity).all() or (popularity < 0).any():
         raise PublishError("popularity must be finite and non-negative")
     files[ArrayName.POPULARITY.value] = encode_npy(popularity)
+    files.update(extra_files or {})
 
     entries = {name: _entry(name, data) for name, data in files.items()}
     if version is None:

@@ -56,6 +56,10 @@ def campaign_key(campaign: str) -> str:
     return f"campaigns/{campaign}.json"
 
 
+def filter_key(name: str) -> str:
+    return f"filters/{name}.json"
+
+
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     sha256: str

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_ids, decode_npy, sha256_hex
+from .attributes import NO_EXTRAS, ModelExtras, load_extras
 from .errors import ArtifactError
 
 
@@ -26,6 +27,8 @@ class SolutionVersionModel:
     popular_order: np.ndarray
     #: L2 norms of the item factors, for RELATED_ITEMS' cosine similarity.
     item_norms: np.ndarray | None
+    #: Optional item/user metadata, recent interactions and context vectors (filters, metadata, context).
+    extras: ModelExtras = NO_EXTRAS
 
     @property
     def arn(self) -> str:
@@ -112,4 +115,5 @@ def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVe
         popularity=popularity,
         popular_order=popular_order,
         item_norms=item_norms,
+        extras=load_extras(manifest, fetch),
     )

@@ -1,19 +1,26 @@
 """The runtime operations as plain functions: a validated request and a store in, items out.
 
+Filters, promotions, context and item metadata are applied here; the parsing and evaluation of
+filters live in ``filter_language`` and ``filters``.
+
 Nothing here knows about HTTP; ``http`` turns results and exceptions into responses.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .artifacts import Recipe
+from .attributes import Column
 from .errors import InvalidInputException
+from .filters import FilterStore, allowed_items, filter_store_for
 from .model import SolutionVersionModel
-from .requests import Promotion, RankingRequest, RecommendationsRequest, RequestOptions
+from .requests import RankingRequest, RecommendationsRequest
 from .scoring import popular_top_k, rank_items, related_top_k, user_top_k
 from .store import ModelStore
 
@@ -27,80 +34,237 @@ class Answer:
     solution_version_arn: str
 
 
-def _refuse_unsupported(options: RequestOptions, promotions: tuple[Promotion, ...] = ()) -> None:
-    # Refused loudly rather than ignored: an answer must never silently drop part of a request.
-    for present, what in (
-        (options.filter_arn is not None or bool(options.filter_values), "filterArn/filterValues"),
-        (bool(options.context), "context"),
-        (bool(options.metadata_columns), "metadataColumns"),
-        (bool(promotions), "promotions"),
-    ):
-        if present:
-            raise InvalidInputException(f"{what} is not supported by this deployment yet")
+PROMOTED_REASON = "Promoted item"
+#: (indices, scores or None): the top items of a mask for the request's recipe.
+Ranker = Callable[[np.ndarray | None, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+# -- the request's options against the model --------------------------------------------------------
+
+
+def _metadata_columns(model: SolutionVersionModel, columns: tuple[str, ...]) -> list[tuple[str, Column]]:
+    table = model.extras.items
+    chosen = []
+    for name in columns:
+        column = table.columns.get(name.upper()) if table is not None else None
+        if column is None:
+            known = (
+                ", ".join(sorted(table.columns)) if table is not None else "none (published without --items)"
+            )
+            raise InvalidInputException(
+                f"metadataColumns.ITEMS: {name[:150]} is not an item column of solution version "
+                f"{model.arn}; its columns: {known}"
+            )
+        chosen.append((name, column))
+    return chosen
+
+
+def _context_shift(model: SolutionVersionModel, context: Mapping[str, str]) -> np.ndarray | None:
+    """The sum of the vectors the model publishes for the request's (field, value) pairs."""
+    if not context:
+        return None
+    declared = model.extras.context
+    for name in context:
+        if declared is None or name not in declared.fields:
+            known = ", ".join(sorted(declared.fields)) if declared else "none"
+            raise InvalidInputException(
+                f"context field {name[:150]} is not declared by solution version {model.arn} "
+                f"(declared fields: {known})"
+            )
+    assert declared is not None
+    # A value the model has no vector for shifts nothing (as an unseen value would in training).
+    rows = [declared.fields[name][value] for name, value in context.items() if value in declared.fields[name]]
+    if not rows:
+        return None
+    shift: np.ndarray = declared.vectors[rows].sum(axis=0, dtype=np.float32)
+    return shift
+
+
+def _user_vector(
+    model: SolutionVersionModel, user_id: str | None, shift: np.ndarray | None
+) -> np.ndarray | None:
+    user = model.user_index.get(user_id) if user_id is not None else None
+    if user is None or model.user_factors is None or model.item_factors is None:
+        return None
+    vector: np.ndarray = model.user_factors[user]
+    if shift is None:
+        return vector
+    shifted: np.ndarray = (vector + shift).astype(np.float32)
+    return shifted
+
+
+def _allowed(
+    filters: FilterStore,
+    model: SolutionVersionModel,
+    filter_arn: str | None,
+    filter_values: Mapping[str, str],
+    user_id: str | None,
+    item_id: str | None,
+    field: str,
+) -> np.ndarray | None:
+    if filter_arn is None:
+        if filter_values:
+            raise InvalidInputException(f"{field.replace('filterArn', 'filterValues')} needs a filterArn")
+        return None
+    compiled = filters.get(filter_arn, field)
+    if item_id is None and any(e.uses_current_item for e in compiled.program.expressions):
+        raise InvalidInputException(f"{field} {filter_arn} uses CurrentItem, which needs an itemId")
+    current_item = model.item_index.get(item_id) if item_id is not None else None
+    return allowed_items(
+        model, compiled.program, filter_values, user_id, current_item, f"{field} {filter_arn}"
+    )
 
 
 def _items(
-    model: SolutionVersionModel, indices: np.ndarray, scores: np.ndarray | None = None
+    model: SolutionVersionModel,
+    indices: np.ndarray,
+    scores: np.ndarray | None = None,
+    metadata: list[tuple[str, Column]] | None = None,
 ) -> list[PredictedItem]:
     ids = model.item_ids
+    rows = indices.tolist()
     if scores is None:
-        return [{"itemId": ids[i]} for i in indices.tolist()]
-    return [{"itemId": ids[i], "score": s} for i, s in zip(indices.tolist(), scores.tolist(), strict=True)]
+        items: list[PredictedItem] = [{"itemId": ids[i]} for i in rows]
+    else:
+        items = [{"itemId": ids[i], "score": s} for i, s in zip(rows, scores.tolist(), strict=True)]
+    if metadata:
+        for item, row in zip(items, rows, strict=True):
+            item["metadata"] = {name: column.text(row) for name, column in metadata}
+    return items
 
 
 def _wrong_operation(arn: str, recipe: Recipe, operation: str) -> InvalidInputException:
     return InvalidInputException(f"Campaign {arn} serves a {recipe.value} solution, which {operation}")
 
 
-def get_recommendations(request: RecommendationsRequest, store: ModelStore) -> Answer:
+def spread_positions(promoted: int, total: int) -> list[int]:
+    """Where ``promoted`` items go among ``total``: evenly spread, the first after a few regular ones."""
+    return [int((j + 0.5) * total / promoted) for j in range(promoted)] if promoted else []
+
+
+# -- GetRecommendations -----------------------------------------------------------------------------
+
+
+def get_recommendations(
+    request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
+) -> Answer:
     if request.recommender_arn is not None:
-        raise InvalidInputException("recommenderArn is not supported: recommenders are served as campaigns")
+        raise InvalidInputException(
+            "recommenderArn is not supported: this service serves campaigns; publish the model and "
+            "send its campaignArn instead"
+        )
     assert request.campaign_arn is not None
-    _refuse_unsupported(request.options, request.promotions)
     _, model = store.campaign(request.campaign_arn)
-    recipe, k = model.manifest.recipe, request.num_results
+    filters = filters or filter_store_for(store)
+    recipe, k, options = model.manifest.recipe, request.num_results, request.options
+    if recipe is Recipe.PERSONALIZED_RANKING:
+        raise _wrong_operation(
+            request.campaign_arn, recipe, "answers GetPersonalizedRanking, not GetRecommendations"
+        )
+    if recipe is Recipe.USER_PERSONALIZATION and request.user_id is None:
+        raise InvalidInputException("userId is required for a USER_PERSONALIZATION campaign")
+    if recipe is Recipe.RELATED_ITEMS and request.item_id is None:
+        raise InvalidInputException("itemId is required for a RELATED_ITEMS campaign")
+    metadata = _metadata_columns(model, options.metadata_columns)
+    shift = _context_shift(model, options.context)
 
-    if recipe is Recipe.USER_PERSONALIZATION:
-        if request.user_id is None:
-            raise InvalidInputException("userId is required for a USER_PERSONALIZATION campaign")
-        user = model.user_index.get(request.user_id)
-        if user is None or model.user_factors is None or model.item_factors is None:
-            return Answer(_items(model, popular_top_k(model.popular_order, k)), model.arn)  # cold start
-        chosen, scores = user_top_k(model.item_factors, model.user_factors[user], k)
-        return Answer(_items(model, chosen, scores), model.arn)
-
-    if recipe is Recipe.RELATED_ITEMS:
-        if request.item_id is None:
-            raise InvalidInputException("itemId is required for a RELATED_ITEMS campaign")
-        item = model.item_index.get(request.item_id)
-        if item is None or model.item_factors is None or model.item_norms is None:
-            return Answer(_items(model, popular_top_k(model.popular_order, k)), model.arn)
-        return Answer(_items(model, related_top_k(model.item_factors, model.item_norms, item, k)), model.arn)
-
-    if recipe is Recipe.POPULAR_ITEMS:
-        return Answer(_items(model, popular_top_k(model.popular_order, k)), model.arn)
-
-    raise _wrong_operation(
-        request.campaign_arn, recipe, "answers GetPersonalizedRanking, not GetRecommendations"
+    rank = _ranker(model, request, shift)
+    allowed = _allowed(
+        filters,
+        model,
+        options.filter_arn,
+        options.filter_values,
+        request.user_id,
+        request.item_id,
+        "filterArn",
     )
+    if not request.promotions:
+        chosen, scores = rank(allowed, k)
+        return Answer(_items(model, chosen, scores, metadata), model.arn)
+
+    promotion = request.promotions[0]
+    field = "promotions[0].filterArn"
+    promotable = _allowed(
+        filters, model, promotion.filter_arn, promotion.filter_values, request.user_id, request.item_id, field
+    )
+    promoted, promoted_scores = rank(promotable, math.ceil(k * promotion.percent_promoted_items / 100))
+    regular_allowed = np.ones(model.num_items, dtype=bool) if allowed is None else allowed.copy()
+    regular_allowed[promoted] = False  # never the same item twice
+    regular, regular_scores = rank(regular_allowed, k - len(promoted))
+
+    promoted_items = _items(model, promoted, promoted_scores, metadata)
+    for item in promoted_items:
+        item["promotionName"] = promotion.name
+        item["reason"] = [PROMOTED_REASON]
+    regular_items = _items(model, regular, regular_scores, metadata)
+    total = len(promoted_items) + len(regular_items)
+    slots = set(spread_positions(len(promoted_items), total))
+    promoted_iter, regular_iter = iter(promoted_items), iter(regular_items)
+    merged = [next(promoted_iter) if at in slots else next(regular_iter) for at in range(total)]
+    return Answer(merged, model.arn)
 
 
-def get_personalized_ranking(request: RankingRequest, store: ModelStore) -> Answer:
-    _refuse_unsupported(request.options)
+def _ranker(model: SolutionVersionModel, request: RecommendationsRequest, shift: np.ndarray | None) -> Ranker:
+    recipe = model.manifest.recipe
+    if recipe is Recipe.USER_PERSONALIZATION:
+        user_vector = _user_vector(model, request.user_id, shift)
+        if user_vector is not None and model.item_factors is not None:
+            item_factors = model.item_factors
+
+            def by_score(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+                return user_top_k(item_factors, user_vector, k, allowed)
+
+            return by_score
+    if recipe is Recipe.RELATED_ITEMS:
+        item = model.item_index.get(request.item_id or "")
+        if item is not None and model.item_factors is not None and model.item_norms is not None:
+            item_factors, norms = model.item_factors, model.item_norms
+
+            def by_similarity(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+                return related_top_k(item_factors, norms, item, k, allowed), None
+
+            return by_similarity
+
+    def by_popularity(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return popular_top_k(model.popular_order, k, allowed), None  # popular items, and cold start
+
+    return by_popularity
+
+
+# -- GetPersonalizedRanking -------------------------------------------------------------------------
+
+
+def get_personalized_ranking(
+    request: RankingRequest, store: ModelStore, filters: FilterStore | None = None
+) -> Answer:
     _, model = store.campaign(request.campaign_arn)
+    filters = filters or filter_store_for(store)
     if model.manifest.recipe is not Recipe.PERSONALIZED_RANKING:
         raise _wrong_operation(
             request.campaign_arn, model.manifest.recipe, "does not answer GetPersonalizedRanking"
         )
+    options = request.options
+    metadata = _metadata_columns(model, options.metadata_columns)
+    shift = _context_shift(model, options.context)
+    allowed = _allowed(
+        filters, model, options.filter_arn, options.filter_values, request.user_id, None, "filterArn"
+    )
 
     # An item listed twice is ranked once, where it first appears.
     wanted = list(dict.fromkeys(request.input_list))
     known = np.array([model.item_index[i] for i in wanted if i in model.item_index], dtype=np.int64)
-    unknown = [{"itemId": i} for i in wanted if i not in model.item_index]
-    user = model.user_index.get(request.user_id)
-    if user is None or model.user_factors is None or model.item_factors is None or known.size == 0:
+    # Items the model does not know cannot be checked against a filter, so a filter drops them.
+    unknown = [{"itemId": i} for i in wanted if i not in model.item_index] if allowed is None else []
+    user_vector = _user_vector(model, request.user_id, shift)
+    if user_vector is None or model.item_factors is None or known.size == 0:
         # Cold start: the known items by popularity, no scores (there is no user vector to score with).
-        by_popularity = known[np.argsort(-model.popularity[known].astype(np.float64), kind="stable")]
-        return Answer(_items(model, by_popularity) + unknown, model.arn)
-    ranked, scores = rank_items(model.item_factors, model.user_factors[user], known)
-    return Answer(_items(model, ranked, scores) + unknown, model.arn)
+        ranked = known[np.argsort(-model.popularity[known].astype(np.float64), kind="stable")]
+        scores = None
+    else:
+        # Scores are a softmax over the whole input list; a filter then removes items from the answer.
+        ranked, scores = rank_items(model.item_factors, user_vector, known)
+    if allowed is not None:
+        keep = allowed[ranked]
+        ranked = ranked[keep]
+        scores = scores[keep] if scores is not None else None
+    return Answer(_items(model, ranked, scores, metadata) + unknown, model.arn)

@@ -1,0 +1,422 @@
+"""Filters against a model: checking a parsed filter, evaluating it as a numpy mask, and the filter records.
+
+``allowed_items`` is the one entry point the serving functions and batch jobs use: it turns a
+parsed filter, the request's ``filterValues``, its user and (for related items) its current item
+into a bool mask over the model's items, or None when nothing restricts the answer.
+Semantics: union of the active INCLUDE expressions (everything when there is none) minus the
+union of the active EXCLUDE expressions. An INCLUDE whose parameter is missing is an
+InvalidInputException; an EXCLUDE whose parameter is missing, or any expression whose ``IF`` does
+not hold for the user, is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .artifacts import filter_key
+from .attributes import Column, DataSchema, Table, schema_of_extras
+from .errors import ArtifactError, InvalidInputException, ModelUnavailableError, ResourceNotFoundException
+from .filter_language import (
+    COMPARISONS,
+    Action,
+    Condition,
+    Dataset,
+    Expression,
+    FilterProgram,
+    UserCondition,
+    Value,
+    parse_filter,
+    parse_filter_value,
+)
+from .names import parse_arn
+from .observability import logger
+from .store import ModelStore, ObjectMissing, S3Objects
+
+if TYPE_CHECKING:
+    from .model import SolutionVersionModel
+
+ACTIVE = "ACTIVE"
+
+
+# -- checking a filter against what a model holds ---------------------------------------------------
+
+
+def check_filter(program: FilterProgram, schema: DataSchema, where: str) -> None:
+    """Every column the filter names exists in ``schema`` (numeric where compared); else InvalidInput."""
+
+    def fail(message: str, position: int) -> InvalidInputException:
+        return InvalidInputException(f"Invalid filter expression at position {position}: {message} ({where})")
+
+    def column(columns: dict[str, bool], dataset: str, name: str, numeric: bool, position: int) -> None:
+        if name not in columns:
+            known = ", ".join(sorted(columns)) or "none"
+            raise fail(
+                f"{dataset}.{name} is not a column of the model (its {dataset} columns: {known})", position
+            )
+        if numeric and not columns[name]:
+            raise fail(f"{dataset}.{name} is not numeric, so it cannot be compared with <, >, =", position)
+
+    for expression in program.expressions:
+        for condition in expression.conditions:
+            numeric = condition.operator in COMPARISONS
+            if condition.dataset is Dataset.INTERACTIONS:
+                if not schema.has_interactions:
+                    raise fail(
+                        "Interactions filters need the model's recent interactions "
+                        "(publish with an Interactions CSV holding USER_ID, ITEM_ID, TIMESTAMP)",
+                        condition.position,
+                    )
+                continue
+            column(schema.item_columns, "Items", condition.column, numeric, condition.position)
+            if condition.current_item_column is not None:
+                column(
+                    schema.item_columns,
+                    "CurrentItem",
+                    condition.current_item_column,
+                    numeric,
+                    condition.position,
+                )
+        for user_condition in expression.user_conditions:
+            column(
+                schema.user_columns,
+                "CurrentUser",
+                user_condition.column,
+                user_condition.operator in COMPARISONS and user_condition.operator != "=",
+                user_condition.position,
+            )
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+_STATIC_CACHE_SIZE = 64
+_static_masks: dict[tuple[str, str, int, int], np.ndarray] = {}
+_static_lock = threading.Lock()
+
+
+def _compare(values: np.ndarray, operator: str, other: float | np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        match operator:
+            case "=":
+                return np.asarray(values == other)
+            case "<":
+                return np.asarray(values < other)
+            case "<=":
+                return np.asarray(values <= other)
+            case ">":
+                return np.asarray(values > other)
+            case _:
+                return np.asarray(values >= other)
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputException(f"{what} must be a number, not {text[:60]!r}") from None
+
+
+class _Evaluation:
+    def __init__(
+        self,
+        model: SolutionVersionModel,
+        filter_values: Mapping[str, tuple[str, ...]],
+        user_id: str | None,
+        current_item: int | None,
+        where: str,
+    ) -> None:
+        self.model = model
+        self.values = filter_values
+        self.user_id = user_id
+        self.current_item = current_item
+        self.where = where
+        self.rows = model.num_items
+
+    def strings(self, values: tuple[Value, ...]) -> list[str] | None:
+        """The literal strings of a value list; None stands for ``*`` (anything)."""
+        out: list[str] = []
+        for value in values:
+            if value.kind == "star":
+                return None
+            texts = self.values[value.text] if value.kind == "param" else (value.text,)
+            if "*" in texts and value.kind == "param":
+                return None
+            out.extend(texts)
+        return out
+
+    def item_column(self, name: str, dataset: str = "Items") -> Column:
+        table = self.model.extras.items
+        found = table.columns.get(name) if table else None
+        if found is None:
+            raise InvalidInputException(
+                f"filter {self.where} names {dataset}.{name}, which solution version {self.model.arn} lacks"
+            )
+        return found
+
+    def condition(self, condition: Condition) -> np.ndarray:
+        if condition.dataset is Dataset.INTERACTIONS:
+            interactions = self.model.extras.interactions
+            if interactions is None:
+                raise InvalidInputException(
+                    f"filter {self.where} uses Interactions, but solution version {self.model.arn} "
+                    "was published without recent interactions"
+                )
+            mask = np.zeros(self.rows, dtype=bool)
+            if self.user_id is not None:
+                event_types = self.strings(condition.values)
+                mask[interactions.items_of(self.user_id, event_types, condition.operator == "NOT IN")] = True
+            return mask
+        column = self.item_column(condition.column)
+        if condition.current_item_column is not None:
+            return self.current_item_condition(condition, column)
+        if condition.operator in COMPARISONS:
+            value = condition.values[0]
+            texts = self.values[value.text] if value.kind == "param" else (value.text,)
+            if len(texts) != 1:
+                raise InvalidInputException(
+                    f"filterValues.{value.text} must be one number for {condition.column}"
+                )
+            assert column.numbers is not None  # checked at CreateFilter and against the model
+            return _compare(
+                column.numbers, condition.operator, _number(texts[0], f"filterValues.{value.text}")
+            )
+        wanted = self.strings(condition.values) or []
+        mask = column.rows_with_any(wanted, self.rows)
+        return ~mask if condition.operator == "NOT IN" else mask
+
+    def current_item_condition(self, condition: Condition, column: Column) -> np.ndarray:
+        assert condition.current_item_column is not None
+        current = self.item_column(condition.current_item_column, "CurrentItem")
+        if self.current_item is None:
+            return np.zeros(self.rows, dtype=bool)
+        if condition.operator in COMPARISONS:
+            assert column.numbers is not None
+            assert current.numbers is not None
+            return _compare(column.numbers, condition.operator, float(current.numbers[self.current_item]))
+        mask = column.rows_with_any(current.values_of(self.current_item), self.rows)
+        return ~mask if condition.operator == "NOT IN" else mask
+
+    def static(self, condition: Condition) -> bool:
+        return (
+            condition.dataset is Dataset.ITEMS
+            and not condition.params
+            and condition.current_item_column is None
+        )
+
+    def cached_condition(self, program_key: str, index: int, condition: Condition) -> np.ndarray:
+        # Conditions without parameters or per-request inputs give the same mask for every request
+        # to a model: computed once per (filter, model).
+        if not self.static(condition):
+            return self.condition(condition)
+        key = (program_key, self.model.arn, id(self.model), index)
+        with _static_lock:
+            mask = _static_masks.get(key)
+        if mask is None:
+            mask = self.condition(condition)
+            mask.setflags(write=False)
+            with _static_lock:
+                if len(_static_masks) >= _STATIC_CACHE_SIZE:
+                    _static_masks.pop(next(iter(_static_masks)))
+                _static_masks[key] = mask
+        return mask
+
+    def user_holds(self, conditions: tuple[UserCondition, ...]) -> bool:
+        if not conditions:
+            return True
+        table: Table | None = self.model.extras.users
+        row = table.index.get(self.user_id) if table and table.index and self.user_id is not None else None
+        if table is None or row is None:
+            return False
+        for condition in conditions:
+            column = table.columns.get(condition.column)
+            if column is None:
+                raise InvalidInputException(
+                    f"filter {self.where} names CurrentUser.{condition.column}, "
+                    f"which solution version {self.model.arn} lacks"
+                )
+            if not self.user_condition(condition, column, row):
+                return False
+        return True
+
+    def user_condition(self, condition: UserCondition, column: Column, row: int) -> bool:
+        held = column.values_of(row)
+        if condition.operator in ("IN", "NOT IN"):
+            wanted = set(self.strings(condition.values) or [])
+            hit = bool(wanted.intersection(held))
+            return hit if condition.operator == "IN" else not hit
+        value = condition.values[0]
+        texts = self.values[value.text] if value.kind == "param" else (value.text,)
+        if condition.operator == "=" and value.kind == "string":
+            return texts[0] in held
+        if column.numbers is None or np.isnan(column.numbers[row]):
+            return False
+        return bool(
+            _compare(column.numbers[row : row + 1], condition.operator, _number(texts[0], "value"))[0]
+        )
+
+
+def allowed_items(
+    model: SolutionVersionModel,
+    program: FilterProgram,
+    filter_values: Mapping[str, str],
+    user_id: str | None,
+    current_item: int | None = None,
+    where: str = "",
+) -> np.ndarray | None:
+    """The items a filter lets through, as a bool mask over the model's items; None = all of them.
+
+    ``current_item`` is the item index of a RELATED_ITEMS request (for ``CurrentItem.<column>``).
+    """
+    where = where or "filter"
+    parsed = {name: parse_filter_value(name, raw) for name, raw in filter_values.items()}
+    evaluation = _Evaluation(model, parsed, user_id, current_item, where)
+    include: np.ndarray | None = None
+    exclude: np.ndarray | None = None
+    index = 0
+    for expression in program.expressions:
+        start, index = index, index + len(expression.conditions)
+        missing = [p for p in expression.params if p not in parsed]
+        if missing:
+            if expression.action is Action.INCLUDE:
+                raise InvalidInputException(
+                    f"filterValues has no value for ${missing[0]}, which {where} needs (INCLUDE expression)"
+                )
+            continue  # an EXCLUDE without its values is not applied
+        if not evaluation.user_holds(expression.user_conditions):
+            continue
+        mask = _expression_mask(evaluation, program.expression, start, expression)
+        if expression.action is Action.INCLUDE:
+            include = mask if include is None else include | mask
+        else:
+            exclude = mask if exclude is None else exclude | mask
+    if include is None and exclude is None:
+        return None
+    allowed = include.copy() if include is not None else np.ones(model.num_items, dtype=bool)
+    if exclude is not None:
+        allowed &= ~exclude
+    return allowed
+
+
+def _expression_mask(
+    evaluation: _Evaluation, program_key: str, start: int, expression: Expression
+) -> np.ndarray:
+    result: np.ndarray | None = None
+    index = start
+    for clause in expression.clauses:
+        clause_mask: np.ndarray | None = None
+        for condition in clause:
+            mask = evaluation.cached_condition(program_key, index, condition)
+            index += 1
+            clause_mask = (
+                mask.copy() if clause_mask is None else np.logical_and(clause_mask, mask, out=clause_mask)
+            )
+        assert clause_mask is not None
+        result = clause_mask if result is None else np.logical_or(result, clause_mask, out=result)
+    assert result is not None
+    return result
+
+
+def check_filter_for_model(program: FilterProgram, model: SolutionVersionModel, where: str) -> None:
+    check_filter(program, schema_of_extras(model.extras), where)
+
+
+# -- filter records (filters/<name>.json) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FilterRecord:
+    filter_arn: str
+    name: str
+    dataset_group_arn: str
+    filter_expression: str
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filterArn": self.filter_arn,
+            "name": self.name,
+            "datasetGroupArn": self.dataset_group_arn,
+            "filterExpression": self.filter_expression,
+            "status": ACTIVE,
+            "creationDateTime": self.created_at,
+            "lastUpdatedDateTime": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FilterRecord:
+        try:
+            return cls(
+                filter_arn=str(raw["filterArn"]),
+                name=str(raw["name"]),
+                dataset_group_arn=str(raw["datasetGroupArn"]),
+                filter_expression=str(raw["filterExpression"]),
+                created_at=float(raw["creationDateTime"]),
+                updated_at=float(raw["lastUpdatedDateTime"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"filter record is malformed: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFilter:
+    record: FilterRecord
+    program: FilterProgram
+
+
+@dataclass(slots=True)
+class _Cached:
+    compiled: CompiledFilter
+    read_at: float
+
+
+class FilterStore:
+    """Filters as the serving functions see them: read from S3, parsed once, re-read after the TTL."""
+
+    def __init__(
+        self, objects: S3Objects, ttl_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.objects = objects
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+
+    def get(self, filter_arn: str, field: str = "filterArn") -> CompiledFilter:
+        name = parse_arn(filter_arn, field, "filter").path[0]
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is None or self._clock() - cached.read_at >= self.ttl_seconds:
+            try:
+                record = FilterRecord.from_json(self.objects.read_json(filter_key(name)))
+            except ObjectMissing:
+                with self._lock:
+                    self._cache.pop(name, None)
+                raise ResourceNotFoundException(f"Filter {filter_arn} does not exist") from None
+            except Exception as exc:
+                if cached is None:
+                    logger.exception("cannot read filter", extra={"filter": name})
+                    raise ModelUnavailableError(f"Filter {name} cannot be read now; try again") from exc
+                record = cached.compiled.record  # a transient fault: keep the one we have
+            if cached is not None and cached.compiled.record == record:
+                compiled = cached.compiled
+            else:
+                compiled = CompiledFilter(record, parse_filter(record.filter_expression))
+            cached = _Cached(compiled, self._clock())
+            with self._lock:
+                self._cache[name] = cached
+        if cached.compiled.record.filter_arn != filter_arn:
+            raise ResourceNotFoundException(f"Filter {filter_arn} does not exist")
+        return cached.compiled
+
+
+@cache
+def filter_store_for(store: ModelStore) -> FilterStore:
+    """The filter store beside a model store (same bucket, same TTL): one per warm function."""
+    return FilterStore(store.objects, store.pointer_ttl_seconds)
