@@ -81,7 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str) -> None:
-        body = json.dumps({"message": message}).encode()
+        # Both protocols' parsers read this: REST-JSON the header, JSON 1.1 the body's __type.
+        body = json.dumps({"__type": code, "message": message}).encode()
         self._send(
             status,
             {
