@@ -80,8 +80,9 @@ def test_recommendations_for_a_user_in_the_console(page: Page, local_stack: Loca
     assert "recommendationId: RID-" in page.inner_text("#recommendation-id")
     assert "solution/demo-user-personalization/" in page.inner_text("#solution-version")
     # And the batch jobs panel says plainly that this stack has no batch jobs yet (or lists them)
-    page.wait_for_function("document.querySelector('#jobs-status').textContent.length > 0 "
-                           "&& !document.querySelector('#jobs-status').textContent.startsWith('Loading')")  # fmt: skip
+    page.wait_for_function(
+        "(s => s.length > 0 && !s.startsWith('Loading'))(document.querySelector('#jobs-status').textContent)"
+    )
     status = page.inner_text("#jobs-status")
     assert "UnknownOperationException" in status or "job" in status.lower()
     assert screenshot(page, "console-user-personalization").stat().st_size > 10_000

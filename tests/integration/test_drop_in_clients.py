@@ -19,9 +19,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from lambda_personalize.template import LocalTemplate
 from tests.conftest import LocalStack
 from tests.utils import REGION, ROOT, campaign_arn, load_function
-from lambda_personalize.template import LocalTemplate
 
 USER = campaign_arn("demo-user-personalization")
 RELATED = campaign_arn("demo-related-items")
@@ -147,7 +147,8 @@ def test_control_plane_operations_through_boto3(local_stack: LocalStack) -> None
                 # Then a registered operation answers, or refuses with one of its modelled errors
                 modelled = {shape.name for shape in model.operation_model(name).error_shapes}
                 assert code in modelled, f"{name}: {code} is not one of {sorted(modelled)}"
-                assert isinstance(error, tuple(getattr(personalize.exceptions, c) for c in modelled))
+                typed = tuple(getattr(personalize.exceptions, c) for c in modelled)
+                assert isinstance(error, typed)  # noqa: PT017 - one check per operation, in a loop
             else:
                 # And every other operation is a typed UnknownOperationException
                 assert code == "UnknownOperationException", f"{name}: {code}"
@@ -201,7 +202,13 @@ def test_the_printed_commands_work_as_printed(local_stack: LocalStack) -> None:
     for command in commands:
         # When each is pasted, Then it succeeds and prints a Personalize answer
         done = subprocess.run(
-            ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, f"{command}\n{done.stderr}"
         answer = json.loads(done.stdout)

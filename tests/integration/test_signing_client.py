@@ -22,7 +22,11 @@ from botocore.credentials import Credentials
 from lambda_personalize.clients import runtime_client, stack_region
 from tests.utils import campaign_arn
 
-CREDENTIALS = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "secret", "aws_session_token": None}
+CREDENTIALS = {
+    "aws_access_key_id": "AKIDEXAMPLE",
+    "aws_secret_access_key": "secret",
+    "aws_session_token": None,
+}
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -34,7 +38,9 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
-        answer = json.dumps({"itemList": [{"itemId": "i1", "score": 0.5}], "recommendationId": "RID-1"}).encode()
+        answer = json.dumps(
+            {"itemList": [{"itemId": "i1", "score": 0.5}], "recommendationId": "RID-1"}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
@@ -117,7 +123,9 @@ def test_the_region_comes_from_the_api_url(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION")
     with pytest.raises(ValueError, match="region"):
-        runtime_client("http://127.0.0.1:3000", session=boto3.session.Session(region_name=None, **CREDENTIALS))
+        runtime_client(
+            "http://127.0.0.1:3000", session=boto3.session.Session(region_name=None, **CREDENTIALS)
+        )
 
 
 def test_the_region_defaults_to_the_urls(gateway: _RecordingServer) -> None:
