@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit integration pytest test sam-validate sam-build clean
+.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the project and its dev tools
 
+# The local runtime's options also read LAMBDA_PERSONALIZE_PORT / _AWS_PORT / _DATA_DIR; or pass
+# them here: make run PORT=3001 AWS_PORT=5051 DATA_DIR=/tmp/demo ARGS="--verbose"
+RUN_OPTIONS := $(if $(PORT),--port $(PORT)) $(if $(AWS_PORT),--aws-port $(AWS_PORT)) \
+               $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+run: $(STAMP) ## the whole stack locally: embedded AWS, demo model, the API on 127.0.0.1:3000, /console
+	$(BIN)/lambda-personalize run $(RUN_OPTIONS)
+
+# The console's browser test drives Debian's chromium (a browser a test tool downloads itself
+# cannot be fetched here). CI runs as root; elsewhere apt-get runs through sudo.
+CHROMIUM ?= /usr/bin/chromium
+chromium: ## install Debian's chromium for the browser test, when it is missing
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@$(CHROMIUM) --version
+
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,7 +50,7 @@ typecheck: $(STAMP) ## mypy (strict): the layer, the tooling, and each function 
 	$(BIN)/mypy
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-pytest: $(STAMP) ## every test (unit + integration), in parallel
+pytest: $(STAMP) chromium ## every test (unit + integration), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs

@@ -21,8 +21,16 @@ os.environ.update(
 for _var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
 
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import boto3  # noqa: E402
@@ -35,7 +43,7 @@ from lambda_personalize.publish import prepare_version, put_campaign, upload_ver
 from personalize_core.artifacts import Recipe  # noqa: E402
 from personalize_core.settings import get_settings  # noqa: E402
 from personalize_core.store import get_store  # noqa: E402
-from tests.utils import ACCOUNT, REGION, load_function, random_model  # noqa: E402
+from tests.utils import ACCOUNT, REGION, ROOT, load_function, random_model  # noqa: E402
 
 #: The campaigns that events/*.json name; the session publishes them.
 EVENT_CAMPAIGNS = {
@@ -152,3 +160,56 @@ def runtime(runtime_url: str) -> Any:
         region_name=REGION,
         config=Config(retries={"max_attempts": 1}),
     )
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A running `lambda-personalize run` (the process `make run` starts) and what it printed."""
+
+    api_url: str
+    banner: list[str]
+    data_dir: Path
+
+    @property
+    def printed_commands(self) -> list[str]:
+        return [line.split("$ ", 1)[1] for line in self.banner if line.lstrip().startswith("$ ")]
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole local runtime as a subprocess on free ports, with a small demo catalog."""
+    data_dir = tmp_path_factory.mktemp("local-stack")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    command = [
+        str(Path(sys.executable).parent / "lambda-personalize"),
+        "run",
+        "--port=0",
+        "--aws-port=0",
+        f"--data-dir={data_dir}",
+        "--demo-items=800",
+        "--demo-users=400",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + 120
+    for line in process.stdout:  # the runtime prints its banner once everything is up
+        banner.append(line.rstrip("\n"))
+        if "Press Ctrl-C to stop." in line or time.monotonic() > deadline:
+            break
+    output = "\n".join(banner)
+    match = re.search(r"API \(every route of the template\):\s+(http://\S+)", output)
+    if match is None:
+        process.kill()
+        pytest.fail(f"the local runtime did not start:\n{output}")
+    # Keep reading its output so that a chatty runtime never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
+    yield LocalStack(match.group(1), banner, data_dir)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lambda_personalize.lambda_context import LocalLambdaContext
+from lambda_personalize.local_runtime import load_handler_module
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -22,16 +21,8 @@ ACCOUNT = "123456789012"  # moto's account
 
 @cache
 def load_function(name: str) -> ModuleType:
-    """functions/<name>/app.py as its own module (every function's file is called app.py)."""
-    path = ROOT / "functions" / name / "app.py"
-    module_name = f"functions_{name}_app"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    """functions/<name>/app.py as its own module, loaded as the local runtime loads it (one instance)."""
+    return load_handler_module(ROOT / "functions" / name, "app")
 
 
 def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:

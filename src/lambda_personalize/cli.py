@@ -6,12 +6,14 @@
         --context-factors context.json --campaign movies-for-you
     lambda-personalize campaign --bucket B --name movies-for-you --solution-version-arn ARN
     lambda-personalize versions --bucket B
+    lambda-personalize run        # the whole stack locally: embedded AWS, demo model, API on :3000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,17 +171,80 @@ def build_parser() -> argparse.ArgumentParser:
 
     versions = sub.add_parser("versions", parents=[common], help="list the published solution versions")
     versions.set_defaults(run=cmd_versions)
+
+    run = sub.add_parser(
+        "run",
+        help="run the template locally: embedded AWS, demo model, every API route, console",
+        description="Serve template.yaml locally until Ctrl-C. Every option also reads an environment "
+        "variable (LAMBDA_PERSONALIZE_PORT, _AWS_PORT, _DATA_DIR, _HOST, _TEMPLATE).",
+    )
+    run.add_argument("--template", type=Path, default=Path(_env("TEMPLATE", "template.yaml")))
+    run.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="interface for both servers")
+    run.add_argument("--port", type=int, default=int(_env("PORT", "3000")), help="API port (0: any free)")
+    run.add_argument(
+        "--aws-port", type=int, default=int(_env("AWS_PORT", "5050")), help="embedded AWS port (0: any free)"
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("DATA_DIR", ".local/demo")),
+        help="where the demo's CSVs and arrays are written, and reused on the next run",
+    )
+    run.add_argument("--no-demo", action="store_true", help="publish no demo model")
+    run.add_argument("--demo-items", type=int, default=5000)
+    run.add_argument("--demo-users", type=int, default=3000)
+    run.add_argument("--region", default="us-east-1")
+    run.add_argument(
+        "--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE", help="template parameters"
+    )
+    run.add_argument("--verbose", action="store_true", help="log every request and the functions' metrics")
+    run.set_defaults(run=cmd_run)
     return parser
 
 
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"LAMBDA_PERSONALIZE_{name}") or default
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from .demo_data import DemoSpec
+    from .local_runtime import LocalRuntime, RuntimeOptions, banner
+
+    overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
+    options = RuntimeOptions(
+        template=args.template,
+        host=args.host,
+        port=args.port,
+        aws_port=args.aws_port,
+        data_dir=args.data_dir,
+        demo=None if args.no_demo else DemoSpec(items=args.demo_items, users=args.demo_users),
+        region=args.region,
+        parameter_overrides=overrides,
+        verbose=args.verbose,
+    )
+    runtime = LocalRuntime(options).start()
+    try:
+        for line in banner(runtime):
+            print(line, flush=True)
+        runtime.wait()
+    finally:
+        runtime.stop()
+        print("Stopped.", flush=True)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .local_runtime import LocalRuntimeError
+    from .template import TemplateError
+
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except PublishError as exc:
+    except (PublishError, LocalRuntimeError, TemplateError) as exc:
         print(f"lambda-personalize: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    if result:
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -1,0 +1,113 @@
+"""The console page in a real headless browser (Debian's chromium, `make chromium`), on the local runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import LocalStack
+from tests.utils import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"  # ignored by git; screenshots of the last run
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # launch() gives the browser a fresh temporary profile (its own --user-data-dir) every time.
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, local_stack: LocalStack) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.goto(f"{local_stack.api_url}/console")
+    yield opened
+    context.close()
+
+
+def result_rows(page: Page) -> list[list[str]]:
+    rows: list[list[str]] = page.eval_on_selector_all(
+        "#results tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    return rows
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_recommendations_for_a_user_in_the_console(page: Page, local_stack: LocalStack) -> None:
+    # Given the console, with the demo campaigns offered
+    page.wait_for_function("document.querySelectorAll('#campaign option').length >= 4")
+    page.select_option("#campaign", label="demo-user-personalization (USER_PERSONALIZATION)")
+    # When a user's recommendations are asked for
+    page.fill("#userId", "user-3")
+    page.fill("#numResults", "8")
+    page.click("#submit")
+    page.wait_for_selector("#results tbody tr")
+    # Then the table shows the ranked items with their scores, highest first, as the API answers
+    rows = result_rows(page)
+    assert len(rows) == 8
+    assert [row[0] for row in rows] == [str(i) for i in range(1, 9)]
+    scores = [float(row[2]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(row[1].startswith("item-") for row in rows)
+    assert "recommendationId: RID-" in page.inner_text("#recommendation-id")
+    assert "solution/demo-user-personalization/" in page.inner_text("#solution-version")
+    # And the batch jobs panel says plainly that this stack has no batch jobs yet (or lists them)
+    page.wait_for_function(
+        "(s => s.length > 0 && !s.startsWith('Loading'))(document.querySelector('#jobs-status').textContent)"
+    )
+    status = page.inner_text("#jobs-status")
+    assert "UnknownOperationException" in status or "job" in status.lower()
+    assert screenshot(page, "console-user-personalization").stat().st_size > 10_000
+
+
+def test_ranking_and_errors_in_the_console(page: Page) -> None:
+    # Given the ranking campaign: the page asks for a list of items instead of a count
+    page.wait_for_function("document.querySelectorAll('#campaign option').length >= 4")
+    page.select_option("#campaign", label="demo-personalized-ranking (PERSONALIZED_RANKING)")
+    assert page.is_visible("#inputList")
+    assert not page.is_visible("#numResults")
+    # When a list is ranked
+    page.fill("#inputList", "item-10, item-42\nitem-7, not-in-catalog")
+    page.click("#submit")
+    page.wait_for_selector("#results tbody tr")
+    rows = result_rows(page)
+    # Then every listed item comes back once, the unknown one last without a score
+    assert sorted(row[1] for row in rows) == ["item-10", "item-42", "item-7", "not-in-catalog"]
+    assert rows[-1][1:3] == ["not-in-catalog", "-"]
+    # When the API refuses a request, Then the page shows Personalize's error code and message
+    page.select_option("#campaign", label="demo-user-personalization (USER_PERSONALIZATION)")
+    page.fill("#numResults", "501")
+    page.click("#submit")
+    page.wait_for_function("document.querySelector('#error').textContent.length > 0")
+    error: Any = page.inner_text("#error")
+    assert error.startswith("InvalidInputException:")
+    assert "numResults" in error
+    assert not page.is_visible("#results")
