@@ -112,7 +112,8 @@ def _candidates(logits: np.ndarray, k: int, slack: float) -> np.ndarray:
 
 
 def _exact_logits(item_factors: np.ndarray, user_vector: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return item_factors[indices].astype(np.float64) @ user_vector.astype(np.float64)
+    exact: np.ndarray = item_factors[indices].astype(np.float64) @ user_vector.astype(np.float64)
+    return exact
 
 
 def user_top_k(
