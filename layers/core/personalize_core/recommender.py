@@ -66,7 +66,9 @@ def get_recommendations(request: RecommendationsRequest, store: ModelStore) -> A
         user = model.user_index.get(request.user_id)
         if user is None or model.user_factors is None or model.item_factors is None:
             return Answer(_items(model, popular_top_k(model.popular_order, k)), model.arn)  # cold start
-        chosen, scores = user_top_k(model.item_factors, model.user_factors[user], k)
+        chosen, scores = user_top_k(
+            model.item_factors, model.user_factors[user], k, log_normaliser=model.log_normaliser(user)
+        )
         return Answer(_items(model, chosen, scores), model.arn)
 
     if recipe is Recipe.RELATED_ITEMS:

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,17 @@ class S3Objects:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
+
+    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks, so a large matrix never sits in memory twice."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
 
     def read_json(self, key: str) -> Any:
         try:
@@ -201,8 +212,14 @@ class ModelStore:
             except ObjectMissing:
                 raise ArtifactError(f"{prefix}{file_name} does not exist") from None
 
+        def fetch_chunks(file_name: str) -> Iterator[bytes]:
+            try:
+                yield from self.objects.read_chunks(prefix + file_name)
+            except ObjectMissing:
+                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
+
         try:
-            model = build_model(manifest, fetch)
+            model = build_model(manifest, fetch, fetch_chunks)
         except ArtifactError:
             raise
         except Exception as exc:  # S3 faults that outlived botocore's retries
