@@ -15,6 +15,8 @@ class Settings:
     #: How many solution versions a warm function keeps loaded (the ones campaigns point to win).
     max_loaded_versions: int
     region: str
+    #: Campaign ARNs a function loads during its init phase (SnapStart snapshots them loaded).
+    preload_campaigns: tuple[str, ...] = ()
 
 
 def _float(name: str, default: float) -> float:
@@ -32,4 +34,7 @@ def get_settings() -> Settings:
         campaign_cache_ttl_seconds=_float("CAMPAIGN_CACHE_TTL_SECONDS", 10.0),
         max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 4)),
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        preload_campaigns=tuple(
+            arn.strip() for arn in os.environ.get("PRELOAD_CAMPAIGNS", "").split(",") if arn.strip()
+        ),
     )

@@ -56,6 +56,9 @@ class S3Objects:
             self._client = self._client_factory()
         return self._client
 
+    def reset_client(self) -> None:
+        self._client = None
+
     def read(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -245,6 +248,25 @@ class ModelStore:
                 break
             if key not in in_use:
                 del self._versions[key]
+
+
+def preload(store: ModelStore, campaign_arns: tuple[str, ...]) -> None:
+    """Load the campaigns' models now (a function's init phase, before SnapStart's snapshot).
+
+    A campaign that cannot be loaded is logged and left to the first request, which reports it.
+    After a SnapStart restore the S3 client is made anew: the snapshot's connections and
+    credentials are stale.
+    """
+    for arn in campaign_arns:
+        try:
+            store.campaign(arn)
+        except Exception:
+            logger.exception("preloading a campaign failed", extra={"campaign": arn})
+    try:
+        from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+    except ImportError:  # not on Lambda, or a runtime without SnapStart hooks
+        return
+    register_after_restore(store.objects.reset_client)
 
 
 @cache
