@@ -313,8 +313,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["dims"], r["threads"]) for r in rows})
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for axis, (dims, threads) in zip(axes[0], panels, strict=True):
+    columns = min(2, len(panels))
+    lines = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(6 * columns, 4.2 * lines), squeeze=False)
+    for axis, (dims, threads) in zip(axes.flat, panels, strict=False):
         chosen = sorted(
             (r for r in rows if r["dims"] == dims and r["threads"] == threads), key=lambda r: r["items"]
         )
@@ -332,7 +334,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         axis.set_ylabel("p50 latency (ms)")
         axis.set_title(f"{dims} dims, {threads} thread{'s' if threads > 1 else ''}")
         axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8)
     figure.suptitle("Warm GetRecommendations, top-25 (same process, same catalog, same threads)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
