@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean
+.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,16 @@ pytest: $(STAMP) chromium ## every test (unit + integration), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs
+
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS  ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP) ## performance: ours vs faiss, numpy and the memory floor (BENCH_ARGS=--quick: a minute)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean: ## remove build outputs and the venv
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

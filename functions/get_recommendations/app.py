@@ -9,9 +9,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from personalize_core import recommender, wire
 from personalize_core.observability import logger, metrics, tracer
 from personalize_core.requests import RecommendationsRequest
-from personalize_core.store import get_store
+from personalize_core.settings import get_settings
+from personalize_core.store import get_store, preload
 
 app = wire.create_app()
+# Only when PRELOAD_CAMPAIGNS is set (the template's SnapStart option): load during init, so the
+# snapshot holds the model and a restored function answers its first request warm.
+preload(get_store(), get_settings().preload_campaigns)
 
 
 @app.post("/recommendations")

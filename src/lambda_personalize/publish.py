@@ -37,6 +37,7 @@ from personalize_core.attributes import encode_context, encode_interactions, enc
 from personalize_core.errors import InvalidInputException
 from personalize_core.names import check_name, make_arn, parse_arn
 from personalize_core.requests import ID_MAX
+from personalize_core.scoring import log_normalisers
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -258,10 +259,13 @@ def prepare_version(
     popularity: np.ndarray | None = None,
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    precompute_normalisers: bool = True,
 ) -> PreparedVersion:
     """Validate the inputs and encode the files of a solution version. No I/O.
 
     ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
+    ``precompute_normalisers`` (USER_PERSONALIZATION): store every user's softmax log-normaliser,
+    so serving runs no exp over the catalog; it costs a float64 users x items product here.
     """
     try:
         check_name(solution, "solution")
@@ -285,9 +289,10 @@ def prepare_version(
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
         users = _check_ids(user_ids, "user ids")
         files[ArrayName.USER_IDS.value] = encode_ids(users)
-        files[ArrayName.USER_FACTORS.value] = encode_npy(
-            _check_matrix(user_factors, len(users), "user factors", dims)
-        )
+        user_matrix = _check_matrix(user_factors, len(users), "user factors", dims)
+        files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
+        if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
+            files[ArrayName.USER_LOG_NORMALISERS.value] = encode_npy(log_normalisers(matrix, user_matrix))
 
     if popularity is None:
         if recipe is Recipe.POPULAR_ITEMS:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
-from lambda_personalize.publish import put_campaign, read_manifest
-from personalize_core.artifacts import Recipe
+from lambda_personalize.publish import prepare_version, put_campaign, read_manifest, upload_version
+from personalize_core.artifacts import Recipe, encode_npy
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
+from personalize_core.scoring import user_top_k
 from personalize_core.store import ModelStore, S3Objects
 from tests.conftest import publish
-from tests.utils import campaign_arn, random_model
+from tests.utils import ACCOUNT, REGION, campaign_arn, random_model, softmax_reference
 
 
 class CountingObjects(S3Objects):
@@ -27,6 +29,10 @@ class CountingObjects(S3Objects):
     def read(self, key: str) -> bytes:
         self.reads.append(key)
         return super().read(key)
+
+    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        self.reads.append(key)
+        return super().read_chunks(key, chunk_size)
 
 
 class Clock:
@@ -167,3 +173,73 @@ def test_concurrent_first_requests_load_a_version_once(setup: Any, s3: Any, buck
         models = list(pool.map(lambda _: store.campaign(campaign_arn("c"))[1], range(16)))
     assert len({id(m) for m in models}) == 1
     assert sum(key.endswith("item_factors.npy") for key in objects.reads) == 1
+
+
+class SmallChunks(CountingObjects):
+    """Chunks of 7 bytes: rows and the .npy header straddle chunk boundaries."""
+
+    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        return super().read_chunks(key, 7)
+
+
+@pytest.mark.parametrize("normalisers", [True, False])
+def test_item_matrix_streams_into_dimension_major_layout_and_scores_match_the_formula(
+    s3: Any, bucket: str, normalisers: bool
+) -> None:
+    # Given a version published with (or, as older versions, without) users' log-normalisers
+    model = random_model(301, 6, 5, seed=4)
+    prepared = prepare_version(
+        solution="sol",
+        recipe=Recipe.USER_PERSONALIZATION,
+        region=REGION,
+        account=ACCOUNT,
+        item_ids=model["item_ids"],
+        item_factors=model["item_factors"],
+        user_ids=model["user_ids"],
+        user_factors=model["user_factors"],
+        precompute_normalisers=normalisers,
+    )
+    put_campaign(s3, bucket, "c", upload_version(s3, bucket, prepared))
+    # When a store reads it in chunks that split rows and the header
+    store = ModelStore(SmallChunks(bucket, s3))
+    loaded = store.campaign(campaign_arn("c"))[1]
+    # Then the matrix is the published one, laid out [d, items] in memory, read-only
+    assert loaded.item_factors is not None
+    np.testing.assert_array_equal(loaded.item_factors, model["item_factors"])
+    assert loaded.item_factors.T.flags.c_contiguous
+    assert not loaded.item_factors.flags.writeable
+    assert (loaded.user_log_normalisers is not None) is normalisers
+    # ...and every user's scores are the formula's, with or without the precomputed normaliser
+    for user in range(6):
+        vector = model["user_factors"][user]
+        chosen, scores = user_top_k(
+            loaded.item_factors, vector, 25, log_normaliser=loaded.log_normaliser(user)
+        )
+        reference = softmax_reference(model["item_factors"], vector)
+        expected = np.argsort(-reference, kind="stable")[:25]
+        assert chosen.tolist() == expected.tolist()
+        np.testing.assert_allclose(scores, reference[expected], rtol=1e-6)
+
+
+def test_wrong_log_normalisers_are_refused(s3: Any, bucket: str) -> None:
+    # Given a version whose log-normalisers file has the wrong length (but a matching checksum)
+    publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(30, 5, 4), campaign="c")
+    manifest_key = next(k for k in list_keys(s3, bucket) if k.endswith("manifest.json"))
+    prefix = manifest_key.rsplit("/", 1)[0] + "/"
+    data = encode_npy(np.zeros(4))
+    s3.put_object(Bucket=bucket, Key=prefix + "user_log_normalisers.npy", Body=data)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    manifest["files"]["user_log_normalisers.npy"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "dtype": "<f8",
+        "shape": [4],
+    }
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+    # Then loading refuses it with a clear reason
+    with pytest.raises(ModelUnavailableError, match="log-normalisers"):
+        ModelStore(CountingObjects(bucket, s3)).campaign(campaign_arn("c"))
+
+
+def list_keys(s3: Any, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]

@@ -374,7 +374,9 @@ def test_the_sam_transform_wires_every_route_to_its_function(template: Template,
         # Then it is a Lambda proxy integration of its function, with the AuthMode switch kept
         integration = operation["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy"
-        assert f"${{{logical_id}.Arn}}" in integration["uri"]["Fn::Sub"]
+        # (the function itself, or its published alias where AutoPublishAlias is set, for SnapStart)
+        uri = integration["uri"]["Fn::Sub"]
+        assert f"${{{logical_id}.Arn}}" in uri or f"${{{logical_id}Aliaslive}}" in uri
         assert (
             operation["security"]
             == template["Resources"]["PersonalizeApi"]["Properties"]["DefinitionBody"]["paths"][path][
@@ -399,3 +401,16 @@ def test_the_generated_roles_only_read_s3(logical_id: str) -> None:
     # Then the inline ones only read the model bucket and the managed ones are logs + X-Ray writes
     assert problems == []
     assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+
+
+@pytest.mark.parametrize("mode", ["None", "PublishedVersions"])
+def test_snapstart_is_a_parameter_of_get_recommendations_with_preloaded_campaigns(mode: str) -> None:
+    # Given the template transformed with the SnapStart option
+    cfn = _sam_transform(TEMPLATE.read_text(), {"SnapStart": mode})
+    resources = cfn["Resources"]
+    function = resources["GetRecommendationsFunction"]["Properties"]
+    # Then SnapStart follows the parameter, a version and its alias are published, and the
+    # function learns which campaigns to load during init
+    assert function["SnapStart"] == {"ApplyOn": {"Ref": "SnapStart"}}
+    assert any(r["Type"] == "AWS::Lambda::Alias" for r in resources.values())
+    assert "PRELOAD_CAMPAIGNS" in function["Environment"]["Variables"]

@@ -9,6 +9,7 @@ import pytest
 
 from personalize_core.scoring import (
     batch_user_top_k,
+    log_normalisers,
     logsumexp,
     popular_top_k,
     rank_items,
@@ -137,4 +138,119 @@ def test_batch_top_k_equals_the_single_user_kernel(num_items: int, users: int, k
     for row in range(users):
         expected_items, expected_scores = user_top_k(items, vectors[row], k)
         assert indices[row].tolist() == expected_items.tolist()
+        np.testing.assert_allclose(scores[row], expected_scores, rtol=1e-6)
+
+
+def dimension_major(matrix: np.ndarray) -> np.ndarray:
+    """The layout the model store serves: [d, items] in memory, seen as an [items, d] matrix."""
+    return np.ascontiguousarray(matrix.T).T
+
+
+def plain_top_k(items: np.ndarray, user: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    reference = softmax_reference(items, user)
+    ranked = np.argsort(-reference, kind="stable")
+    if allowed is not None:
+        ranked = ranked[allowed[ranked]]
+    return ranked[:k], reference[ranked[:k]]
+
+
+@pytest.mark.parametrize("layout", ["row-major", "dimension-major"])
+@pytest.mark.parametrize("precomputed", [False, True])
+@pytest.mark.parametrize("k", [1, 25, 500])
+def test_large_catalog_kernel_matches_the_formula(layout: str, precomputed: bool, k: int) -> None:
+    # Given a catalog past the small-catalog path (the group-maximum threshold is used)
+    rng = np.random.default_rng(k)
+    items = rng.normal(0, 0.4, (120_000, 16)).astype(np.float32)
+    users = rng.normal(0, 0.4, (3, 16)).astype(np.float32)
+    served = dimension_major(items) if layout == "dimension-major" else items
+    norms = log_normalisers(items, users) if precomputed else [None] * 3
+    for user, norm in zip(users, norms, strict=True):
+        # When the top k are chosen (with or without the publish-time normaliser)
+        chosen, scores = user_top_k(served, user, k, log_normaliser=norm)
+        # Then they are the formula's top k with its scores
+        expected, expected_scores = plain_top_k(items, user, k)
+        assert chosen.tolist() == expected.tolist()
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_log_normalisers_are_the_formulas_denominator() -> None:
+    rng = np.random.default_rng(11)
+    items = rng.normal(0, 3, (3000, 8)).astype(np.float32)
+    users = rng.normal(0, 3, (7, 8)).astype(np.float32)
+    got = log_normalisers(items, users, block=3)
+    for user, value in zip(users, got, strict=True):
+        logits = items.astype(np.float64) @ user.astype(np.float64)
+        assert value == pytest.approx(logsumexp(logits), rel=1e-12)
+
+
+def test_sorted_catalog_where_every_top_item_shares_a_group() -> None:
+    # Given items whose logits rise with the index: the best 500 sit in the last rows, and
+    # items i and i + 1024 share a group (the adversarial case for the group threshold)
+    n = 70_000
+    items = np.zeros((n, 2), dtype=np.float32)
+    items[:, 0] = np.linspace(-1, 1, n, dtype=np.float32)
+    items[::1024, 0] = 0.999  # one item per group close to the top
+    user = np.array([5.0, 0.0], dtype=np.float32)
+    chosen, scores = user_top_k(items, user, 100)
+    expected, expected_scores = plain_top_k(items, user, 100)
+    assert chosen.tolist() == expected.tolist()
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_near_ties_are_ranked_on_exact_logits_not_float32() -> None:
+    # Given two items whose logits differ by less than float32 can tell apart, in reverse order
+    base = np.float32(1.0)
+    items = np.array([[base, np.float32(1e-4)], [base, np.float32(1.5e-4)]], dtype=np.float32)
+    items = np.vstack([items, np.zeros((40_000, 2), dtype=np.float32)])
+    user = np.array([3e3, 1e-3], dtype=np.float32)
+    # When the top 1 is asked for
+    chosen, _ = user_top_k(items, user, 1)
+    # Then the exact winner (item 1, larger second component) is returned
+    assert chosen.tolist() == plain_top_k(items, user, 1)[0].tolist() == [1]
+
+
+@pytest.mark.parametrize("num_items", [500, 50_000])
+def test_allowed_mask_on_small_and_large_catalogs(num_items: int) -> None:
+    # Given a mask allowing a random third of the items
+    rng = np.random.default_rng(num_items)
+    items = dimension_major(rng.normal(0, 0.5, (num_items, 12)).astype(np.float32))
+    user = rng.normal(0, 0.5, 12).astype(np.float32)
+    allowed = rng.random(num_items) < 0.33
+    norm = float(log_normalisers(items, user[None, :])[0])
+    for log_normaliser in (None, norm):
+        # When the top 25 allowed items are chosen
+        chosen, scores = user_top_k(items, user, 25, allowed, log_normaliser=log_normaliser)
+        # Then they are the formula's best allowed items, scored over the whole catalog
+        expected, expected_scores = plain_top_k(items, user, 25, allowed)
+        assert chosen.tolist() == expected.tolist()
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_a_mask_allowing_fewer_than_k_items_returns_only_those() -> None:
+    rng = np.random.default_rng(3)
+    items = rng.normal(0, 0.5, (40_000, 4)).astype(np.float32)
+    user = rng.normal(0, 0.5, 4).astype(np.float32)
+    allowed = np.zeros(40_000, dtype=bool)
+    allowed[[7, 39_999, 123]] = True
+    chosen, scores = user_top_k(items, user, 25, allowed)
+    expected, expected_scores = plain_top_k(items, user, 25, allowed)
+    assert sorted(chosen.tolist()) == [7, 123, 39_999]
+    assert chosen.tolist() == expected.tolist()
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    assert user_top_k(items, user, 25, np.zeros(40_000, dtype=bool))[0].tolist() == []
+
+
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_blocked_batch_kernel_on_a_large_catalog(precomputed: bool) -> None:
+    # Given a catalog large enough for the item-blocked path (several item blocks, a ragged tail)
+    rng = np.random.default_rng(21)
+    items = rng.normal(0, 0.4, (70_001, 16)).astype(np.float32)
+    vectors = rng.normal(0, 0.4, (9, 16)).astype(np.float32)
+    norms = log_normalisers(items, vectors) if precomputed else None
+    # When a batch is scored in blocks of 4 users
+    indices, scores = batch_user_top_k(dimension_major(items), vectors, 25, block=4, log_normalisers=norms)
+    # Then every row is the formula's top 25 with its scores
+    for row in range(9):
+        expected, expected_scores = plain_top_k(items, vectors[row], 25)
+        assert indices[row].tolist() == expected.tolist()
         np.testing.assert_allclose(scores[row], expected_scores, rtol=1e-6)

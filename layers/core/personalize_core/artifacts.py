@@ -46,6 +46,9 @@ class ArrayName(enum.StrEnum):
     ITEM_FACTORS = "item_factors.npy"
     USER_FACTORS = "user_factors.npy"
     POPULARITY = "popularity.npy"
+    #: Optional (USER_PERSONALIZATION): float64 [users], log Σ_j exp(u·j) over the catalog, computed
+    #: at publish time so that serving needs no exp over the catalog. Versions without it still work.
+    USER_LOG_NORMALISERS = "user_log_normalisers.npy"
 
 
 def version_prefix(solution: str, version: str) -> str:

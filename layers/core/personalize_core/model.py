@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import read_dimension_major
 from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_ids, decode_npy, sha256_hex
 from .attributes import NO_EXTRAS, ModelExtras, load_extras
 from .errors import ArtifactError
+from .scoring import max_row_norm, remember_max_row_norm
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -18,7 +20,8 @@ class SolutionVersionModel:
     item_ids: list[str]
     item_index: dict[str, int]
     user_index: dict[str, int]
-    #: float32 [items, d]; None for POPULAR_ITEMS.
+    #: float32 [items, d], laid out dimension-major in memory (a transposed view of [d, items]: the
+    #: matrix-vector product streams it fastest); None for POPULAR_ITEMS.
     item_factors: np.ndarray | None
     #: float32 [users, d]; None where the recipe has no users.
     user_factors: np.ndarray | None
@@ -29,6 +32,8 @@ class SolutionVersionModel:
     item_norms: np.ndarray | None
     #: Optional item/user metadata, recent interactions and context vectors (filters, metadata, context).
     extras: ModelExtras = NO_EXTRAS
+    #: log Σ_j exp(u·j) per user, from the publisher; None for versions published without it.
+    user_log_normalisers: np.ndarray | None = None
 
     @property
     def arn(self) -> str:
@@ -38,9 +43,20 @@ class SolutionVersionModel:
     def num_items(self) -> int:
         return len(self.item_ids)
 
+    def log_normaliser(self, user: int) -> float | None:
+        """The user's precomputed log Σ_j exp(u·j), when the version carries it."""
+        return None if self.user_log_normalisers is None else float(self.user_log_normalisers[user])
+
     @property
     def nbytes(self) -> int:
-        arrays = (self.item_factors, self.user_factors, self.popularity, self.popular_order, self.item_norms)
+        arrays = (
+            self.item_factors,
+            self.user_factors,
+            self.popularity,
+            self.popular_order,
+            self.item_norms,
+            self.user_log_normalisers,
+        )
         return sum(a.nbytes for a in arrays if a is not None)
 
 
@@ -52,10 +68,23 @@ def _check_finite(name: str, array: np.ndarray) -> None:
             raise ArtifactError(f"{name} holds NaN or infinite values")
 
 
-def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVersionModel:
+def _log_normalisers(array: np.ndarray, manifest: Manifest) -> np.ndarray:
+    if array.shape != (manifest.num_users,) or array.dtype != np.float64:
+        raise ArtifactError("user log-normalisers must be a float64 vector with one value per user")
+    _check_finite(ArrayName.USER_LOG_NORMALISERS.value, array)
+    return array
+
+
+def build_model(
+    manifest: Manifest,
+    fetch: Callable[[str], bytes],
+    fetch_chunks: Callable[[str], Iterable[bytes]] | None = None,
+) -> SolutionVersionModel:
     """Fetch every file of the manifest, verify it, and assemble the model.
 
-    ``fetch(file_name)`` returns the file's bytes. Raises ArtifactError when anything does not match.
+    ``fetch(file_name)`` returns the file's bytes; ``fetch_chunks(file_name)``, when given, its bytes
+    in chunks: the item matrix then streams into its serving layout without a second copy.
+    Raises ArtifactError when anything does not match.
     """
     recipe = manifest.recipe
 
@@ -89,7 +118,22 @@ def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVe
         if len(user_index) != len(user_ids):
             raise ArtifactError("user ids are not unique")
 
-    item_factors = matrix(ArrayName.ITEM_FACTORS, manifest.num_items) if recipe.needs_item_factors else None
+    def item_matrix() -> np.ndarray:
+        name = ArrayName.ITEM_FACTORS
+        entry = manifest.files.get(name.value)
+        if entry is None:
+            raise ArtifactError(f"the manifest lists no {name.value}")
+        if fetch_chunks is None:  # from bytes: one transposing copy (callers without streaming)
+            factors = np.ascontiguousarray(matrix(name, manifest.num_items).T).T
+            remember_max_row_norm(factors, max_row_norm(factors))
+            return factors
+        factors, largest = read_dimension_major(
+            name.value, fetch_chunks(name.value), entry, manifest.num_items, manifest.dimensions
+        )
+        remember_max_row_norm(factors, largest)
+        return factors
+
+    item_factors = item_matrix() if recipe.needs_item_factors else None
     user_factors = (
         matrix(ArrayName.USER_FACTORS, manifest.num_users)
         if recipe.needs_user_factors and manifest.num_users
@@ -99,6 +143,11 @@ def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVe
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
         raise ArtifactError("popularity must be a numeric vector with one value per item")
     _check_finite(ArrayName.POPULARITY.value, popularity)
+
+    user_log_normalisers = None
+    if user_factors is not None and ArrayName.USER_LOG_NORMALISERS.value in manifest.files:
+        raw = decode_npy(*verified(ArrayName.USER_LOG_NORMALISERS))
+        user_log_normalisers = _log_normalisers(raw, manifest)
 
     # Stable sort of the negated counts: most popular first, ties in catalog order.
     popular_order = np.argsort(-popularity.astype(np.float64), kind="stable").astype(np.int64)
@@ -116,4 +165,5 @@ def build_model(manifest: Manifest, fetch: Callable[[str], bytes]) -> SolutionVe
         popular_order=popular_order,
         item_norms=item_norms,
         extras=load_extras(manifest, fetch),
+        user_log_normalisers=user_log_normalisers,
     )

@@ -210,9 +210,12 @@ def _ranker(model: SolutionVersionModel, request: RecommendationsRequest, shift:
         user_vector = _user_vector(model, request.user_id, shift)
         if user_vector is not None and model.item_factors is not None:
             item_factors = model.item_factors
+            # The published normaliser holds for the user's own vector; context moves the vector.
+            user = model.user_index[request.user_id or ""]
+            log_normaliser = model.log_normaliser(user) if shift is None else None
 
             def by_score(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
-                return user_top_k(item_factors, user_vector, k, allowed)
+                return user_top_k(item_factors, user_vector, k, allowed, log_normaliser=log_normaliser)
 
             return by_score
     if recipe is Recipe.RELATED_ITEMS:

@@ -22,6 +22,8 @@ class Settings:
     #: Largest request body accepted. Personalize's own limits make every valid request far
     #: smaller (500 ids of 256 characters, 150 context values of 1000...); parsing stops here.
     max_request_bytes: int
+    #: Campaign ARNs a function loads during its init phase (SnapStart snapshots them loaded).
+    preload_campaigns: tuple[str, ...] = ()
 
 
 def _float(name: str, default: float) -> float:
@@ -43,4 +45,7 @@ def get_settings() -> Settings:
         s3_connect_timeout_seconds=_float("S3_CONNECT_TIMEOUT_SECONDS", 3),
         s3_read_timeout_seconds=_float("S3_READ_TIMEOUT_SECONDS", 20),
         max_request_bytes=int(_float("MAX_REQUEST_BYTES", 1024 * 1024)),
+        preload_campaigns=tuple(
+            arn.strip() for arn in os.environ.get("PRELOAD_CAMPAIGNS", "").split(",") if arn.strip()
+        ),
     )

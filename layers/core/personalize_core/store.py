@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -61,11 +61,25 @@ class S3Objects:
             self._client = self._client_factory()
         return self._client
 
+    def reset_client(self) -> None:
+        self._client = None
+
     def read(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
+
+    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks, so a large matrix never sits in memory twice."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
 
     def read_json(self, key: str) -> Any:
         try:
@@ -206,8 +220,14 @@ class ModelStore:
             except ObjectMissing:
                 raise ArtifactError(f"{prefix}{file_name} does not exist") from None
 
+        def fetch_chunks(file_name: str) -> Iterator[bytes]:
+            try:
+                yield from self.objects.read_chunks(prefix + file_name)
+            except ObjectMissing:
+                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
+
         try:
-            model = build_model(manifest, fetch)
+            model = build_model(manifest, fetch, fetch_chunks)
         except ArtifactError:
             raise
         except Exception as exc:  # S3 faults that outlived botocore's retries
@@ -233,6 +253,25 @@ class ModelStore:
                 break
             if key not in in_use:
                 del self._versions[key]
+
+
+def preload(store: ModelStore, campaign_arns: tuple[str, ...]) -> None:
+    """Load the campaigns' models now (a function's init phase, before SnapStart's snapshot).
+
+    A campaign that cannot be loaded is logged and left to the first request, which reports it.
+    After a SnapStart restore the S3 client is made anew: the snapshot's connections and
+    credentials are stale.
+    """
+    for arn in campaign_arns:
+        try:
+            store.campaign(arn)
+        except Exception:
+            logger.exception("preloading a campaign failed", extra={"campaign": arn})
+    try:
+        from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+    except ImportError:  # not on Lambda, or a runtime without SnapStart hooks
+        return
+    register_after_restore(store.objects.reset_client)
 
 
 @cache

@@ -1,0 +1,436 @@
+"""The performance benchmark: ours against faiss, naive numpy and the memory floor, in one run.
+
+    make bench                       # the full run (a few minutes on 2 cores)
+    make bench BENCH_ARGS=--quick    # 10k and 100k x 64, 1 thread: a minute
+
+Everything is measured in this one process, on the same synthetic catalogs and thread counts:
+- ours: warm GetRecommendations through the real handler (API Gateway event in, response out),
+  USER_PERSONALIZATION, top-25 with scores, model published to (local, moto) S3 by the CLI's code;
+- faiss: ``IndexFlatIP`` exact top-25 for the same users (no scores);
+- naive: ``X @ u`` and a full argsort;
+- floor: the catalog's bytes at this machine's read bandwidth (measured here, on a 1 GiB array).
+Then cold start (fresh processes), batch users/s (``batch_user_top_k`` against faiss's batched
+search), handler overhead on a 1k-item catalog, and peak RSS of a warm 1M x 64 function.
+Prints the tables (also as markdown) and saves the plot to docs/performance.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench",
+    AWS_SECRET_ACCESS_KEY="bench",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_METRICS_DISABLED="true",
+    POWERTOOLS_SERVICE_NAME="bench",
+    POWERTOOLS_METRICS_NAMESPACE="bench",
+    POWERTOOLS_LOG_LEVEL="WARNING",
+)
+
+import boto3
+import faiss
+import numpy as np
+from moto.server import ThreadedMotoServer
+from tests.utils import invoke
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from benchmarks.events import recommendations_event
+from lambda_personalize.publish import prepare_version, put_campaign, upload_version
+from personalize_core.artifacts import Recipe
+from personalize_core.scoring import batch_user_top_k, log_normalisers
+from personalize_core.store import get_store
+
+ROOT = Path(__file__).resolve().parent.parent
+PLOT = ROOT / "docs" / "performance.png"
+ACCOUNT = "123456789012"
+K = 25
+
+
+#: Powertools writes metrics (EMF) to stdout as Lambda wants; here they would drown the tables.
+DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def p50_p99(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def timed(run: Callable[[], object], repeats: int) -> list[float]:
+    run()
+    samples = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+def set_threads(threads: int) -> threadpool_limits:
+    faiss.omp_set_num_threads(threads)
+    return threadpool_limits(threads)
+
+
+def read_bandwidth() -> float:
+    """Bytes/s of one streaming read pass (the best of several, on a 1 GiB array, past every cache)."""
+    buffer = np.ones(1 << 28, dtype=np.float32)
+    best = min(timed(buffer.max, 5))
+    return buffer.nbytes / best
+
+
+@dataclass
+class Bench:
+    s3: Any
+    bucket: str
+    quick: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def publish(self, name: str, items: np.ndarray, users: np.ndarray) -> str:
+        prepared = prepare_version(
+            solution=name,
+            recipe=Recipe.USER_PERSONALIZATION,
+            region="us-east-1",
+            account=ACCOUNT,
+            item_ids=[f"i{i}" for i in range(len(items))],
+            item_factors=items,
+            user_ids=[f"u{u}" for u in range(len(users))],
+            user_factors=users,
+        )
+        put_campaign(self.s3, self.bucket, name, upload_version(self.s3, self.bucket, prepared))
+        return f"arn:aws:personalize:us-east-1:{ACCOUNT}:campaign/{name}"
+
+
+def catalog(num_items: int, dims: int, num_users: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scale = 1 / np.sqrt(dims)
+    items = rng.normal(0, 1, (num_items, dims)).astype(np.float32) * np.float32(scale * 2)
+    users = rng.normal(0, 1, (num_users, dims)).astype(np.float32) * np.float32(scale * 2)
+    return items, users
+
+
+def warm_latency(
+    bench: Bench, bandwidth: float, sizes: list[int], dims_list: list[int], threads: list[int]
+) -> None:
+    rng = np.random.default_rng(1)
+    num_users = 300
+    for dims in dims_list:
+        for num_items in sizes:
+            items, users = catalog(num_items, dims, num_users)
+            arn = bench.publish(f"warm-{num_items}-{dims}", items, users)
+            requests = 100 if bench.quick else (150 if num_items >= 1_000_000 else 400)
+            picks = rng.integers(0, num_users, requests)
+            events = [recommendations_event(arn, f"u{u}", K) for u in picks]
+            with redirect_stdout(DEVNULL):
+                assert invoke("get_recommendations", events[0])["statusCode"] == 200  # loads the model
+            index = faiss.IndexFlatIP(dims)
+            index.add(items)
+            for count in threads:
+                with set_threads(count), redirect_stdout(DEVNULL):
+                    ours = []
+                    for event in events:
+                        began = time.perf_counter()
+                        invoke("get_recommendations", event)
+                        ours.append(time.perf_counter() - began)
+                    queries = [users[u : u + 1] for u in picks]
+                    faiss_times = []
+                    for query in queries:
+                        began = time.perf_counter()
+                        index.search(query, K)
+                        faiss_times.append(time.perf_counter() - began)
+                    naive_times = []
+                    for u in picks[: max(10, requests // (10 if num_items >= 1_000_000 else 2))]:
+                        began = time.perf_counter()
+                        np.argsort(-(items @ users[u]))[:K]
+                        naive_times.append(time.perf_counter() - began)
+                (o50, o99), (f50, f99), (n50, n99) = p50_p99(ours), p50_p99(faiss_times), p50_p99(naive_times)
+                floor = items.nbytes / bandwidth
+                bench.rows.append(
+                    {
+                        "items": num_items,
+                        "dims": dims,
+                        "threads": count,
+                        "ours_p50": o50,
+                        "ours_p99": o99,
+                        "faiss_p50": f50,
+                        "faiss_p99": f99,
+                        "naive_p50": n50,
+                        "naive_p99": n99,
+                        "floor": floor,
+                    }
+                )
+                row = bench.rows[-1]
+                print(
+                    f"{num_items:>9} x {dims:<3} {count}t | ours {ms(o50):>7} / {ms(o99):>7} | "
+                    f"faiss {ms(f50):>7} / {ms(f99):>7} | naive {ms(n50):>8} | floor {ms(floor):>6} | "
+                    f"ours/faiss {o50 / f50:.2f} | ours/floor {o50 / floor:.2f}",
+                    flush=True,
+                )
+                del row
+            del index
+            get_store.cache_clear()  # the next catalog starts from an empty store (memory)
+
+
+def batch_throughput(sizes: list[int], threads: list[int], quick: bool) -> list[dict[str, Any]]:
+    out = []
+    for num_items in sizes:
+        num_users = 2048 if num_items < 1_000_000 else 512
+        if quick:
+            num_users //= 2
+        items, users = catalog(num_items, 64, num_users, seed=2)
+        served = np.ascontiguousarray(items.T).T  # the store's dimension-major layout
+        norms = log_normalisers(items, users)
+        index = faiss.IndexFlatIP(64)
+        index.add(items)
+        for count in threads:
+            with set_threads(count):
+                ours = min(timed(lambda: batch_user_top_k(served, users, K, log_normalisers=norms), 2))
+                theirs = min(timed(lambda: index.search(users, K), 2))
+            out.append(
+                {"items": num_items, "threads": count, "ours": num_users / ours, "faiss": num_users / theirs}
+            )
+            print(
+                f"batch {num_items:>9} x 64 {count}t | ours {num_users / ours:>9.0f} users/s | "
+                f"faiss {num_users / theirs:>9.0f} users/s | ours/faiss {theirs / ours:.2f}",
+                flush=True,
+            )
+    return out
+
+
+def handler_overhead(bench: Bench) -> dict[str, float]:
+    items, users = catalog(1000, 64, 100, seed=3)
+    arn = bench.publish("overhead-1k", items, users)
+    events = [recommendations_event(arn, f"u{u % 100}", K) for u in range(1000)]
+    with set_threads(1), redirect_stdout(DEVNULL):
+        invoke("get_recommendations", events[0])
+        samples = []
+        for event in events:
+            began = time.perf_counter()
+            invoke("get_recommendations", event)
+            samples.append(time.perf_counter() - began)
+    p50, p99 = p50_p99(samples)
+    print(f"handler overhead, 1k x 64: p50 {ms(p50)} ms, p99 {ms(p99)} ms", flush=True)
+    return {"p50": p50, "p99": p99}
+
+
+def cold_start(bench: Bench, moto_url: str, sizes: list[int]) -> list[dict[str, Any]]:
+    env = {
+        **os.environ,
+        "MODEL_BUCKET": bench.bucket,
+        "AWS_ENDPOINT_URL_S3": moto_url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers" / "core"), str(ROOT / "src")]),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time; t = time.perf_counter(); import numpy; print(time.perf_counter() - t)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    import_numpy = float(bare.stdout)
+    results = []
+    for num_items in sizes:
+        items, users = catalog(num_items, 64, 1000, seed=4)
+        name = f"cold-{num_items}"
+        arn = bench.publish(name, items, users)
+        del items, users
+        prefix = next(
+            o["Key"].rsplit("/", 1)[0] + "/"
+            for o in bench.s3.list_objects_v2(Bucket=bench.bucket, Prefix=f"solutions/{name}/")["Contents"]
+        )
+        keys = [o["Key"] for o in bench.s3.list_objects_v2(Bucket=bench.bucket, Prefix=prefix)["Contents"]]
+        model_bytes = sum(
+            o["Size"] for o in bench.s3.list_objects_v2(Bucket=bench.bucket, Prefix=prefix)["Contents"]
+        )
+        began = time.perf_counter()
+        for key in keys:
+            bench.s3.get_object(Bucket=bench.bucket, Key=key)["Body"].read()
+        download = time.perf_counter() - began
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(recommendations_event(arn, "u1", K), f)
+        child = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), f.name, "50"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        os.unlink(f.name)
+        if child.returncode != 0:
+            raise RuntimeError(child.stderr[-2000:])
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        reference = import_numpy + download
+        measured.update(
+            items=num_items,
+            import_numpy=import_numpy,
+            raw_download=download,
+            reference=reference,
+            model_bytes=model_bytes,
+        )
+        results.append(measured)
+        print(
+            f"cold start {num_items:>9} x 64 | imports {ms(measured['imports'])} | S3 client "
+            f"{ms(measured['s3_client'])} | fetch {ms(measured['fetch'])}"
+            f" | load {ms(measured['load'])} | first query {ms(measured['first_query'])} | total "
+            f"{ms(measured['total'])} ms | reference (import numpy {ms(import_numpy)} + raw download "
+            f"{ms(download)}) {ms(reference)} ms | ratio {measured['total'] / reference:.2f} | peak RSS "
+            f"{measured['peak_rss_bytes'] / 2**20:.0f} MiB for {model_bytes / 2**20:.0f} MiB of model "
+            f"(+{(measured['peak_rss_bytes'] - model_bytes) / 2**20:.0f} MiB)",
+            flush=True,
+        )
+    return results
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dims"], r["threads"]) for r in rows})
+    columns = min(2, len(panels))
+    lines = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(6 * columns, 4.2 * lines), squeeze=False)
+    for axis, (dims, threads) in zip(axes.flat, panels, strict=False):
+        chosen = sorted(
+            (r for r in rows if r["dims"] == dims and r["threads"] == threads), key=lambda r: r["items"]
+        )
+        sizes = [r["items"] for r in chosen]
+        for key, label, style in (
+            ("ours_p50", "ours: handler, top-25 + softmax scores", "o-"),
+            ("faiss_p50", "faiss IndexFlatIP (no scores)", "s--"),
+            ("naive_p50", "naive numpy (X@u + argsort)", "^:"),
+            ("floor", "floor: one pass at memory bandwidth", "k-"),
+        ):
+            axis.plot(sizes, [r[key] * 1000 for r in chosen], style, label=label)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("catalog size (items)")
+        axis.set_ylabel("p50 latency (ms)")
+        axis.set_title(f"{dims} dims, {threads} thread{'s' if threads > 1 else ''}")
+        axis.grid(True, which="both", alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    figure.suptitle("Warm GetRecommendations, top-25 (same process, same catalog, same threads)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| items x dims | threads | ours p50 / p99 (ms) | faiss p50 / p99 (ms) | naive p50 (ms) | floor (ms) "
+        "| ours/faiss | ours/floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['items']:,} x {r['dims']} | {r['threads']} | {ms(r['ours_p50'])} / {ms(r['ours_p99'])} | "
+            f"{ms(r['faiss_p50'])} / {ms(r['faiss_p99'])} | {ms(r['naive_p50'])} | {ms(r['floor'])} | "
+            f"{r['ours_p50'] / r['faiss_p50']:.2f} | {r['ours_p50'] / r['floor']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()]
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, " + (
+        f"faiss {faiss.__version__}, BLAS: {', '.join(blas)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="10k and 100k x 64, 1 thread; fewer requests")
+    parser.add_argument("--plot", type=Path, default=PLOT, help="where to save the PNG")
+    parser.add_argument("--json", type=Path, help="also save the raw results here")
+    args = parser.parse_args()
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    moto_url = f"http://{host}:{port}"
+    os.environ["AWS_ENDPOINT_URL_S3"] = moto_url
+    os.environ["MODEL_BUCKET"] = "bench"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="bench")
+    bench = Bench(s3, "bench", args.quick)
+
+    print(f"machine: {machine()}", flush=True)
+    bandwidth = read_bandwidth()
+    print(f"read bandwidth (1 thread, 1 GiB, best of 5): {bandwidth / 1e9:.1f} GB/s", flush=True)
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    dims_list = [64] if args.quick else [64, 128]
+    threads = [1] if args.quick else [1, 2]
+
+    print("\n== warm GetRecommendations, top-25 (p50 / p99 ms)", flush=True)
+    warm_latency(bench, bandwidth, sizes, dims_list, threads)
+    print("\n== batch, top-25", flush=True)
+    batch = batch_throughput(
+        [100_000] if args.quick else [100_000, 1_000_000], [2] if args.quick else threads, args.quick
+    )
+    print("\n== handler overhead", flush=True)
+    overhead = handler_overhead(bench)
+    print(
+        "\n== cold start (fresh process, model in local S3) and peak RSS after 50 warm requests", flush=True
+    )
+    cold = cold_start(bench, moto_url, [100_000] if args.quick else [100_000, 1_000_000])
+    server.stop()
+
+    plot(bench.rows, args.plot)
+    print(f"\nplot: {args.plot}")
+    print(f"\nmachine: {machine()}; read bandwidth {bandwidth / 1e9:.1f} GB/s\n")
+    print(markdown(bench.rows))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "bandwidth": bandwidth,
+                    "warm": bench.rows,
+                    "batch": batch,
+                    "overhead": overhead,
+                    "cold": cold,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
