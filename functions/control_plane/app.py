@@ -5,13 +5,14 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from personalize_core import wire
+from personalize_core import batch, wire
 from personalize_core.control_plane import ControlPlane
 from personalize_core.observability import logger, metrics, tracer
 
 app = wire.create_app(json_1_1=True)
 plane = ControlPlane()
 # Feature modules register their operations on `plane` here (batch jobs, filters, campaigns, ...).
+batch.register(plane)
 
 
 @app.post("/")

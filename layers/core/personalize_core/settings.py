@@ -15,6 +15,16 @@ class Settings:
     #: How many solution versions a warm function keeps loaded (the ones campaigns point to win).
     max_loaded_versions: int
     region: str
+    #: Batch inference: the DynamoDB table of job records and the SQS queue of plan/shard messages.
+    jobs_table: str = ""
+    shard_queue_url: str = ""
+    #: Input bytes per shard (one worker invocation scores one shard; ~10k users a shard by default).
+    batch_shard_bytes: int = 256 * 1024
+    #: A shard message received this many times fails its job instead of going back to the queue
+    #: (the queue's redrive maxReceiveCount must not be lower, or the DLQ would take it first).
+    batch_max_receives: int = 3
+    #: The account in job ARNs; empty: the solution version's account.
+    account_id: str = ""
 
 
 def _float(name: str, default: float) -> float:
@@ -32,4 +42,9 @@ def get_settings() -> Settings:
         campaign_cache_ttl_seconds=_float("CAMPAIGN_CACHE_TTL_SECONDS", 10.0),
         max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 4)),
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        jobs_table=os.environ.get("JOBS_TABLE", ""),
+        shard_queue_url=os.environ.get("SHARD_QUEUE_URL", ""),
+        batch_shard_bytes=max(1, int(_float("BATCH_SHARD_BYTES", 256 * 1024))),
+        batch_max_receives=max(1, int(_float("BATCH_MAX_RECEIVES", 3))),
+        account_id=os.environ.get("ACCOUNT_ID", ""),
     )
