@@ -30,11 +30,13 @@ from typing import Any  # noqa: E402
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from cfnlint.decode import decode  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
 from lambda_personalize.publish import prepare_version, put_campaign, upload_version  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
+from personalize_core import batch  # noqa: E402
 from personalize_core.artifacts import Recipe  # noqa: E402
 from personalize_core.settings import get_settings  # noqa: E402
 from personalize_core.store import get_store  # noqa: E402
@@ -175,8 +177,6 @@ class BatchEnv:
 
 def template_properties(logical_id: str) -> dict[str, Any]:
     """A resource's properties as template.yaml declares them (so tests build what AWS would)."""
-    from cfnlint.decode import decode
-
     decoded, errors = decode(str(ROOT / "template.yaml"))
     assert not errors, errors
     assert decoded is not None
@@ -196,8 +196,6 @@ def batch_env(
 ) -> Iterator[BatchEnv]:
     """template.yaml's JobsTable and ShardQueue (+ DLQ) in the embedded AWS, the batch functions'
     environment, and a poller driving the worker. Shards are tiny (256 bytes) so jobs have many."""
-    from personalize_core import batch
-
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=REGION)
     suffix = uuid.uuid4().hex[:10]

@@ -133,18 +133,16 @@ def test_a_job_per_recipe_answers_every_line_as_the_realtime_api(
     k = 7
 
     # When a job is created, Then it is recorded as CREATE PENDING with the request as given
+    name = f"job-{recipe.lower().replace('_', '-')}"
     arn = create(
         control_plane,
-        f"job-{recipe.lower().replace('_', '-')}",
+        name,
         version,
         f"s3://{bucket}/in/lines.jsonl",
         f"s3://{bucket}/out/",
         numResults=k,
     )
-    assert (
-        arn
-        == f"arn:aws:personalize:{REGION}:{ACCOUNT}:batch-inference-job/job-{recipe.lower().replace('_', '-')}"
-    )
+    assert arn == f"arn:aws:personalize:{REGION}:{ACCOUNT}:batch-inference-job/{name}"
     pending = describe(control_plane, arn)
     assert pending["status"] == "CREATE PENDING"
     assert pending["numResults"] == k
@@ -235,13 +233,15 @@ def test_bad_lines_become_error_lines_and_the_job_goes_on(
     lines = read_out(s3, bucket, "out/in.jsonl.out")
     assert len(lines) == 9
     errors = [line["error"] for line in lines]
-    assert errors[0] is None and errors[8] is None
+    assert errors[0] is None
+    assert errors[8] is None
     assert_matches_realtime(runtime, "USER_PERSONALIZATION", [lines[0], lines[8]], 25)
     assert lines[1] == {"input": "this is not json", "output": None, "error": "The line is not valid JSON"}
     assert lines[2]["input"] == {"itemId": "item-3"}
     assert "Unknown field itemId" in errors[2]
     assert "userId must be a string" in errors[3]
-    assert lines[4]["input"] == ["user-2"] and "must be a JSON object" in errors[4]
+    assert lines[4]["input"] == ["user-2"]
+    assert "must be a JSON object" in errors[4]
     assert "Unknown field extra" in errors[5]
     assert "filters are not supported by this deployment yet" in errors[6]
     assert "userId must be at most 256 characters" in errors[7]
@@ -290,7 +290,8 @@ def test_a_job_that_cannot_run_fails_with_a_reason(
     assert job["status"] == "CREATE FAILED"
     assert reason in job["failureReason"]
     summary = control_plane.list_batch_inference_jobs()["batchInferenceJobs"][0]
-    assert summary["status"] == "CREATE FAILED" and reason in summary["failureReason"]
+    assert summary["status"] == "CREATE FAILED"
+    assert reason in summary["failureReason"]
     assert batch_env.poller.failures == 0
 
 
@@ -566,7 +567,8 @@ def test_a_finisher_running_twice_changes_nothing(
     worker = batch.get_worker()
     batch_env.poller.drain()
     finished = worker.table.get("finish-twice")
-    assert finished is not None and finished.plan is not None
+    assert finished is not None
+    assert finished.plan is not None
     before = s3.get_object(Bucket=batch_env.data_bucket, Key="out/0.jsonl.out")["Body"].read()
     stale = dataclasses.replace(finished, status=JobStatus.IN_PROGRESS)
 
