@@ -105,7 +105,8 @@ def main() -> None:
     batch_user_top_k(item_factors, user_factors, args.k)
     batch_rate = args.users / (time.perf_counter() - started)
     print(
-        f"batched    batch_user_top_k                 {batch_rate:10.0f} users/s   x{batch_rate / loop_rate:.2f}"
+        f"batched    batch_user_top_k                 {batch_rate:10.0f} users/s   "
+        f"x{batch_rate / loop_rate:.2f}"
     )
 
     model = model_of(item_factors, user_factors)
@@ -116,7 +117,8 @@ def main() -> None:
     body = b"".join(line.to_json() + b"\n" for line in lines)
     shard_rate = args.users / (time.perf_counter() - started)
     print(
-        f"worker     parse + score + write lines      {shard_rate:10.0f} users/s   x{shard_rate / loop_rate:.2f}"
+        f"worker     parse + score + write lines      {shard_rate:10.0f} users/s   "
+        f"x{shard_rate / loop_rate:.2f}"
         f"   ({len(body) / args.users:.0f} output bytes a user)"
     )
 
