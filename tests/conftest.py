@@ -21,6 +21,7 @@ os.environ.update(
 for _var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
 
+import json  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -36,10 +37,13 @@ from typing import Any  # noqa: E402
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 from botocore.config import Config  # noqa: E402
+from cfnlint.decode import decode  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
 from lambda_personalize.publish import prepare_version, put_campaign, upload_version  # noqa: E402
+from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
+from personalize_core import batch  # noqa: E402
 from personalize_core.artifacts import Recipe  # noqa: E402
 from personalize_core.settings import get_settings  # noqa: E402
 from personalize_core.store import get_store  # noqa: E402
@@ -213,3 +217,89 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     except subprocess.TimeoutExpired:
         process.kill()
         raise
+
+
+# ---------------------------------------------------------------- batch inference (issue 4)
+#: The solution version that events/*batch*.json name (published with a fixed version id).
+BATCH_EVENT_SOLUTION = ("demo-batch", "v1")
+#: The bucket holding the batch events' input and output (events/create_batch_inference_job.json).
+BATCH_EVENT_BUCKET = "lambda-personalize-demo-batch"
+
+
+@dataclass(frozen=True)
+class BatchEnv:
+    table: str
+    queue_url: str
+    dead_letter_url: str
+    data_bucket: str
+    poller: SqsPoller
+
+
+def template_properties(logical_id: str) -> dict[str, Any]:
+    """A resource's properties as template.yaml declares them (so tests build what AWS would)."""
+    decoded, errors = decode(str(ROOT / "template.yaml"))
+    assert not errors, errors
+    assert decoded is not None
+    return dict(decoded["Resources"][logical_id]["Properties"])
+
+
+@pytest.fixture(scope="session")
+def batch_event_version(s3: Any, serving_bucket: str) -> str:
+    solution, version = BATCH_EVENT_SOLUTION
+    model = random_model(num_items=300, num_users=50, dims=16, seed=7)
+    return publish(s3, serving_bucket, solution, Recipe.USER_PERSONALIZATION, model, version=version)
+
+
+@pytest.fixture
+def batch_env(
+    serving_env: str, moto_url: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BatchEnv]:
+    """template.yaml's JobsTable and ShardQueue (+ DLQ) in the embedded AWS, the batch functions'
+    environment, and a poller driving the worker. Shards are tiny (256 bytes) so jobs have many."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=REGION)
+    suffix = uuid.uuid4().hex[:10]
+    table_props = {k: v for k, v in template_properties("JobsTable").items() if k in _TABLE_API_FIELDS}
+    dynamodb.create_table(TableName=f"jobs-{suffix}", **table_props)
+    dead_letter_url = sqs.create_queue(QueueName=f"shards-dlq-{suffix}")["QueueUrl"]
+    dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = template_properties("ShardQueue")["RedrivePolicy"]
+    queue_url = sqs.create_queue(
+        QueueName=f"shards-{suffix}",
+        Attributes={
+            "VisibilityTimeout": "1",  # the template's 5400 s, shortened so redeliveries happen in tests
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(redrive["maxReceiveCount"])}
+            ),
+        },
+    )["QueueUrl"]
+    data_bucket = new_bucket(s3)
+    monkeypatch.setenv("JOBS_TABLE", f"jobs-{suffix}")
+    monkeypatch.setenv("SHARD_QUEUE_URL", queue_url)
+    monkeypatch.setenv("BATCH_SHARD_BYTES", "256")
+    monkeypatch.setenv("BATCH_MAX_RECEIVES", str(redrive["maxReceiveCount"]))
+    monkeypatch.setenv("ACCOUNT_ID", ACCOUNT)
+    caches = (get_settings, get_store, batch.get_batch_jobs, batch.get_worker)
+    for cached in caches:
+        cached.cache_clear()
+    worker = load_function("batch_worker").lambda_handler
+    poller = SqsPoller(queue_url, worker, "BatchWorkerFunction", batch_size=5, sqs_client=sqs)
+    yield BatchEnv(f"jobs-{suffix}", queue_url, dead_letter_url, data_bucket, poller)
+    for cached in caches:
+        cached.cache_clear()
+
+
+_TABLE_API_FIELDS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+
+
+@pytest.fixture
+def control_plane(batch_env: BatchEnv) -> Iterator[Any]:
+    """An unchanged boto3 ``personalize`` client on the control plane (real HTTP, loopback)."""
+    handler = load_function("control_plane").lambda_handler
+    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}).start()
+    yield boto3.client(
+        "personalize", endpoint_url=server.url, region_name=REGION, config=Config(retries={"max_attempts": 1})
+    )
+    server.stop()

@@ -6,13 +6,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from personalize_core import management, wire
+from personalize_core import batch, management, wire
 from personalize_core.control_plane import ControlPlane
 from personalize_core.observability import logger, metrics, tracer
 
 app = wire.create_app(json_1_1=True)
 plane = ControlPlane()
 # Feature modules register their operations on `plane` here (batch jobs, filters, campaigns, ...).
+batch.register(plane)
 management.register(plane)
 
 

@@ -13,6 +13,8 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import decode
 
+from personalize_core.batch.jobs import BY_CREATION, BY_SOLUTION_VERSION
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SERVING_FUNCTIONS = ("GetRecommendationsFunction", "GetPersonalizedRankingFunction")
@@ -196,6 +198,7 @@ def test_the_core_layer_is_built_for_python312_from_layers_core(template: Templa
     [
         ("POST", "/recommendations", "GetRecommendationsFunction", "functions/get_recommendations"),
         ("POST", "/personalize-ranking", "GetPersonalizedRankingFunction", RANKING_DIR),
+        ("POST", "/", "ControlPlaneFunction", "functions/control_plane"),
     ],
 )
 def test_runtime_routes_map_to_their_functions(
@@ -414,3 +417,118 @@ def test_snapstart_is_a_parameter_of_get_recommendations_with_preloaded_campaign
     assert function["SnapStart"] == {"ApplyOn": {"Ref": "SnapStart"}}
     assert any(r["Type"] == "AWS::Lambda::Alias" for r in resources.values())
     assert "PRELOAD_CAMPAIGNS" in function["Environment"]["Variables"]
+
+
+# ---------------------------------------------------------------- batch inference (issue 4)
+
+BATCH_GRANTS = {
+    "ControlPlaneFunction": {
+        "dynamodb:PutItem": "JobsTable",
+        "dynamodb:GetItem": "JobsTable",
+        "dynamodb:UpdateItem": "JobsTable",
+        "dynamodb:Query": "JobsTable",
+        "sqs:SendMessage": "ShardQueue",
+        "s3:GetObject": "ModelBucket",
+        "s3:ListBucket": "ModelBucket",
+    },
+    "BatchWorkerFunction": {
+        "dynamodb:GetItem": "JobsTable",
+        "dynamodb:UpdateItem": "JobsTable",
+        "sqs:SendMessage": "ShardQueue",
+        "sts:AssumeRole": "BatchJobRoleNamePattern",
+        "s3:GetObject": "ModelBucket",
+        "s3:ListBucket": "ModelBucket",
+    },
+}
+
+
+@pytest.mark.parametrize("logical_id", sorted(BATCH_GRANTS))
+def test_batch_functions_get_exactly_their_grants(template: Template, logical_id: str) -> None:
+    # Given a batch function's policies, with the default parameters
+    params = _defaults(template)
+    policies = _as_list(_resolve(_function(template, logical_id).get("Policies", []), template, params))
+
+    # When listing every action with the resource it is granted on
+    statements = [s for p in policies for s in _as_list(p["Statement"])]
+    granted = {(a, repr(s["Resource"])) for s in statements for a in _as_list(s["Action"])}
+
+    # Then the function has exactly its grants, each scoped to its own resource: no S3 writes (the
+    # caller's data is written with the job's role), no wildcard actions, no Resource '*'
+    assert policy_violations(policies) == []
+    assert {action for action, _ in granted} == set(BATCH_GRANTS[logical_id])
+    for action, resource in granted:
+        assert BATCH_GRANTS[logical_id][action] in resource, (action, resource)
+
+
+def test_the_worker_may_only_assume_roles_of_its_account_matching_the_pattern(template: Template) -> None:
+    # Given the worker's AssumeRole statement
+    policies = _function(template, "BatchWorkerFunction")["Policies"]
+    statement = next(s for p in policies for s in _as_list(p["Statement"]) if s["Action"] == "sts:AssumeRole")
+    # Then it names roles of this account only, by the stack's pattern
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${BatchJobRoleNamePattern}"
+    }
+    assert template["Parameters"]["BatchJobRoleNamePattern"]["Default"] == "personalize-batch-*"
+
+
+def test_the_shard_queue_suits_the_worker(template: Template) -> None:
+    # Given the worker, its SQS event and the shard queue
+    worker = _function(template, "BatchWorkerFunction")
+    event = next(e for e in worker["Events"].values() if e["Type"] == "SQS")["Properties"]
+    queue = template["Resources"]["ShardQueue"]["Properties"]
+    env = worker["Environment"]["Variables"]
+
+    # Then a message outlives a worker that times out six times over (Lambda's guidance), comes back
+    # as many times as the worker counts on before failing its job, and then goes to the DLQ
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ShardDeadLetterQueue", "Arn"]}
+    assert int(env["BATCH_MAX_RECEIVES"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    # And one failed message does not fail its batch
+    assert event["Queue"] == {"Fn::GetAtt": ["ShardQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= event["BatchSize"] <= 10
+    # And both batch functions find the table and the queue through settings.py's variables
+    for logical_id in BATCH_GRANTS:
+        variables = _function(template, logical_id)["Environment"]["Variables"]
+        assert variables["JOBS_TABLE"] == {"Ref": "JobsTable"}
+        assert variables["SHARD_QUEUE_URL"] == {"Ref": "ShardQueue"}
+
+
+def test_the_jobs_table_has_the_indexes_the_code_queries(template: Template) -> None:
+    # Given the table and the names personalize_core.batch.jobs uses
+    table = template["Resources"]["JobsTable"]["Properties"]
+    indexes = {
+        i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]
+    }
+
+    # Then the key and both listing indexes exist, and records are encrypted and recoverable
+    assert table["KeySchema"] == [{"AttributeName": "jobName", "KeyType": "HASH"}]
+    assert indexes == {
+        BY_CREATION: ["kind", "sortKey"],
+        BY_SOLUTION_VERSION: ["solutionVersionArn", "sortKey"],
+    }
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "expected_managed"),
+    [
+        ("ControlPlaneFunction", {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}),
+        (
+            "BatchWorkerFunction",
+            {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSLambdaSQSQueueExecutionRole"},
+        ),
+    ],
+)
+def test_the_generated_batch_roles(logical_id: str, expected_managed: set[str]) -> None:
+    # Given the IAM role SAM generates for a batch function
+    cfn = _sam_transform(TEMPLATE.read_text(), {})
+    role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
+    managed = {
+        (arn if isinstance(arn, str) else arn["Fn::Sub"]).rsplit("/", 1)[-1]
+        for arn in role["ManagedPolicyArns"]
+    }
+    # Then its inline policies pass the review and the managed ones are logs, X-Ray (and SQS polling)
+    assert policy_violations([p["PolicyDocument"] for p in role.get("Policies", [])]) == []
+    assert managed == expected_managed

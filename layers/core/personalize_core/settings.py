@@ -24,6 +24,16 @@ class Settings:
     max_request_bytes: int
     #: Campaign ARNs a function loads during its init phase (SnapStart snapshots them loaded).
     preload_campaigns: tuple[str, ...] = ()
+    #: Batch inference: the DynamoDB table of job records and the SQS queue of plan/shard messages.
+    jobs_table: str = ""
+    shard_queue_url: str = ""
+    #: Input bytes per shard (one worker invocation scores one shard; ~10k users a shard by default).
+    batch_shard_bytes: int = 256 * 1024
+    #: A shard message received this many times fails its job instead of going back to the queue
+    #: (the queue's redrive maxReceiveCount must not be lower, or the DLQ would take it first).
+    batch_max_receives: int = 3
+    #: The account in job ARNs; empty: the solution version's account.
+    account_id: str = ""
 
 
 def _float(name: str, default: float) -> float:
@@ -48,4 +58,9 @@ def get_settings() -> Settings:
         preload_campaigns=tuple(
             arn.strip() for arn in os.environ.get("PRELOAD_CAMPAIGNS", "").split(",") if arn.strip()
         ),
+        jobs_table=os.environ.get("JOBS_TABLE", ""),
+        shard_queue_url=os.environ.get("SHARD_QUEUE_URL", ""),
+        batch_shard_bytes=max(1, int(_float("BATCH_SHARD_BYTES", 256 * 1024))),
+        batch_max_receives=max(1, int(_float("BATCH_MAX_RECEIVES", 3))),
+        account_id=os.environ.get("ACCOUNT_ID", ""),
     )

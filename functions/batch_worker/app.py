@@ -1,0 +1,33 @@
+"""Batch inference worker (SQS): plans jobs and scores their shards, one message at a time.
+
+Each message is processed on its own: the ones that fail are reported in ``batchItemFailures``
+(ReportBatchItemFailures), so only they come back after the visibility timeout, and the rest of
+the batch is deleted.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from personalize_core.batch import get_worker
+from personalize_core.observability import logger, metrics, tracer
+
+# One failed record must not fail the invocation: the poller (Lambda or ours) redelivers just it.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    get_worker().handle(record.body, int(record.attributes.approximate_receive_count))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

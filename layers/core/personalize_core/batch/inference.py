@@ -1,0 +1,155 @@
+"""Scoring a shard's lines: each output line is what the real-time API answers for the same input.
+
+USER_PERSONALIZATION scores every known user of the shard at once (``batch_user_top_k``: blocked
+matrix products); the other recipes reuse the real-time kernels line by line (their cost is one
+pass over the catalog or less). A line that cannot be answered becomes an error line and the
+shard goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Recipe
+from ..errors import InvalidInputException
+from ..model import SolutionVersionModel
+from ..requests import ID_MAX, INPUT_LIST_MAX, _Fields, _filter_values
+from ..scoring import batch_user_top_k, popular_top_k, rank_items, related_top_k, user_top_k
+from .validation import FILTERS_NOT_SUPPORTED
+
+#: What a line of each recipe holds (any line may carry filterValues).
+LINE_FIELDS = {
+    Recipe.USER_PERSONALIZATION: frozenset({"userId", "filterValues"}),
+    Recipe.POPULAR_ITEMS: frozenset({"userId", "filterValues"}),
+    Recipe.RELATED_ITEMS: frozenset({"itemId", "filterValues"}),
+    Recipe.PERSONALIZED_RANKING: frozenset({"userId", "itemList", "filterValues"}),
+}
+
+
+@dataclass(slots=True)
+class Line:
+    """One input line: its parsed request, or the error that replaces its answer."""
+
+    given: Any
+    user_id: str | None = None
+    item_id: str | None = None
+    item_list: list[str] = field(default_factory=list)
+    filter_values: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    output: dict[str, Any] | None = None
+
+    def to_json(self) -> bytes:
+        line = {"input": self.given, "output": None if self.error else self.output, "error": self.error}
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_line(raw: bytes, recipe: Recipe) -> Line:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Line(given=raw.decode("utf-8", "replace"), error="The line is not valid UTF-8")
+    try:
+        given = json.loads(text)
+    except ValueError:
+        return Line(given=text, error="The line is not valid JSON")
+    line = Line(given=given)
+    try:
+        fields = _Fields(given, "", LINE_FIELDS[recipe])
+        if recipe is Recipe.RELATED_ITEMS:
+            line.item_id = fields.string("itemId", max_len=ID_MAX, min_len=1, required=True)
+        else:
+            line.user_id = fields.string("userId", max_len=ID_MAX, min_len=1, required=True)
+        if recipe is Recipe.PERSONALIZED_RANKING:
+            line.item_list = (
+                fields.string_list("itemList", max_items=INPUT_LIST_MAX, item_max=ID_MAX, required=True) or []
+            )
+            if not line.item_list:
+                raise InvalidInputException("itemList must contain at least one item")
+        line.filter_values = _filter_values(fields)
+    except InvalidInputException as exc:
+        line.error = exc.message
+    return line
+
+
+def allowed_items(filter_arn: str | None, line: Line) -> np.ndarray | None:
+    """The items a line may be answered with (bool per item), or None for all of them.
+
+    The one place a filter applies to batch lines: the job's filterArn with the line's filterValues.
+    Filters arrive with issue 5; until then a line that asks for one is an error line.
+    """
+    if filter_arn is not None or line.filter_values:
+        raise InvalidInputException(f"filterValues: {FILTERS_NOT_SUPPORTED}")
+    return None
+
+
+def _ids(model: SolutionVersionModel, indices: np.ndarray) -> list[str]:
+    return [model.item_ids[i] for i in indices.tolist()]
+
+
+def _popular(model: SolutionVersionModel, k: int, allowed: np.ndarray | None) -> dict[str, Any]:
+    return {"recommendedItems": _ids(model, popular_top_k(model.popular_order, k, allowed))}
+
+
+def answer_lines(
+    model: SolutionVersionModel, lines: list[Line], k: int, filter_arn: str | None = None
+) -> None:
+    """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are."""
+    recipe = model.manifest.recipe
+    # Users scored together: known users without a filter, by position in ``lines``.
+    batched: list[int] = []
+    for position, line in enumerate(lines):
+        if line.error:
+            continue
+        try:
+            allowed = allowed_items(filter_arn, line)
+            if recipe is Recipe.USER_PERSONALIZATION:
+                user = model.user_index.get(line.user_id or "")
+                if user is None or model.user_factors is None or model.item_factors is None:
+                    line.output = _popular(model, k, allowed)  # cold start, as the real-time API
+                elif allowed is None:
+                    batched.append(position)
+                else:
+                    chosen, scores = user_top_k(model.item_factors, model.user_factors[user], k, allowed)
+                    line.output = {"recommendedItems": _ids(model, chosen), "scores": scores.tolist()}
+            elif recipe is Recipe.RELATED_ITEMS:
+                item = model.item_index.get(line.item_id or "")
+                if item is None or model.item_factors is None or model.item_norms is None:
+                    line.output = _popular(model, k, allowed)
+                else:
+                    related = related_top_k(model.item_factors, model.item_norms, item, k, allowed)
+                    line.output = {"recommendedItems": _ids(model, related)}
+            elif recipe is Recipe.POPULAR_ITEMS:
+                line.output = _popular(model, k, allowed)
+            else:
+                line.output = _rank(model, line)
+        except InvalidInputException as exc:
+            line.error = exc.message
+    if batched and model.user_factors is not None and model.item_factors is not None:
+        users = np.array([model.user_index[lines[p].user_id or ""] for p in batched], dtype=np.int64)
+        chosen, scores = batch_user_top_k(model.item_factors, model.user_factors[users], k)
+        for row, position in enumerate(batched):
+            lines[position].output = {
+                "recommendedItems": _ids(model, chosen[row]),
+                "scores": scores[row].tolist(),
+            }
+
+
+def _rank(model: SolutionVersionModel, line: Line) -> dict[str, Any]:
+    """GetPersonalizedRanking for one line: known items ranked, unknown ones last without a score."""
+    wanted = list(dict.fromkeys(line.item_list))
+    known = np.array([model.item_index[i] for i in wanted if i in model.item_index], dtype=np.int64)
+    unknown = [i for i in wanted if i not in model.item_index]
+    user = model.user_index.get(line.user_id or "")
+    if user is None or model.user_factors is None or model.item_factors is None or known.size == 0:
+        by_popularity = known[np.argsort(-model.popularity[known].astype(np.float64), kind="stable")]
+        return {"recommendedItems": _ids(model, by_popularity) + unknown}
+    ranked, scores = rank_items(model.item_factors, model.user_factors[user], known)
+    # scores stay aligned with recommendedItems: items the model does not know have none (null).
+    return {
+        "recommendedItems": _ids(model, ranked) + unknown,
+        "scores": scores.tolist() + [None] * len(unknown),
+    }

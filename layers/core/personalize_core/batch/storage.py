@@ -1,0 +1,167 @@
+"""The job's S3 data (input, parts, output), read and written with the job role's credentials.
+
+The worker assumes the job's ``roleArn`` (STS AssumeRole) and uses only those credentials for
+the caller's buckets, so a job can read and write exactly what that role can: the service's own
+role never touches the caller's data. The model bucket is read with the service's role (store.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+#: S3 error codes that retrying will not fix: the job fails with the reason instead.
+PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "404",
+        "403",
+        "NotFound",
+        "InvalidBucketName",
+        "KMS.NotFoundException",
+        "InvalidRequest",
+    }
+)
+SESSION_NAME = re.compile(r"[^\w+=,.@-]")
+
+
+class StorageError(Exception):
+    """An S3 or STS call failed. ``permanent`` when trying again cannot help."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class InputChanged(StorageError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def _error(action: str, exc: Exception) -> StorageError:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        message = exc.response.get("Error", {}).get("Message") or code
+        return StorageError(f"{action}: {code} ({message})", permanent=code in PERMANENT_CODES)
+    return StorageError(f"{action}: {exc}", permanent=False)
+
+
+def _client(credentials: dict[str, Any] | None = None) -> Any:
+    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    if credentials is None:
+        return boto3.client("sts", config=config)
+    return boto3.client(
+        "s3",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        config=config,
+    )
+
+
+class JobStorage:
+    """S3 calls for one job, with its role's credentials."""
+
+    def __init__(self, client: S3Client, kms_key_arn: str | None = None) -> None:
+        self.client = client
+        self.kms_key_arn = kms_key_arn
+
+    def head(self, bucket: str, key: str) -> tuple[int, str] | None:
+        """(size, ETag) of an object, or None if it does not exist."""
+        try:
+            answer = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+        except BotoCoreError as exc:
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+        return int(answer["ContentLength"]), str(answer["ETag"])
+
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int, str]]:
+        """(key, size, ETag) of every object under a prefix, in key order."""
+        found: list[tuple[str, int, str]] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                found.extend((o["Key"], int(o["Size"]), str(o["ETag"])) for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"listing s3://{bucket}/{prefix}", exc) from exc
+        return sorted(found)
+
+    def read_from(self, bucket: str, key: str, start: int, etag: str) -> Iterator[bytes]:
+        """The object's bytes from ``start`` on, in chunks; the object must still be the planned one."""
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-", IfMatch=etag)[
+                "Body"
+            ]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise InputChanged(f"s3://{bucket}/{key} changed while the job was running") from exc
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+        except BotoCoreError as exc:
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+        try:
+            yield from body.iter_chunks(1 << 16)
+        except BotoCoreError as exc:
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+        finally:
+            body.close()
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"reading s3://{bucket}/{key}", exc) from exc
+
+    def put(self, bucket: str, key: str, body: bytes | Any) -> None:
+        """Write a whole object (one PUT: readers see all of it or none of it)."""
+        extra: dict[str, Any] = {}
+        if self.kms_key_arn:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_arn}
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"writing s3://{bucket}/{key}", exc) from exc
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        try:
+            for start in range(0, len(keys), 1000):
+                self.client.delete_objects(
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+                )
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"deleting from s3://{bucket}", exc) from exc
+
+
+def assume_role_storage(
+    role_arn: str,
+    session_name: str,
+    kms_key_arn: str | None = None,
+    sts_factory: Callable[[], Any] = _client,
+    s3_factory: Callable[[dict[str, Any]], Any] = _client,
+) -> JobStorage:
+    """JobStorage acting as ``role_arn`` (STS AssumeRole); StorageError if the role cannot be assumed."""
+    name = SESSION_NAME.sub("-", session_name)[:64].ljust(2, "-")
+    try:
+        credentials = sts_factory().assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+    except (ClientError, BotoCoreError) as exc:
+        error = _error(f"cannot assume roleArn {role_arn}", exc)
+        # A role that does not trust us, or does not exist, will not start to tomorrow.
+        error.permanent = isinstance(exc, ClientError)
+        raise error from exc
+    return JobStorage(s3_factory(credentials), kms_key_arn)
