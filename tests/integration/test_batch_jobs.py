@@ -243,7 +243,7 @@ def test_bad_lines_become_error_lines_and_the_job_goes_on(
     assert lines[4]["input"] == ["user-2"]
     assert "must be a JSON object" in errors[4]
     assert "Unknown field extra" in errors[5]
-    assert "filters are not supported by this deployment yet" in errors[6]
+    assert "filterValues needs the job's filterArn" in errors[6]
     assert "userId must be at most 256 characters" in errors[7]
     assert all(line["output"] is None for line in lines[1:8])
 
@@ -339,8 +339,8 @@ def test_create_refuses_what_it_cannot_do(
     missing = version.rsplit("/", 1)[0] + "/nope"
     with pytest.raises(control_plane.exceptions.ResourceNotFoundException, match="nope"):
         create(control_plane, "other", missing, path, f"s3://{bucket}/out/")
-    # And a filterArn is refused clearly until filters exist
-    with pytest.raises(control_plane.exceptions.InvalidInputException, match="filters are not supported"):
+    # And a filter that does not exist is a ResourceNotFoundException
+    with pytest.raises(control_plane.exceptions.ResourceNotFoundException, match="filter/f"):
         create(
             control_plane,
             "filtered",

@@ -8,6 +8,7 @@ runtime (boto3 ``personalize-runtime``).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from lambda_personalize.publish import (
     upload_version,
 )
 from personalize_core.artifacts import Recipe
+from tests.conftest import BatchEnv
 from tests.utils import ACCOUNT, REGION, campaign_arn, load_function
 
 N = 10
@@ -498,3 +500,61 @@ def test_campaign_lifecycle_is_what_the_runtime_serves(
     ]
     assert set(by_name.values()) <= set(walked)
     assert len(walked) == len(set(walked))
+
+
+# -- filters in batch inference jobs -----------------------------------------------------------------
+
+
+def test_a_batch_job_applies_its_filter_with_each_lines_values(
+    batch_env: BatchEnv, control_plane: Any, runtime: Any, s3: Any, solution: str, make_filter: Any
+) -> None:
+    # Given a filter with a parameter, and input lines giving it different values (or none)
+    arn = make_filter("INCLUDE ItemID WHERE Items.GENRE IN ($GENRE)")
+    drama, comedy = {"GENRE": '"drama"'}, {"GENRE": '"comedy"'}
+    given = [
+        {"userId": "user-0", "filterValues": drama},
+        {"userId": "user-1", "filterValues": comedy},
+        {"userId": "user-0"},
+        {"userId": "nobody", "filterValues": drama},
+    ]
+    bucket = batch_env.data_bucket
+    s3.put_object(Bucket=bucket, Key="in.jsonl", Body="".join(json.dumps(g) + "\n" for g in given).encode())
+    # When a job with that filter runs
+    version = f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}/user-personalization"
+    job = control_plane.create_batch_inference_job(
+        jobName=f"filtered-{uuid.uuid4().hex[:6]}",
+        solutionVersionArn=version,
+        filterArn=arn,
+        numResults=4,
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/personalize-batch-test",
+        jobInput={"s3DataSource": {"path": f"s3://{bucket}/in.jsonl"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/out/"}},
+    )["batchInferenceJobArn"]
+    batch_env.poller.drain()
+    described = control_plane.describe_batch_inference_job(batchInferenceJobArn=job)["batchInferenceJob"]
+    assert described["status"] == "ACTIVE", described.get("failureReason")
+    out = [
+        json.loads(line) for line in s3.get_object(Bucket=bucket, Key="out/in.jsonl.out")["Body"].iter_lines()
+    ]
+    # Then each line is what the real-time API answers with the same filter and values
+    assert [line["output"]["recommendedItems"] for line in out if line["output"]] == [
+        ["item-1", "item-3", "item-5", "item-7"],
+        ["item-0", "item-2", "item-3", "item-4"],
+        ["item-1", "item-3", "item-5", "item-7"],  # cold start: the most popular dramas
+    ]
+    for line in (out[0], out[1], out[3]):
+        answer = runtime.get_recommendations(
+            campaignArn=campaign(solution, Recipe.USER_PERSONALIZATION),
+            userId=line["input"]["userId"],
+            numResults=4,
+            filterArn=arn,
+            filterValues=line["input"]["filterValues"],
+        )["itemList"]
+        assert line["output"]["recommendedItems"] == [item["itemId"] for item in answer]
+        if "scores" in line["output"]:
+            np.testing.assert_allclose(
+                line["output"]["scores"], [item["score"] for item in answer], rtol=1e-6
+            )
+    # And the line without the INCLUDE's value is an error line, as the real-time API refuses it
+    assert out[2]["output"] is None
+    assert "$GENRE" in out[2]["error"]

@@ -87,8 +87,12 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def policy_violations(policies: list[Any]) -> list[str]:
-    """What in a SAM Policies list goes beyond reading S3 objects of a named bucket."""
+def policy_violations(policies: list[Any], s3_write_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """What in a SAM Policies list goes beyond reading S3 objects of a named bucket.
+
+    ``s3_write_prefixes``: key prefixes (e.g. ``/filters/*``) where S3 writes are allowed, provided
+    every resource of the statement is scoped to one of them.
+    """
     problems: list[str] = []
     for policy in policies:
         if isinstance(policy, str):
@@ -106,7 +110,12 @@ def policy_violations(policies: list[Any]) -> list[str]:
                 if not isinstance(action, str) or "*" in action:
                     problems.append(f"wildcard action {action!r}")
                 elif action.lower().startswith("s3:") and action.lower() not in S3_READ_ACTIONS:
-                    problems.append(f"S3 action {action!r} is not read-only")
+                    resources = [repr(r) for r in _as_list(statement.get("Resource", []))]
+                    scoped = bool(resources) and all(
+                        any(prefix in r for prefix in s3_write_prefixes) for r in resources
+                    )
+                    if not scoped:
+                        problems.append(f"S3 action {action!r} is not read-only")
             if "NotAction" in statement:
                 problems.append("NotAction grants everything else")
             if any(resource == "*" for resource in _as_list(statement.get("Resource", []))):
@@ -423,6 +432,8 @@ def test_snapstart_is_a_parameter_of_get_recommendations_with_preloaded_campaign
 
 BATCH_GRANTS = {
     "ControlPlaneFunction": {
+        "s3:PutObject": "ModelBucket",  # filters/* and campaigns/* only (the management API)
+        "s3:DeleteObject": "ModelBucket",
         "dynamodb:PutItem": "JobsTable",
         "dynamodb:GetItem": "JobsTable",
         "dynamodb:UpdateItem": "JobsTable",
@@ -442,6 +453,10 @@ BATCH_GRANTS = {
 }
 
 
+#: Where a function may write the model bucket: the management API's filters and campaign pointers.
+MANAGEMENT_WRITE_PREFIXES = {"ControlPlaneFunction": ("/filters/*", "/campaigns/*")}
+
+
 @pytest.mark.parametrize("logical_id", sorted(BATCH_GRANTS))
 def test_batch_functions_get_exactly_their_grants(template: Template, logical_id: str) -> None:
     # Given a batch function's policies, with the default parameters
@@ -454,7 +469,7 @@ def test_batch_functions_get_exactly_their_grants(template: Template, logical_id
 
     # Then the function has exactly its grants, each scoped to its own resource: no S3 writes (the
     # caller's data is written with the job's role), no wildcard actions, no Resource '*'
-    assert policy_violations(policies) == []
+    assert policy_violations(policies, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert {action for action, _ in granted} == set(BATCH_GRANTS[logical_id])
     for action, resource in granted:
         assert BATCH_GRANTS[logical_id][action] in resource, (action, resource)
@@ -530,5 +545,6 @@ def test_the_generated_batch_roles(logical_id: str, expected_managed: set[str]) 
         for arn in role["ManagedPolicyArns"]
     }
     # Then its inline policies pass the review and the managed ones are logs, X-Ray (and SQS polling)
-    assert policy_violations([p["PolicyDocument"] for p in role.get("Policies", [])]) == []
+    documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
+    assert policy_violations(documents, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert managed == expected_managed

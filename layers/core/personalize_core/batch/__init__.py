@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import cache
 
 from ..control_plane import ControlPlane
+from ..filters import filter_store_for
 from ..settings import get_settings
 from ..store import get_store
 from .jobs import Job, JobsTable
@@ -38,6 +39,7 @@ def get_batch_jobs() -> BatchJobs:
         ShardQueue(settings.shard_queue_url),
         manifest=get_store().manifest,
         region=settings.region,
+        filter=filter_store_for(get_store()).get,
         account=settings.account_id,
     )
 
@@ -65,7 +67,7 @@ def get_worker() -> BatchWorker:
         JobsTable(settings.jobs_table),
         ShardQueue(settings.shard_queue_url),
         storage=_job_storage,
-        models=Models(manifest=store.manifest, version=store.version),
+        models=Models(manifest=store.manifest, version=store.version, filter=filter_store_for(store).get),
         shard_bytes=settings.batch_shard_bytes,
         max_receives=settings.batch_max_receives,
     )

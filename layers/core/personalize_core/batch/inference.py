@@ -16,10 +16,11 @@ import numpy as np
 
 from ..artifacts import Recipe
 from ..errors import InvalidInputException
+from ..filters import CompiledFilter
+from ..filters import allowed_items as filter_mask
 from ..model import SolutionVersionModel
 from ..requests import ID_MAX, INPUT_LIST_MAX, _Fields, _filter_values
 from ..scoring import batch_user_top_k, popular_top_k, rank_items, related_top_k, user_top_k
-from .validation import FILTERS_NOT_SUPPORTED
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {
@@ -75,15 +76,23 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
     return line
 
 
-def allowed_items(filter_arn: str | None, line: Line) -> np.ndarray | None:
+def allowed_items(
+    model: SolutionVersionModel, job_filter: CompiledFilter | None, line: Line
+) -> np.ndarray | None:
     """The items a line may be answered with (bool per item), or None for all of them.
 
-    The one place a filter applies to batch lines: the job's filterArn with the line's filterValues.
-    Filters arrive with issue 5; until then a line that asks for one is an error line.
+    The one place a filter applies to batch lines: the job's filter with the line's filterValues,
+    evaluated exactly as the real-time API evaluates a request's filterArn and filterValues.
     """
-    if filter_arn is not None or line.filter_values:
-        raise InvalidInputException(f"filterValues: {FILTERS_NOT_SUPPORTED}")
-    return None
+    if job_filter is None:
+        if line.filter_values:
+            raise InvalidInputException("filterValues needs the job's filterArn")
+        return None
+    where = f"filterArn {job_filter.record.filter_arn}"
+    if line.item_id is None and any(e.uses_current_item for e in job_filter.program.expressions):
+        raise InvalidInputException(f"{where} uses CurrentItem, which needs an itemId")
+    current_item = model.item_index.get(line.item_id) if line.item_id is not None else None
+    return filter_mask(model, job_filter.program, line.filter_values, line.user_id, current_item, where)
 
 
 def _ids(model: SolutionVersionModel, indices: np.ndarray) -> list[str]:
@@ -95,7 +104,7 @@ def _popular(model: SolutionVersionModel, k: int, allowed: np.ndarray | None) ->
 
 
 def answer_lines(
-    model: SolutionVersionModel, lines: list[Line], k: int, filter_arn: str | None = None
+    model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None = None
 ) -> None:
     """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are."""
     recipe = model.manifest.recipe
@@ -105,7 +114,7 @@ def answer_lines(
         if line.error:
             continue
         try:
-            allowed = allowed_items(filter_arn, line)
+            allowed = allowed_items(model, job_filter, line)
             if recipe is Recipe.USER_PERSONALIZATION:
                 user = model.user_index.get(line.user_id or "")
                 if user is None or model.user_factors is None or model.item_factors is None:
@@ -113,7 +122,13 @@ def answer_lines(
                 elif allowed is None:
                     batched.append(position)
                 else:
-                    chosen, scores = user_top_k(model.item_factors, model.user_factors[user], k, allowed)
+                    chosen, scores = user_top_k(
+                        model.item_factors,
+                        model.user_factors[user],
+                        k,
+                        allowed,
+                        log_normaliser=model.log_normaliser(user),
+                    )
                     line.output = {"recommendedItems": _ids(model, chosen), "scores": scores.tolist()}
             elif recipe is Recipe.RELATED_ITEMS:
                 item = model.item_index.get(line.item_id or "")
@@ -125,12 +140,15 @@ def answer_lines(
             elif recipe is Recipe.POPULAR_ITEMS:
                 line.output = _popular(model, k, allowed)
             else:
-                line.output = _rank(model, line)
+                line.output = _rank(model, line, allowed)
         except InvalidInputException as exc:
             line.error = exc.message
     if batched and model.user_factors is not None and model.item_factors is not None:
         users = np.array([model.user_index[lines[p].user_id or ""] for p in batched], dtype=np.int64)
-        chosen, scores = batch_user_top_k(model.item_factors, model.user_factors[users], k)
+        normalisers = None if model.user_log_normalisers is None else model.user_log_normalisers[users]
+        chosen, scores = batch_user_top_k(
+            model.item_factors, model.user_factors[users], k, log_normalisers=normalisers
+        )
         for row, position in enumerate(batched):
             lines[position].output = {
                 "recommendedItems": _ids(model, chosen[row]),
@@ -138,11 +156,17 @@ def answer_lines(
             }
 
 
-def _rank(model: SolutionVersionModel, line: Line) -> dict[str, Any]:
-    """GetPersonalizedRanking for one line: known items ranked, unknown ones last without a score."""
+def _rank(model: SolutionVersionModel, line: Line, allowed: np.ndarray | None) -> dict[str, Any]:
+    """GetPersonalizedRanking for one line: known items ranked, unknown ones last without a score.
+
+    With a filter, items it excludes are left out, and so are unknown items (they cannot be
+    checked against it), as the real-time API does.
+    """
     wanted = list(dict.fromkeys(line.item_list))
     known = np.array([model.item_index[i] for i in wanted if i in model.item_index], dtype=np.int64)
     unknown = [i for i in wanted if i not in model.item_index]
+    if allowed is not None:
+        known, unknown = known[allowed[known]], []
     user = model.user_index.get(line.user_id or "")
     if user is None or model.user_factors is None or model.item_factors is None or known.size == 0:
         by_popularity = known[np.argsort(-model.popularity[known].astype(np.float64), kind="stable")]

@@ -27,12 +27,15 @@ class BatchJobs:
         queue: ShardQueue,
         manifest: Callable[[str, str], Manifest],
         region: str,
+        filter: Callable[[str], object] | None = None,
         account: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
         self.queue = queue
         self.manifest = manifest
+        #: Looks a filter up by ARN (ResourceNotFoundException if there is none).
+        self.filter = filter
         self.region = region
         self.account = account
         self.clock = clock
@@ -48,6 +51,8 @@ class BatchJobs:
             ) from None
         if manifest.solution_version_arn != request.solution_version_arn:
             raise ResourceNotFoundException(f"Solution version {request.solution_version_arn} does not exist")
+        if request.filter_arn is not None and self.filter is not None:
+            self.filter(request.filter_arn)
         arn = make_arn(self.region, self.account or version.account, "batch-inference-job", request.job_name)
         now = round(self.clock(), 3)
         job = Job(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputException, PersonalizeError
-from ..names import NAME_MAX, NAME_PATTERN, check_name
+from ..names import NAME_MAX, NAME_PATTERN, check_name, parse_arn
 from ..requests import NUM_RESULTS_DEFAULT, NUM_RESULTS_MAX, _Fields
 
 S3_LOCATION_MAX = 256
@@ -33,9 +33,6 @@ RANKING_INFLUENCE_TYPES = frozenset({"POPULARITY", "FRESHNESS"})
 JOB_MODES = frozenset({"BATCH_INFERENCE", "THEME_GENERATION"})
 LIST_MAX_RESULTS = 100
 NEXT_TOKEN_MAX = 1500
-
-#: The message for what issue 5 (filters) brings; refused until then, never ignored.
-FILTERS_NOT_SUPPORTED = "filters are not supported by this deployment yet"
 
 
 class TooManyTagsException(PersonalizeError):
@@ -193,7 +190,7 @@ class CreateJobRequest:
             # Outputs are <input-name>.out files under a folder.
             output_path = S3Path(output_path.bucket, output_path.key + "/")
         if filter_arn is not None:
-            raise InvalidInputException(f"filterArn: {FILTERS_NOT_SUPPORTED}")
+            parse_arn(filter_arn, "filterArn", "filter")
         assert job_name is not None
         assert solution_version_arn is not None
         assert role_arn is not None

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..artifacts import Manifest
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ResourceNotFoundException
+from ..filters import CompiledFilter
 from ..model import SolutionVersionModel
 from ..names import parse_arn
 from ..observability import logger
@@ -48,6 +49,8 @@ class Models:
 
     manifest: Callable[[str, str], Manifest]
     version: Callable[[str, str], SolutionVersionModel]
+    #: A filter by ARN, compiled (raises ResourceNotFoundException when there is none).
+    filter: Callable[[str], CompiledFilter]
 
 
 def parts_prefix(job: Job) -> str:
@@ -222,8 +225,16 @@ class BatchWorker:
             for raw in owned_lines(chunks, shard_index, plan.shard_bytes)
             if raw.strip()
         ]
-        answer_lines(model, lines, job.num_results, job.filter_arn)
+        answer_lines(model, lines, job.num_results, self._filter_of(job))
         return b"".join(line.to_json() + b"\n" for line in lines)
+
+    def _filter_of(self, job: Job) -> CompiledFilter | None:
+        if job.filter_arn is None:
+            return None
+        try:
+            return self.models.filter(job.filter_arn)
+        except ResourceNotFoundException as exc:  # deleted after the job was created
+            raise JobFailure(exc.message) from exc
 
     # -- the finisher ----------------------------------------------------------------------------
 
