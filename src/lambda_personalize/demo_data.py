@@ -270,6 +270,7 @@ def publish_demo(
     for campaign, recipe in DEMO_CAMPAIGNS.items():
         argv = ["publish", *common, "--solution", campaign, "--recipe", recipe.value]
         argv += ["--item-ids", str(files.item_ids), "--interactions", str(files.interactions_csv)]
+        argv += ["--items", str(files.items_csv)]  # TITLE, GENRES, YEAR, PRICE: filters and metadata
         if recipe.needs_item_factors:
             argv += ["--item-factors", str(files.item_factors)]
         if recipe.needs_user_factors:
