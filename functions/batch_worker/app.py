@@ -7,6 +7,7 @@ the batch is deleted.
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -30,4 +31,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    failed = len(response.get("batchItemFailures", []))
+    metrics.add_metric(name="BatchMessagesFailed", unit=MetricUnit.Count, value=failed)
+    metrics.add_metric(name="BatchMessages", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     return dict(response)
