@@ -9,8 +9,10 @@ runtime (boto3 ``personalize-runtime``).
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -558,3 +560,27 @@ def test_a_batch_job_applies_its_filter_with_each_lines_values(
     # And the line without the INCLUDE's value is an error line, as the real-time API refuses it
     assert out[2]["output"] is None
     assert "$GENRE" in out[2]["error"]
+
+
+def test_concurrent_creates_of_one_name_give_exactly_one_record(personalize: Any, solution: str) -> None:
+    # Given eight clients creating the same filter at the same moment
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    group = f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset-group/{solution}"
+    barrier = threading.Barrier(8)
+
+    def create(expression: str) -> str:
+        barrier.wait()
+        try:
+            personalize.create_filter(name=name, datasetGroupArn=group, filterExpression=expression)
+        except personalize.exceptions.ResourceAlreadyExistsException:
+            return "exists"
+        return expression
+
+    expressions = [f'EXCLUDE ItemID WHERE Items.GENRE IN ("g{i}")' for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(create, expressions))
+    # Then exactly one succeeded, and the stored filter is the winner's
+    winners = [o for o in outcomes if o != "exists"]
+    assert len(winners) == 1
+    arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:filter/{name}"
+    assert personalize.describe_filter(filterArn=arn)["filter"]["filterExpression"] == winners[0]

@@ -75,6 +75,22 @@ class ModelBucket:
         body = json.dumps(value, indent=2).encode()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
+    def create_json(self, key: str, value: dict[str, Any], exists: Exception) -> None:
+        """Write a new record, atomically refusing (``exists``) if one is there: two concurrent
+        creates of one name cannot both succeed (an S3 conditional write, If-None-Match: *)."""
+        body = json.dumps(value, indent=2).encode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+            )
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise exists from None
+            raise
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
@@ -211,11 +227,11 @@ def create_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     prefix = version_prefix(manifest.solution, manifest.version)
     schema = read_schema(manifest, lambda file_name: bucket.read(prefix + file_name))
     check_filter(program, schema, f"checked against {manifest.solution_version_arn}")
-    if bucket.read_json(filter_key(name)) is not None:
-        raise ResourceAlreadyExistsException(f"Filter {filter_arn} already exists")
     now = time.time()
-    bucket.write_json(
-        filter_key(name), FilterRecord(filter_arn, name, group_arn, expression, now, now).to_json()
+    bucket.create_json(
+        filter_key(name),
+        FilterRecord(filter_arn, name, group_arn, expression, now, now).to_json(),
+        ResourceAlreadyExistsException(f"Filter {filter_arn} already exists"),
     )
     return {"filterArn": filter_arn}
 
@@ -314,11 +330,13 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     manifest = _manifest(bucket, version_arn, "solutionVersionArn")
     parsed = parse_arn(version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(parsed.region, parsed.account, "campaign", name))
-    if bucket.read_json(campaign_key(name)) is not None:
-        raise ResourceAlreadyExistsException(f"Campaign {arn} already exists")
     now = time.time()
     pointer = CampaignPointer(arn, name, version_arn, manifest.solution, manifest.version, now, now)
-    _write_campaign(bucket, pointer, options)
+    bucket.create_json(
+        campaign_key(name),
+        {**pointer.to_json(), **options},
+        ResourceAlreadyExistsException(f"Campaign {arn} already exists"),
+    )
     return {"campaignArn": arn}
 
 
