@@ -166,6 +166,17 @@ def runtime(runtime_url: str) -> Any:
     )
 
 
+@pytest.fixture
+def personalize(serving_env: str) -> Iterator[Any]:
+    """An unchanged boto3 ``personalize`` client on the control plane (real HTTP, loopback)."""
+    handler = load_function("control_plane").lambda_handler
+    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}).start()
+    yield boto3.client(
+        "personalize", endpoint_url=server.url, region_name=REGION, config=Config(retries={"max_attempts": 1})
+    )
+    server.stop()
+
+
 @dataclass(frozen=True)
 class LocalStack:
     """A running `lambda-personalize run` (the process `make run` starts) and what it printed."""
@@ -295,11 +306,6 @@ _TABLE_API_FIELDS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexe
 
 
 @pytest.fixture
-def control_plane(batch_env: BatchEnv) -> Iterator[Any]:
-    """An unchanged boto3 ``personalize`` client on the control plane (real HTTP, loopback)."""
-    handler = load_function("control_plane").lambda_handler
-    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}).start()
-    yield boto3.client(
-        "personalize", endpoint_url=server.url, region_name=REGION, config=Config(retries={"max_attempts": 1})
-    )
-    server.stop()
+def control_plane(batch_env: BatchEnv, personalize: Any) -> Any:
+    """The control-plane client, with the batch functions' environment in place."""
+    return personalize

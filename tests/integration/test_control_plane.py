@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambda_personalize.local_api import LocalApiServer, proxy_event
-from tests.utils import REGION, invoke, load_function, response_headers
-
-
-@pytest.fixture
-def control_url() -> Iterator[str]:
-    module = load_function("control_plane")
-    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", module.lambda_handler)}).start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def personalize(control_url: str) -> Any:
-    return boto3.client(
-        "personalize",
-        endpoint_url=control_url,
-        region_name=REGION,
-        config=Config(retries={"max_attempts": 1}),
-    )
+from lambda_personalize.local_api import proxy_event
+from tests.utils import invoke, load_function, response_headers
 
 
 def test_an_unregistered_operation_is_unknown(personalize: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import numpy as np
 import pytest
 from botocore.config import Config
 
-from lambda_personalize.local_api import LocalApiServer
 from lambda_personalize.publish import (
     prepare_extras,
     prepare_version,
@@ -34,7 +32,7 @@ from lambda_personalize.publish import (
 )
 from personalize_core.artifacts import Recipe
 from tests.conftest import BatchEnv
-from tests.utils import ACCOUNT, REGION, campaign_arn, load_function
+from tests.utils import ACCOUNT, REGION, campaign_arn
 
 N = 10
 ITEMS = [f"item-{i}" for i in range(N)]
@@ -108,24 +106,6 @@ def solution(s3: Any, serving_bucket: str, tmp_path_factory: pytest.TempPathFact
 
 def campaign(solution: str, recipe: Recipe) -> str:
     return campaign_arn(f"{solution}-{recipe.value.lower().replace('_', '-')}")
-
-
-@pytest.fixture
-def control_url(serving_env: str) -> Iterator[str]:
-    module = load_function("control_plane")
-    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", module.lambda_handler)}).start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def personalize(control_url: str) -> Any:
-    return boto3.client(
-        "personalize",
-        endpoint_url=control_url,
-        region_name=REGION,
-        config=Config(retries={"max_attempts": 1}),
-    )
 
 
 @pytest.fixture
