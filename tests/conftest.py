@@ -189,6 +189,24 @@ class LocalStack:
     def printed_commands(self) -> list[str]:
         return [line.split("$ ", 1)[1] for line in self.banner if line.lstrip().startswith("$ ")]
 
+    @property
+    def aws_url(self) -> str:
+        """The embedded AWS (moto) the runtime started, as its banner names it."""
+        match = re.search(r"Embedded AWS \(moto\):\s+(http://\S+)", "\n".join(self.banner))
+        assert match is not None, self.banner
+        return match.group(1)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client as a user of `make run` would make it (fake credentials)."""
+        url = self.api_url if service in ("personalize", "personalize-runtime") else self.aws_url
+        return boto3.client(
+            service,
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:

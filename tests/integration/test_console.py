@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,62 @@ def test_ranking_and_errors_in_the_console(page: Page) -> None:
     assert error.startswith("InvalidInputException:")
     assert "numResults" in error
     assert not page.is_visible("#results")
+
+
+def test_filter_metadata_and_batch_jobs_in_the_console(page: Page, local_stack: LocalStack) -> None:
+    # Given a filter on the demo catalog's GENRES, made through the control plane
+    personalize = local_stack.client("personalize")
+    group = "arn:aws:personalize:us-east-1:123456789012:dataset-group/demo-user-personalization"
+    filter_arn = personalize.create_filter(
+        name=f"genres-{uuid.uuid4().hex[:6]}",
+        datasetGroupArn=group,
+        filterExpression="INCLUDE ItemID WHERE Items.GENRES IN ($GENRES)",
+    )["filterArn"]
+    # When a user's recommendations are asked for with it, its values and two metadata columns
+    page.wait_for_function("document.querySelectorAll('#campaign option').length >= 4")
+    page.select_option("#campaign", label="demo-user-personalization (USER_PERSONALIZATION)")
+    page.fill("#userId", "user-3")
+    page.fill("#numResults", "6")
+    page.fill("#filterArn", filter_arn)
+    page.fill("#filterValues", 'GENRES="comedy"')
+    page.fill("#metadataColumns", "TITLE,GENRES")
+    page.click("#submit")
+    page.wait_for_selector("#results tbody tr")
+    # Then every row is a comedy, with its title and genres shown
+    headers = page.eval_on_selector_all("#results thead th", "cells => cells.map(c => c.textContent)")
+    assert [h.upper() for h in headers[-2:]] == ["TITLE", "GENRES"]
+    rows = result_rows(page)
+    assert len(rows) == 6
+    assert all("comedy" in row[-1].split("|") and row[-2] for row in rows)
+    screenshot(page, "console-filter-metadata")
+
+    # Given a batch inference job created with boto3 on the same stack
+    s3 = local_stack.client("s3")
+    bucket = f"batch-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="in.jsonl", Body=b'{"userId": "user-3"}\n{"userId": "user-4"}\n')
+    version = personalize.describe_campaign(
+        campaignArn="arn:aws:personalize:us-east-1:123456789012:campaign/demo-user-personalization"
+    )["campaign"]["solutionVersionArn"]
+    name = f"console-{uuid.uuid4().hex[:6]}"
+    personalize.create_batch_inference_job(
+        jobName=name,
+        solutionVersionArn=version,
+        roleArn="arn:aws:iam::123456789012:role/personalize-batch-console",
+        jobInput={"s3DataSource": {"path": f"s3://{bucket}/in.jsonl"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/out/"}},
+    )
+    # When the jobs panel is refreshed until the local worker has run it
+    for _ in range(60):
+        page.click("#refresh-jobs")
+        page.wait_for_timeout(250)
+        jobs = page.eval_on_selector_all(
+            "#jobs tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        if any(row[0] == name and row[1] == "ACTIVE" for row in jobs):
+            break
+    # Then it is listed as ACTIVE, and its output is there
+    assert [row[1] for row in jobs if row[0] == name] == ["ACTIVE"]
+    out = s3.get_object(Bucket=bucket, Key="out/in.jsonl.out")["Body"].read().decode().splitlines()
+    assert len(out) == 2
+    screenshot(page, "console-batch-jobs")
