@@ -121,7 +121,7 @@ class DemoSpec:
     dimensions: int = 32
     interactions_per_user: int = 30
     seed: int = 2024
-    version: int = 1  # bump when the generator changes, so old data folders are regenerated
+    version: int = 2  # bump when the generator changes, so old data folders are regenerated
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,10 @@ class DemoFiles:
     @property
     def user_factors(self) -> Path:
         return self.folder / "user_factors.npy"
+
+    @property
+    def context_json(self) -> Path:
+        return self.folder / "context.json"
 
     @property
     def stamp(self) -> Path:
@@ -202,6 +206,20 @@ def write_demo_data(files: DemoFiles, spec: DemoSpec) -> None:
     user_factors = np.hstack([user_tastes * 0.6, np.ones((spec.users, 1))]).astype(np.float32)
     np.save(files.item_factors, item_factors)
     np.save(files.user_factors, user_factors)
+
+    # Context (DEVICE): on a TV, people lean to documentaries; on a phone, to comedy and animation.
+    def lean(*genres: str) -> list[float]:
+        direction = sum(genre_vectors[GENRES.index(g)] for g in genres)
+        return [*(0.6 * 1.2 * direction / np.linalg.norm(direction)).round(4).tolist(), 0.0]
+
+    context = {
+        "DEVICE": {
+            "tv": lean("documentary"),
+            "phone": lean("comedy", "animation"),
+            "desktop": [0.0] * spec.dimensions,
+        }
+    }
+    files.context_json.write_text(json.dumps(context), "utf-8")
     files.item_ids.write_text("\n".join(item_ids) + "\n", "utf-8")
     files.user_ids.write_text("\n".join(user_ids) + "\n", "utf-8")
 
@@ -275,6 +293,7 @@ def publish_demo(
             argv += ["--item-factors", str(files.item_factors)]
         if recipe.needs_user_factors:
             argv += ["--user-ids", str(files.user_ids), "--user-factors", str(files.user_factors)]
+            argv += ["--context-factors", str(files.context_json)]
         argv += ["--campaign", campaign]
         args = parser.parse_args(argv)
         try:
