@@ -7,14 +7,15 @@ The clock of the control plane's BatchJobs is moved forward instead of waiting o
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from typing import Any
 
 import pytest
 
 from personalize_core import batch
 from personalize_core.batch.queue import Message, ShardQueue
-from personalize_core.settings import get_settings
-from tests.conftest import BatchEnv
+from personalize_core.settings import Settings, get_settings
+from tests.conftest import BatchEnv, template_properties
 from tests.integration.test_batch_jobs import _user_job, describe
 
 STALL_TIMEOUT = 120.0
@@ -155,11 +156,6 @@ def test_a_finished_job_is_never_expired(
 
 def test_the_default_timeout_outlasts_every_redelivery_of_the_shard_queue() -> None:
     # Given the shard queue of template.yaml and the default setting
-    from dataclasses import fields
-
-    from personalize_core.settings import Settings
-    from tests.conftest import template_properties
-
     default = next(f.default for f in fields(Settings) if f.name == "batch_stall_timeout_seconds")
     queue = template_properties("ShardQueue")
     redeliveries = int(queue["RedrivePolicy"]["maxReceiveCount"])
