@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.session
@@ -22,14 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambda_personalize.local_api import proxy_event
-from personalize_core import batch
 from personalize_core.control_plane import TARGET_PREFIX
 from personalize_core.errors import PersonalizeError
-from personalize_core.settings import get_settings
-from personalize_core.store import get_store
-from tests.conftest import EVENT_CAMPAIGNS, BatchEnv, new_bucket, publish
 from tests.fuzz.test_runtime_fuzz import json_values, odd_text
-from tests.utils import ACCOUNT, REGION, invoke, load_function, random_model, response_headers
+from tests.utils import ACCOUNT, REGION, invoke, load_function, response_headers
 
 EXAMPLES = max(1, int(os.environ.get("FUZZ_EXAMPLES", "150")) // 3)
 FUZZ = settings(
@@ -157,22 +152,6 @@ def assert_json_1_1_shaped(result: dict[str, Any]) -> None:
         assert body["__type"] in ERROR_CODES, body
         assert isinstance(body["message"], str)
         assert body["message"]
-
-
-@pytest.fixture
-def fuzz_plane(batch_env: BatchEnv, s3: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The control plane's environment over a model bucket of its own (fuzzing writes and deletes)."""
-    bucket = new_bucket(s3)
-    model = random_model(num_items=60, num_users=10, dims=4, seed=3)
-    for campaign, recipe in EVENT_CAMPAIGNS.items():
-        publish(s3, bucket, campaign, recipe, model, campaign=campaign)
-    publish(s3, bucket, "demo-batch", EVENT_CAMPAIGNS["demo-user-personalization"], model, version="v1")
-    monkeypatch.setenv("MODEL_BUCKET", bucket)
-    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
-        cached.cache_clear()
-    yield bucket
-    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
-        cached.cache_clear()
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
