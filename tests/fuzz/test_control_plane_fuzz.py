@@ -161,9 +161,12 @@ def test_generated_requests_never_break_the_json_1_1_contract(fuzz_plane: str, o
     )
 
     # Given generated bodies, targets and content types for this operation
+    tried: list[int] = []
+
     @FUZZ
     @given(body=bodies(operation), target=targets(operation), content_type=content_types)
     def run(body: bytes, target: str | None, content_type: str) -> None:
+        tried.append(1)
         headers = {"Content-Type": content_type} if content_type else {}
         if target is not None:
             headers["X-Amz-Target"] = target
@@ -173,3 +176,6 @@ def test_generated_requests_never_break_the_json_1_1_contract(fuzz_plane: str, o
         assert_json_1_1_shaped(result)
 
     run()
+    # Then hypothesis really tried every case asked for
+    print(f"{operation}: {len(tried)} cases")
+    assert len(tried) >= EXAMPLES
