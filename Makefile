@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench
+.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench fuzz load
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,19 @@ pytest: $(STAMP) chromium ## every test (unit + integration), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs
+
+# The soak runs of issue 6: the same tests as CI, many times bigger; both stop by themselves.
+FUZZ_EXAMPLES         ?= 3000
+SCHEMATHESIS_EXAMPLES ?= 1000
+fuzz: $(STAMP) ## bad input at every operation: FUZZ_EXAMPLES hypothesis cases (x1/3 per control-plane op), schemathesis
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_EXAMPLES=$(SCHEMATHESIS_EXAMPLES) $(BIN)/pytest -n auto -q tests/fuzz
+
+LOAD_REQUESTS ?= 20000
+LOAD_CLIENTS  ?= 16
+load: $(STAMP) ## local runtime under load (errors, req/s, p99), switches under load, a 1M-line batch job
+	$(BIN)/python -m benchmarks.local_load --requests $(LOAD_REQUESTS) --clients $(LOAD_CLIENTS) --duration 300
+	LOAD_REQUESTS=$(LOAD_REQUESTS) LOAD_CLIENTS=$(LOAD_CLIENTS) BATCH_SCALE_LINES=1000000 BATCH_SCALE_ID_PAD=0 \
+	  $(BIN)/pytest -q -s tests/integration/test_load.py tests/integration/test_batch_scale.py
 
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS  ?=

@@ -6,7 +6,12 @@ concurrent clients (each an unchanged boto3 personalize-runtime client, users dr
 prints the request rate and p50/p99 latency. The reference is the same load from one client, in
 the same process, so the printout says what concurrency buys on this machine.
 
+The load is bounded twice: a fixed request count, and --duration seconds after which no new request
+starts. Every failed request (an exception, or an answer without items) is counted; the exit status
+is 1 when there was any, so `make load` fails on a single error.
+
     .venv/bin/python -m benchmarks.local_load --requests 2000 --clients 4
+    make load    # 20,000 requests from 16 clients, at most 180 s
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -32,7 +39,23 @@ ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN = "arn:aws:personalize:us-east-1:123456789012:campaign/demo-user-personalization"
 
 
-def start_runtime(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+@dataclass(frozen=True)
+class Runtime:
+    process: subprocess.Popen[str]
+    api_url: str
+    aws_url: str
+    model_bucket: str
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_runtime(data_dir: Path, extra_args: Sequence[str] = ()) -> Runtime:
+    """`lambda-personalize run` on free ports, once it has printed its banner."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     command = [
         str(Path(sys.executable).parent / "lambda-personalize"),
@@ -40,6 +63,7 @@ def start_runtime(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
         "--port=0",
         "--aws-port=0",
         f"--data-dir={data_dir}",
+        *extra_args,
     ]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -50,21 +74,45 @@ def start_runtime(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
         lines.append(line)
         if "Press Ctrl-C" in line:
             break
-    match = re.search(r"API \(every route of the template\):\s+(http://\S+)", "".join(lines))
-    if match is None:
+    text = "".join(lines)
+    api = re.search(r"API \(every route of the template\):\s+(http://\S+)", text)
+    aws = re.search(r"Embedded AWS \(moto\):\s+(http://\S+)\s+model bucket: (\S+)", text)
+    if api is None or aws is None:
         process.kill()
-        raise SystemExit("the local runtime did not start:\n" + "".join(lines))
+        raise SystemExit("the local runtime did not start:\n" + text)
     threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
-    return process, match.group(1)
+    return Runtime(process, api.group(1), aws.group(1), aws.group(2))
 
 
-def run_load(url: str, requests: int, clients: int, users: int, num_results: int) -> tuple[float, np.ndarray]:
-    """(wall seconds, per-request latencies in ms) for `requests` calls spread over `clients` threads."""
+@dataclass(frozen=True)
+class LoadResult:
+    seconds: float
+    #: Milliseconds, one per request that was sent (failed ones included).
+    latencies: np.ndarray
+    errors: list[str]
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+
+def run_load(
+    url: str,
+    requests: int,
+    clients: int,
+    users: int,
+    num_results: int,
+    duration: float = float("inf"),
+    campaign: str = CAMPAIGN,
+) -> LoadResult:
+    """`requests` calls spread over `clients` threads; none starts after `duration` seconds."""
     local = threading.local()
     rng = random.Random(7)
     user_ids = [f"user-{rng.randrange(users)}" for _ in range(requests)]
+    errors: list[str] = []
+    deadline = time.perf_counter() + duration
 
-    def call(user: str) -> float:
+    def client() -> object:
         if not hasattr(local, "client"):
             local.client = boto3.client(
                 "personalize-runtime",
@@ -74,23 +122,41 @@ def run_load(url: str, requests: int, clients: int, users: int, num_results: int
                 aws_secret_access_key="local",
                 config=Config(retries={"max_attempts": 1}, max_pool_connections=clients),
             )
+        return local.client
+
+    def call(user: str) -> float | None:
+        if time.perf_counter() > deadline:
+            return None
+        runtime = client()
         started = time.perf_counter()
-        local.client.get_recommendations(campaignArn=CAMPAIGN, userId=user, numResults=num_results)
+        try:
+            answer = runtime.get_recommendations(  # type: ignore[attr-defined]
+                campaignArn=campaign, userId=user, numResults=num_results
+            )
+            if len(answer["itemList"]) != num_results:
+                errors.append(f"{user}: {len(answer['itemList'])} items")
+        except Exception as exc:  # every failure counts, whatever it is
+            errors.append(f"{user}: {type(exc).__name__}: {exc}")
         return (time.perf_counter() - started) * 1000
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(call, user_ids[: clients * 5]))  # warm: connections, clients, the loaded model
+        errors.clear()
         started = time.perf_counter()
-        latencies = np.array(list(pool.map(call, user_ids)))
-    return time.perf_counter() - started, latencies
+        deadline = started + duration
+        latencies = np.array([ms for ms in pool.map(call, user_ids) if ms is not None])
+    return LoadResult(time.perf_counter() - started, latencies, errors)
 
 
-def report(label: str, seconds: float, latencies: np.ndarray) -> float:
-    rate = len(latencies) / seconds
+def report(label: str, result: LoadResult) -> float:
+    rate = result.requests / result.seconds
+    p50, p99 = np.percentile(result.latencies, [50, 99])
     print(
-        f"{label:<22} {len(latencies):>6} requests in {seconds:6.2f} s  {rate:8.1f} req/s  "
-        f"p50 {np.percentile(latencies, 50):6.2f} ms  p99 {np.percentile(latencies, 99):6.2f} ms"
+        f"{label:<22} {result.requests:>6} requests in {result.seconds:6.2f} s  {rate:8.1f} req/s  "
+        f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  errors {len(result.errors)}"
     )
+    for error in result.errors[:5]:
+        print(f"  error: {error}")
     return rate
 
 
@@ -101,33 +167,33 @@ def main() -> None:
     parser.add_argument("--url", help="a running local runtime (default: start one)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=120.0, help="no request starts after this (s)")
     parser.add_argument("--users", type=int, default=3000, help="demo users to draw from")
     parser.add_argument("--num-results", type=int, default=25)
     args = parser.parse_args()
 
-    process = None
+    runtime = None
     with tempfile.TemporaryDirectory() as data_dir:
         if args.url:
             url = args.url
         else:
-            process, url = start_runtime(Path(data_dir))
+            runtime = start_runtime(Path(data_dir))
+            url = runtime.api_url
         try:
             print(
                 f"GetRecommendations on {url}: demo catalog, "
                 f"numResults={args.num_results}, {os.cpu_count()} CPUs"
             )
-            reference = report(
-                "1 client (reference)", *run_load(url, args.requests // 4, 1, args.users, args.num_results)
-            )
-            rate = report(
-                f"{args.clients} clients",
-                *run_load(url, args.requests, args.clients, args.users, args.num_results),
-            )
+            single = run_load(url, args.requests // 4, 1, args.users, args.num_results, args.duration / 4)
+            reference = report("1 client (reference)", single)
+            loaded = run_load(url, args.requests, args.clients, args.users, args.num_results, args.duration)
+            rate = report(f"{args.clients} clients", loaded)
             print(f"throughput ratio {args.clients} clients / 1 client: {rate / reference:.2f}x")
         finally:
-            if process is not None:
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=15)
+            if runtime is not None:
+                runtime.stop()
+    if single.errors or loaded.errors:
+        raise SystemExit(f"{len(single.errors) + len(loaded.errors)} requests failed")
 
 
 if __name__ == "__main__":

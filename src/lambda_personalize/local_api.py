@@ -2,6 +2,11 @@
 
 Each request becomes an API Gateway proxy event (version 1.0) and goes to the same
 ``lambda_handler`` that runs in AWS; the proxy result becomes the HTTP response.
+
+A function handles one request at a time, as a Lambda execution environment does: handler modules
+keep per-invocation state in module globals (Powertools' resolver holds the current event), so two
+concurrent requests in one instance would read each other's event. Requests to different
+functions run concurrently.
 """
 
 from __future__ import annotations
@@ -113,7 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
         function_name, handler = route
         event = proxy_event(self.command, path, dict(self.headers.items()), body)
         try:
-            result = handler(event, LocalLambdaContext(function_name=function_name))
+            with self.server.instance_lock(handler):
+                result = handler(event, LocalLambdaContext(function_name=function_name))
         except Exception as exc:  # a crashed Lambda: API Gateway answers 502
             self._error(502, "InternalFailure", f"{function_name} failed: {type(exc).__name__}")
             return
@@ -143,6 +149,11 @@ class LocalApiServer(ThreadingHTTPServer):
         self.stage_prefix = stage_prefix.rstrip("/")
         self.verbose = verbose
         self._thread: threading.Thread | None = None
+        self._instances = {id(handler): threading.Lock() for _, handler in routes.values()}
+
+    def instance_lock(self, handler: Handler) -> threading.Lock:
+        """The lock of the one (local) execution environment that runs ``handler``."""
+        return self._instances.setdefault(id(handler), threading.Lock())
 
     @property
     def url(self) -> str:

@@ -1,4 +1,4 @@
-"""Security of the serving path: unchecked names never reach S3, bodies are bounded, logs are clean."""
+"""Security of every route: unchecked names never reach S3, bodies are bounded, logs are clean."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from lambda_personalize.local_api import proxy_event
+from personalize_core import batch, management
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 from personalize_core.store import get_store
+from tests.conftest import BatchEnv
 from tests.faults import FaultProxy
 from tests.utils import invoke, response_headers
 
@@ -93,3 +99,175 @@ def test_no_user_data_or_credentials_in_logs(
         assert context_value not in text
         assert "s3cr3t-credential-value" not in text
         assert f'"{marker}"' not in text
+
+
+# ---------------------------------------------------------------- the control plane and the worker
+
+ARN = "arn:aws:personalize:us-east-1:123456789012"
+ROLE = "arn:aws:iam::123456789012:role/personalize-batch-test"
+JOB_IO = {
+    "jobInput": {"s3DataSource": {"path": "s3://bucket/in.jsonl"}},
+    "jobOutput": {"s3DataDestination": {"path": "s3://bucket/out/"}},
+    "roleArn": ROLE,
+}
+
+
+@pytest.fixture
+def watched_plane(
+    control_plane: Any, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, FaultProxy]]:
+    """A boto3 personalize client that skips its own checks, and the control plane's S3 traffic."""
+    proxy = FaultProxy(moto_url).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    for cached in (get_settings, get_store, management._s3_client, batch.get_batch_jobs):
+        cached.cache_clear()
+    client = boto3.client(
+        "personalize",
+        endpoint_url=control_plane.meta.endpoint_url,
+        region_name="us-east-1",
+        config=Config(parameter_validation=False, retries={"max_attempts": 1}),
+    )
+    yield client, proxy
+    proxy.stop()
+    for cached in (get_settings, get_store, management._s3_client, batch.get_batch_jobs):
+        cached.cache_clear()
+
+
+CRAFTED = [
+    ("create_campaign", {"name": "../filters/x", "solutionVersionArn": f"{ARN}:solution/s/v1"}, "name"),
+    ("create_campaign", {"name": "a/b", "solutionVersionArn": f"{ARN}:solution/s/v1"}, "name"),
+    (
+        "create_campaign",
+        {"name": "ok", "solutionVersionArn": f"{ARN}:solution/../../x"},
+        "solutionVersionArn",
+    ),
+    ("describe_campaign", {"campaignArn": f"{ARN}:campaign/../solutions/x"}, "campaignArn"),
+    ("update_campaign", {"campaignArn": f"{ARN}:campaign/%2e%2e"}, "campaignArn"),
+    ("delete_campaign", {"campaignArn": f"{ARN}:campaign/x/../../filters/y"}, "campaignArn"),
+    (
+        "create_filter",
+        {"name": "..", "datasetGroupArn": f"{ARN}:dataset-group/s", "filterExpression": "x"},
+        "name",
+    ),
+    (
+        "create_filter",
+        {"name": "f", "datasetGroupArn": f"{ARN}:dataset-group/../../x", "filterExpression": "x"},
+        "datasetGroupArn",
+    ),
+    ("describe_filter", {"filterArn": f"{ARN}:filter/../campaigns/demo"}, "filterArn"),
+    ("delete_filter", {"filterArn": f"{ARN}:filter/a?versionId=1"}, "filterArn"),
+    ("describe_solution_version", {"solutionVersionArn": f"{ARN}:solution/../x/v1"}, "solutionVersionArn"),
+    ("list_solution_versions", {"solutionArn": f"{ARN}:solution/.."}, "solutionArn"),
+    (
+        "create_batch_inference_job",
+        {"jobName": "../../x", "solutionVersionArn": f"{ARN}:solution/s/v1", **JOB_IO},
+        "jobName",
+    ),
+    (
+        "create_batch_inference_job",
+        {
+            "jobName": "j",
+            "solutionVersionArn": f"{ARN}:solution/s/v1",
+            "filterArn": f"{ARN}:filter/../x",
+            **JOB_IO,
+        },
+        "filterArn",
+    ),
+    (
+        "describe_batch_inference_job",
+        {"batchInferenceJobArn": f"{ARN}:batch-inference-job/../x"},
+        "batchInferenceJobArn",
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "body", "field"), CRAFTED, ids=[f"{o}-{f}" for o, _, f in CRAFTED])
+def test_crafted_names_in_the_management_api_never_reach_s3(
+    watched_plane: tuple[Any, FaultProxy], operation: str, body: dict[str, Any], field: str
+) -> None:
+    client, proxy = watched_plane
+    # When a control-plane call carries a name or ARN crafted to reach another key
+    with pytest.raises(client.exceptions.InvalidInputException) as caught:
+        getattr(client, operation)(**body)
+    # Then it is refused naming the field, and S3 was never asked anything
+    assert field in caught.value.response["Error"]["Message"]
+    assert proxy.seen == []
+
+
+@pytest.mark.usefixtures("serving_env")
+def test_oversized_control_plane_bodies_are_refused() -> None:
+    # Given a body twice the limit, behind a valid target
+    huge = b'{"name": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    headers = {"X-Amz-Target": "AmazonPersonalize.CreateFilter", "Content-Type": "application/x-amz-json-1.1"}
+    # When the control plane gets it
+    result = invoke("control_plane", proxy_event("POST", "/", headers, huge))
+    # Then it is a JSON 1.1 InvalidInputException, refused by size
+    body = json.loads(str(result["body"]))
+    assert result["statusCode"] == 400
+    assert body["__type"] == "InvalidInputException"
+    assert "larger than" in body["message"]
+
+
+@contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the functions log at DEBUG, in Powertools' JSON (extra fields included)."""
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logger.registered_formatter)
+    std_logger = logging.getLogger(logger.service)
+    previous = std_logger.level
+    std_logger.addHandler(handler)
+    std_logger.setLevel(logging.DEBUG)
+    try:
+        yield sink
+    finally:
+        std_logger.removeHandler(handler)
+        std_logger.setLevel(previous)
+
+
+def test_no_user_data_or_credentials_in_control_plane_or_worker_logs(
+    batch_env: BatchEnv,
+    control_plane: Any,
+    s3: Any,
+    serving_bucket: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a secret in the environment and a batch input whose users and values are distinctive
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-credential-value")
+    user, poison = "user-7f3a-private", "poison-9c1e-private"
+    lines = [json.dumps({"userId": user}), json.dumps({"userId": 7, "note": poison}), "not json " + poison]
+    s3.put_object(Bucket=batch_env.data_bucket, Key="in.jsonl", Body="\n".join(lines).encode())
+    pointer = json.loads(
+        s3.get_object(Bucket=serving_bucket, Key="campaigns/demo-user-personalization.json")["Body"].read()
+    )
+    with captured_logs() as sink:
+        # When jobs are created (one good, one refused), run by the worker, and looked up
+        arn = control_plane.create_batch_inference_job(
+            jobName="private-data",
+            solutionVersionArn=pointer["solutionVersionArn"],
+            jobInput={"s3DataSource": {"path": f"s3://{batch_env.data_bucket}/in.jsonl"}},
+            jobOutput={"s3DataDestination": {"path": f"s3://{batch_env.data_bucket}/out/"}},
+            roleArn=ROLE,
+        )["batchInferenceJobArn"]
+        with pytest.raises(control_plane.exceptions.InvalidInputException):
+            control_plane.create_filter(
+                name="private",
+                datasetGroupArn=f"{ARN}:dataset-group/demo-user-personalization",
+                filterExpression=f'EXCLUDE ItemID WHERE Items.GENRE IN ("{poison}") AND',
+            )
+        batch_env.poller.drain()
+        assert (
+            control_plane.describe_batch_inference_job(batchInferenceJobArn=arn)["batchInferenceJob"][
+                "status"
+            ]
+            == "ACTIVE"
+        )
+    logs = capfd.readouterr()
+    assert "batch inference job created" in sink.getvalue()  # the logs were captured at all
+    assert "batch inference job done" in sink.getvalue()
+    # Then neither the users' data nor credentials appear in anything the functions wrote
+    for text in (sink.getvalue(), logs.out, logs.err):
+        assert user not in text
+        assert poison not in text
+        assert "s3cr3t-credential-value" not in text

@@ -548,3 +548,21 @@ def test_the_generated_batch_roles(logical_id: str, expected_managed: set[str]) 
     documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
     assert policy_violations(documents, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert managed == expected_managed
+
+
+def test_every_function_role_is_reviewed_and_has_no_wildcard_resource(template: Template) -> None:
+    # Given every function of the template and the roles SAM generates for them
+    reviewed = set(SERVING_FUNCTIONS) | set(BATCH_GRANTS)
+    cfn = _sam_transform(TEMPLATE.read_text(), {})
+    # Then each is under one of the least-privilege reviews above (a new function must join one)
+    assert set(_functions(template)) == reviewed
+    for logical_id in reviewed:
+        role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
+        documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
+        # And no inline statement grants a wildcard resource or action: '*' only comes with the AWS
+        # managed policies (logs, X-Ray, SQS polling), checked by name in the tests above
+        statements = [s for d in documents for s in _as_list(d["Statement"])]
+        assert statements, logical_id
+        for statement in statements:
+            assert "*" not in _as_list(statement.get("Resource", [])), (logical_id, statement)
+            assert all("*" not in a for a in _as_list(statement.get("Action", []))), (logical_id, statement)

@@ -34,6 +34,11 @@ class Settings:
     batch_max_receives: int = 3
     #: The account in job ARNs; empty: the solution version's account.
     account_id: str = ""
+    #: A job whose record has not changed for this long (no shard done, not planned) is marked
+    #: CREATE FAILED when it is next described or listed. The default outlasts the shard queue's
+    #: last redelivery (VisibilityTimeout 5400 s x BATCH_MAX_RECEIVES 3) with an hour to spare, so
+    #: only a job whose messages are gone (dead-lettered, workers killed every time) ends this way.
+    batch_stall_timeout_seconds: float = 6 * 3600.0
 
 
 def _float(name: str, default: float) -> float:
@@ -63,4 +68,5 @@ def get_settings() -> Settings:
         batch_shard_bytes=max(1, int(_float("BATCH_SHARD_BYTES", 256 * 1024))),
         batch_max_receives=max(1, int(_float("BATCH_MAX_RECEIVES", 3))),
         account_id=os.environ.get("ACCOUNT_ID", ""),
+        batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
     )

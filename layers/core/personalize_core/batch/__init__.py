@@ -41,6 +41,7 @@ def get_batch_jobs() -> BatchJobs:
         region=settings.region,
         filter=filter_store_for(get_store()).get,
         account=settings.account_id,
+        stall_timeout=settings.batch_stall_timeout_seconds,
     )
 
 

@@ -380,6 +380,22 @@ class JobsTable:
             },
         )
 
+    def expire(self, job: Job, reason: str, now: float) -> Job | None:
+        """Fail a job that has not moved since ``job`` was read; None if it moved or ended meanwhile."""
+        return self._update(
+            job.name,
+            "SET #status = :failed, failureReason = :reason, updatedAt = :now",
+            "#status IN (:pending, :running) AND updatedAt = :seen",
+            {
+                ":failed": {"S": JobStatus.FAILED.value},
+                ":pending": {"S": JobStatus.PENDING.value},
+                ":running": {"S": JobStatus.IN_PROGRESS.value},
+                ":reason": {"S": reason[:1000]},
+                ":seen": {"N": repr(job.updated_at)},
+                ":now": {"N": repr(now)},
+            },
+        )
+
     def fail(self, name: str, reason: str, now: float) -> Job | None:
         """Any unfinished job -> CREATE FAILED with its reason; None if it had already ended."""
         return self._update(

@@ -3,6 +3,11 @@
 Create validates the request, checks the solution version exists, records the job
 (CREATE PENDING) and queues its ``plan`` message; everything that touches the caller's data
 happens in the worker, with the job role's credentials.
+
+No job stays unfinished forever: Describe and List mark a job whose record has not changed for
+``stall_timeout`` seconds (settings.batch_stall_timeout_seconds) CREATE FAILED with a reason. The
+check is lazy (no scheduler to run or pay for) and conditional on the record being the one read,
+so a shard finishing at that moment wins and the job carries on.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class BatchJobs:
         filter: Callable[[str], object] | None = None,
         account: str = "",
         clock: Callable[[], float] = time.time,
+        stall_timeout: float = float("inf"),
     ) -> None:
         self.table = table
         self.queue = queue
@@ -39,6 +45,7 @@ class BatchJobs:
         self.region = region
         self.account = account
         self.clock = clock
+        self.stall_timeout = stall_timeout
 
     def create(self, body: Any) -> dict[str, Any]:
         request = CreateJobRequest.parse(body)
@@ -85,7 +92,22 @@ class BatchJobs:
         job = self.table.get(name)
         if job is None or job.arn != arn:
             raise ResourceNotFoundException(f"Batch inference job {arn} does not exist")
-        return job
+        return self._expire_if_stalled(job)
+
+    def _expire_if_stalled(self, job: Job) -> Job:
+        now = self.clock()
+        if job.status.is_final or now - job.updated_at <= self.stall_timeout:
+            return job
+        idle = round(now - job.updated_at)
+        reason = (
+            f"The job made no progress for {idle} seconds (more than the {self.stall_timeout:g} s "
+            "allowed): its work was lost after repeated worker failures; create it again"
+        )
+        expired = self.table.expire(job, reason, now)
+        if expired is None:  # it moved (or ended) since it was read: show it as it is now
+            return self.table.get(job.name) or job
+        logger.warning("batch inference job stalled", extra={"job": job.name, "idleSeconds": idle})
+        return expired
 
     def describe(self, body: Any) -> dict[str, Any]:
         return {"batchInferenceJob": self._job(parse_describe(body)).describe()}
@@ -93,6 +115,7 @@ class BatchJobs:
     def list(self, body: Any) -> dict[str, Any]:
         request = ListJobsRequest.parse(body)
         jobs, token = self.table.list(request.solution_version_arn, request.max_results, request.next_token)
+        jobs = [self._expire_if_stalled(job) for job in jobs]
         answer: dict[str, Any] = {"batchInferenceJobs": [job.summary() for job in jobs]}
         if token:
             answer["nextToken"] = token

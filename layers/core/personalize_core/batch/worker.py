@@ -37,6 +37,11 @@ from .validation import S3Path, parse_s3_path
 #: Where a job keeps its parts until the .out files are assembled (under its output path).
 PARTS_FOLDER = ".batch-parts"
 MAX_INPUT_FILES = 1000
+#: The finisher keeps at most this much of an assembled ``.out`` in memory; the rest goes to /tmp,
+#: so a worker's memory does not grow with the size of the job (tests/integration/test_batch_scale.py).
+OUTPUT_SPOOL_BYTES = 1 << 20
+#: Lines scored together (one matrix product): enough to amortise the call, few enough to stay small.
+LINES_PER_BATCH = 1024
 
 
 class JobFailure(Exception):
@@ -219,13 +224,26 @@ class BatchWorker:
         # An empty file has no byte to read (S3 answers a range on it with 416): it has no lines.
         chunks = storage.read_from(plan.input_bucket, file.key, start, file.etag) if file.size else iter(())
         recipe = model.manifest.recipe
-        # Blank lines are not records (a trailing newline, an empty line between records).
-        lines: list[Line] = [
-            parse_line(raw, recipe)
-            for raw in owned_lines(chunks, shard_index, plan.shard_bytes)
-            if raw.strip()
-        ]
-        answer_lines(model, lines, job.num_results, self._filter_of(job))
+        job_filter = self._filter_of(job)
+        # Answered LINES_PER_BATCH at a time: a shard's parsed lines never all live at once (a
+        # shard of short lines holds ~10k of them), only its answers, as bytes.
+        part = bytearray()
+        lines: list[Line] = []
+        for raw in owned_lines(chunks, shard_index, plan.shard_bytes):
+            if not raw.strip():
+                continue  # blank lines are not records (a trailing newline, an empty line between records)
+            lines.append(parse_line(raw, recipe))
+            if len(lines) == LINES_PER_BATCH:
+                part += self._answered(model, lines, job.num_results, job_filter)
+                lines = []
+        part += self._answered(model, lines, job.num_results, job_filter)
+        return bytes(part)
+
+    @staticmethod
+    def _answered(
+        model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None
+    ) -> bytes:
+        answer_lines(model, lines, k, job_filter)
         return b"".join(line.to_json() + b"\n" for line in lines)
 
     def _filter_of(self, job: Job) -> CompiledFilter | None:
@@ -243,7 +261,7 @@ class BatchWorker:
         plan = job.plan
         assert plan is not None
         for file_index, file in enumerate(plan.files):
-            with tempfile.SpooledTemporaryFile(max_size=64 << 20) as out:
+            with tempfile.SpooledTemporaryFile(max_size=OUTPUT_SPOOL_BYTES) as out:
                 for shard_index in range(file.shards):
                     part = storage.get(plan.output_bucket, part_key(job, file_index, shard_index))
                     if part is None:

@@ -1,0 +1,30 @@
+"""Fixtures of the fuzz tests: the control plane over a model bucket of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from personalize_core import batch
+from personalize_core.settings import get_settings
+from personalize_core.store import get_store
+from tests.conftest import EVENT_CAMPAIGNS, BatchEnv, new_bucket, publish
+from tests.utils import random_model
+
+
+@pytest.fixture
+def fuzz_plane(batch_env: BatchEnv, s3: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The control plane's environment over a model bucket of its own (fuzzing writes and deletes)."""
+    bucket = new_bucket(s3)
+    model = random_model(num_items=60, num_users=10, dims=4, seed=3)
+    for campaign, recipe in EVENT_CAMPAIGNS.items():
+        publish(s3, bucket, campaign, recipe, model, campaign=campaign)
+    publish(s3, bucket, "demo-batch", EVENT_CAMPAIGNS["demo-user-personalization"], model, version="v1")
+    monkeypatch.setenv("MODEL_BUCKET", bucket)
+    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
+        cached.cache_clear()
+    yield bucket
+    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
+        cached.cache_clear()
