@@ -34,6 +34,8 @@ class Settings:
     batch_max_receives: int = 3
     #: The account in job ARNs; empty: the solution version's account.
     account_id: str = ""
+    #: S3 endpoint of the serving path's reader (the local runtime and tests); empty: AWS's own.
+    s3_endpoint_url: str = ""
 
 
 def _float(name: str, default: float) -> float:
@@ -63,4 +65,5 @@ def get_settings() -> Settings:
         batch_shard_bytes=max(1, int(_float("BATCH_SHARD_BYTES", 256 * 1024))),
         batch_max_receives=max(1, int(_float("BATCH_MAX_RECEIVES", 3))),
         account_id=os.environ.get("ACCOUNT_ID", ""),
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
     )

@@ -22,6 +22,7 @@ from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundExcept
 from .model import SolutionVersionModel, build_model
 from .names import parse_arn
 from .observability import logger
+from .s3_reader import S3NotFound, S3Reader
 from .settings import get_settings
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 
 def create_s3_client() -> S3Client:
+    """A full boto3 S3 client (the control plane's: lists, writes). The serving path uses S3Reader."""
     # Imported here, not at module level: boto3 costs ~100 ms of cold start that a warm
     # request never pays again, and moto must be able to patch it in tests.
     import boto3
@@ -43,6 +45,19 @@ def create_s3_client() -> S3Client:
     return boto3.client("s3", config=config)
 
 
+def create_s3_reader(bucket: str) -> S3Reader:
+    """The serving functions' S3 reader: endpoint, retries and timeouts from the settings."""
+    settings = get_settings()
+    return S3Reader(
+        bucket,
+        settings.region,
+        endpoint_url=settings.s3_endpoint_url or None,
+        max_attempts=settings.s3_max_attempts,
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+    )
+
+
 class ObjectMissing(Exception):
     pass
 
@@ -50,36 +65,32 @@ class ObjectMissing(Exception):
 class S3Objects:
     """Reads of the model bucket. The only place that touches S3 on the serving path."""
 
-    def __init__(self, bucket: str, client_factory: Callable[[], S3Client] = create_s3_client) -> None:
+    def __init__(self, bucket: str, reader_factory: Callable[[str], S3Reader] = create_s3_reader) -> None:
         self.bucket = bucket
-        self._client_factory = client_factory
-        self._client: S3Client | None = None
+        self._reader_factory = reader_factory
+        self._reader: S3Reader | None = None
 
     @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+    def reader(self) -> S3Reader:
+        if self._reader is None:
+            self._reader = self._reader_factory(self.bucket)
+        return self._reader
 
     def reset_client(self) -> None:
-        self._client = None
+        self._reader = None
 
     def read(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
+            return self.reader.get(key)
+        except S3NotFound:
             raise ObjectMissing(key) from None
 
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks, so a large matrix never sits in memory twice."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except self.client.exceptions.NoSuchKey:
+            yield from self.reader.iter_chunks(key, chunk_size)
+        except S3NotFound:
             raise ObjectMissing(key) from None
-        try:
-            yield from body.iter_chunks(chunk_size)
-        finally:
-            body.close()
 
     def read_json(self, key: str) -> Any:
         try:
