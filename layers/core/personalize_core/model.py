@@ -75,6 +75,14 @@ def _log_normalisers(array: np.ndarray, manifest: Manifest) -> np.ndarray:
     return array
 
 
+def files_to_prefetch(manifest: Manifest) -> list[str]:
+    """The files ``build_model`` reads whole (all but the streamed item matrix), to fetch ahead."""
+    skipped = {ArrayName.ITEM_FACTORS.value}
+    if not manifest.recipe.needs_user_factors:
+        skipped |= {ArrayName.USER_FACTORS.value, ArrayName.USER_LOG_NORMALISERS.value}
+    return [name for name in manifest.files if name not in skipped]
+
+
 def build_model(
     manifest: Manifest,
     fetch: Callable[[str], bytes],

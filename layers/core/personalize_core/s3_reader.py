@@ -131,7 +131,8 @@ def _error_code(body: bytes) -> tuple[str, str]:
 
 
 class S3Reader:
-    """GETs of one bucket's objects. Thread-safe: each thread keeps its own keep-alive connection."""
+    """GETs of one bucket's objects. Thread-safe: a read takes an idle keep-alive connection (or
+    opens one) and gives it back once the body has been read to the end."""
 
     def __init__(
         self,
@@ -163,7 +164,8 @@ class S3Reader:
         self._credentials_source = credentials
         self._credentials: Credentials | None = None
         self._sleep = sleep
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -185,11 +187,12 @@ class S3Reader:
         received = 0
         etag: str | None = None
         failures = 0
-        complete = False
+        connection: http.client.HTTPConnection | None = None
         try:
             while True:
                 try:
-                    response = self._open(key, received, etag)
+                    connection = self._acquire()
+                    response = self._open(connection, key, received, etag)
                     if etag is None:
                         etag = response.getheader("ETag")
                     while True:
@@ -206,48 +209,55 @@ class S3Reader:
                         yield chunk
                     if response.length:  # the server promised more than it sent
                         raise http.client.IncompleteRead(b"", response.length)
-                    complete = True
+                    self._release(connection)
+                    connection = None
                     return
                 except _Retryable as exc:
-                    self._drop_connection()
+                    _close(connection)
+                    connection = None
                     failures += 1
                     if failures >= self.max_attempts:
                         raise exc.error from None
                 except _RETRIED_ERRORS as exc:
-                    self._drop_connection()
+                    _close(connection)
+                    connection = None
                     failures += 1
                     if failures >= self.max_attempts:
                         raise S3Error(0, type(exc).__name__, str(exc), key) from exc
                 delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2**failures)
                 self._sleep(random.uniform(0, delay))
         finally:
-            if not complete:  # abandoned or failed mid-body: the connection holds unread bytes
-                self._drop_connection()
+            _close(connection)  # abandoned or failed mid-body: the connection holds unread bytes
 
     def reset(self) -> None:
         """Forget connections and credentials (after a SnapStart restore both are stale)."""
-        self._credentials = None
-        self._local = threading.local()
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._credentials = None
+        for connection in idle:
+            connection.close()
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            connection = kind(self._netloc, timeout=self.connect_timeout)
-            self._local.connection = connection
-        return connection
+    def _acquire(self) -> http.client.HTTPConnection:
+        """An idle keep-alive connection, or a new one (each read holds its own while it runs)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return kind(self._netloc, timeout=self.connect_timeout)
 
-    def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+    def _release(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append(connection)
 
-    def _open(self, key: str, offset: int, etag: str | None) -> http.client.HTTPResponse:
-        if self._credentials is None:
-            self._credentials = self._credentials_source()
+    def _open(
+        self, connection: http.client.HTTPConnection, key: str, offset: int, etag: str | None
+    ) -> http.client.HTTPResponse:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = self._credentials_source()
+            credentials = self._credentials
         path = self.path_of(key)
         headers: dict[str, str] = {}
         if offset:
@@ -259,11 +269,10 @@ class S3Reader:
             self.host,
             path,
             headers,
-            self._credentials,
+            credentials,
             self.region,
             datetime.datetime.now(datetime.UTC),
         )
-        connection = self._connection()
         if connection.sock is None:
             connection.connect()
         assert connection.sock is not None
@@ -297,6 +306,11 @@ class S3Reader:
     def path_of(self, key: str) -> str:
         """The request path of ``key``, URI-encoded as botocore encodes it."""
         return self._prefix + quote(key, safe="/~")
+
+
+def _close(connection: http.client.HTTPConnection | None) -> None:
+    if connection is not None:
+        connection.close()
 
 
 class _Retryable(Exception):

@@ -9,17 +9,19 @@ loaded, the last good version keeps serving.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, version_prefix
 from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
-from .model import SolutionVersionModel, build_model
+from .model import SolutionVersionModel, build_model, files_to_prefetch
 from .names import parse_arn
 from .observability import logger
 from .s3_reader import S3NotFound, S3Reader
@@ -69,6 +71,9 @@ class S3Objects:
         self.bucket = bucket
         self._reader_factory = reader_factory
         self._reader: S3Reader | None = None
+        self._lock = threading.Lock()
+        #: Reads started ahead of time (prefetch): a later read(key) takes the result.
+        self._prefetched: dict[str, Future[bytes]] = {}
 
     @property
     def reader(self) -> S3Reader:
@@ -80,23 +85,86 @@ class S3Objects:
         self._reader = None
 
     def read(self, key: str) -> bytes:
+        with self._lock:
+            ahead = self._prefetched.pop(key, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._get(key)
+
+    def _get(self, key: str) -> bytes:
         try:
             return self.reader.get(key)
         except S3NotFound:
             raise ObjectMissing(key) from None
 
+    def prefetch(self, keys: Iterable[str]) -> Callable[[], None]:
+        """Start reading ``keys`` in the background (one thread each; ``read`` then waits for them).
+
+        Loading a version overlaps its small files with the item matrix this way. Returns a
+        function that forgets what was not read (call it when the load is over, failed or not).
+        """
+        wanted = list(keys)
+        for key in wanted:
+            future: Future[bytes] = Future()
+            with self._lock:
+                self._prefetched[key] = future
+            threading.Thread(target=_settle, args=(future, self._get, key), daemon=True).start()
+
+        def forget() -> None:
+            with self._lock:
+                for key in wanted:
+                    self._prefetched.pop(key, None)
+
+        return forget
+
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        """The object's bytes in chunks, so a large matrix never sits in memory twice."""
+        """The object's bytes in chunks, so a large matrix never sits in memory twice.
+
+        A background thread reads ahead (at most two chunks), so that receiving the next chunk
+        overlaps with checking and transposing this one (hashlib and numpy release the GIL).
+        """
+        ahead: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self.reader.iter_chunks(key, chunk_size):
+                    while not stop.is_set():
+                        try:
+                            ahead.put(chunk, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                ahead.put(None)
+            except BaseException as exc:  # handed to the consumer, raised there
+                ahead.put(ObjectMissing(key) if isinstance(exc, S3NotFound) else exc)
+
+        threading.Thread(target=produce, daemon=True).start()
         try:
-            yield from self.reader.iter_chunks(key, chunk_size)
-        except S3NotFound:
-            raise ObjectMissing(key) from None
+            while True:
+                item = ahead.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
 
     def read_json(self, key: str) -> Any:
         try:
             return json.loads(self.read(key))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
+
+
+def _settle(future: Future[bytes], read: Callable[[str], bytes], key: str) -> None:
+    try:
+        future.set_result(read(key))
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 @dataclass(slots=True)
@@ -237,12 +305,15 @@ class ModelStore:
             except ObjectMissing:
                 raise ArtifactError(f"{prefix}{file_name} does not exist") from None
 
+        forget = self.objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
         try:
             model = build_model(manifest, fetch, fetch_chunks)
         except ArtifactError:
             raise
-        except Exception as exc:  # S3 faults that outlived botocore's retries
+        except Exception as exc:  # S3 faults that outlived the reader's retries
             raise ArtifactError(f"reading {prefix} failed: {exc}") from exc
+        finally:
+            forget()
         logger.info(
             "solution version loaded",
             extra={
