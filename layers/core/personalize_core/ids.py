@@ -101,7 +101,7 @@ class IdIndex(Mapping[str, int]):
     def __init__(self, ids: CompactIds, what: str = "ids") -> None:
         self._ids = ids
         hashes = ids.hashes()
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)
         self._order = order.astype(np.uint32) if len(ids) < 2**32 else order
         self._hashes = hashes[order]
         del hashes, order
