@@ -269,6 +269,26 @@ def _hits(logits: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rows, columns
 
 
+def _member_maxima(cube: np.ndarray) -> np.ndarray:
+    """[rows, members, groups] -> [rows, groups] maxima, by pairwise maximum (faster than max(axis=1))."""
+    out: np.ndarray = cube[:, 0].copy()
+    for member in range(1, cube.shape[1]):
+        np.maximum(out, cube[:, member], out=out)
+    return out
+
+
+def _group_hits(
+    cube: np.ndarray, group_maxima: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column in the block, value) of the logits at or above their row's bound, looking only
+    inside the groups whose maximum is."""
+    groups = cube.shape[2]
+    pair_rows, pair_groups = _hits(group_maxima, bounds)
+    members = cube[pair_rows, :, pair_groups]  # [pairs, members]
+    pair, member = np.nonzero(members >= bounds[pair_rows][:, None])
+    return pair_rows[pair], member * groups + pair_groups[pair], members[pair, member]
+
+
 def _fold_log_sum_exp(peaks: np.ndarray, mass: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Add a block of logits to each row's running Σ exp(logit - peak); returns the new peaks."""
     new_peaks: np.ndarray = np.maximum(peaks, logits.max(axis=1))
@@ -294,34 +314,33 @@ def _batch_block(
     threshold = np.full(rows, -np.inf)
     peaks = np.full(rows, -np.inf)
     mass = np.zeros(rows)
-    found_rows: list[np.ndarray] = []
-    found_items: list[np.ndarray] = []
-    found_values: list[np.ndarray] = []
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (user row, item, float32 logit)
     for number, first in enumerate(range(0, num_items, item_block)):
         logits = vectors @ item_major[:, first : first + item_block]  # [rows, block] float32
         width = logits.shape[1]
         if log_normalisers is None:  # online log-sum-exp per row, in float64 (the slow path)
             peaks = _fold_log_sum_exp(peaks, mass, logits)
-        if not blocked:
-            threshold = np.partition(logits, width - k, axis=1)[:, width - k].astype(np.float64)
-        elif width % groups == 0:
-            # Fold the block into the group maxima (item j is in group j % groups); on blocks
-            # 0, 1, 3, 7... take a tighter threshold from them (a partition: seldom).
+        if blocked and width % groups == 0:
+            # Item j of the block is in group j % groups. The block's group maxima tighten the
+            # running ones (and, on blocks 0, 1, 3, 7..., the threshold), and say which (user,
+            # group) pairs can hold a candidate: only their items are compared one by one.
             cube = logits.reshape(rows, width // groups, groups)
-            for member in range(cube.shape[1]):
-                np.maximum(maxima, cube[:, member], out=maxima)
+            block_maxima = _member_maxima(cube)
+            np.maximum(maxima, block_maxima, out=maxima)
             if number & (number + 1) == 0:
                 threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k].astype(np.float64)
-        hit_rows, hit_items = _hits(logits, (threshold - slack).astype(np.float32))
-        values = logits[hit_rows, hit_items]
-        found_rows.append(hit_rows)
-        found_items.append(hit_items + first)
-        found_values.append(values)
+            hit_rows, hit_items, values = _group_hits(
+                cube, block_maxima, (threshold - slack).astype(np.float32)
+            )
+        else:  # a small catalog (one block, exact threshold) or the ragged last block
+            if not blocked:
+                threshold = np.partition(logits, width - k, axis=1)[:, width - k].astype(np.float64)
+            hit_rows, hit_items = _hits(logits, (threshold - slack).astype(np.float32))
+            values = logits[hit_rows, hit_items]
+        found.append((hit_rows, hit_items + first, values))
     if blocked:  # the final threshold, from every block's maxima: few candidates to re-score
         threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k].astype(np.float64)
-    hit_rows = np.concatenate(found_rows)
-    hit_items = np.concatenate(found_items)
-    values = np.concatenate(found_values)
+    hit_rows, hit_items, values = (np.concatenate(part) for part in zip(*found, strict=True))
     keep = values >= (threshold - slack)[hit_rows]
     # -inf never occurs here (no masks), so every row keeps at least k candidates.
     hit_rows, hit_items, values = hit_rows[keep], hit_items[keep], values[keep]
