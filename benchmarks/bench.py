@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "performance.png"
 ACCOUNT = "123456789012"
 K = 25
+PARTS = ["warm", "batch", "overhead", "cold"]
 
 
 #: Powertools writes metrics (EMF) to stdout as Lambda wants; here they would drown the tables.
@@ -378,6 +379,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k and 100k x 64, 1 thread; fewer requests")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where to save the PNG")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=PARTS,
+        help="run only these parts (the plot is saved only with warm)",
+    )
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
@@ -398,24 +406,36 @@ def main() -> None:
     dims_list = [64] if args.quick else [64, 128]
     threads = [1] if args.quick else [1, 2]
 
-    print("\n== warm GetRecommendations, top-25 (p50 / p99 ms)", flush=True)
-    warm_latency(bench, bandwidth, sizes, dims_list, threads)
-    print("\n== batch, top-25", flush=True)
-    batch = batch_throughput(
-        [100_000] if args.quick else [100_000, 1_000_000], [2] if args.quick else threads, args.quick
-    )
-    print("\n== handler overhead", flush=True)
-    overhead = handler_overhead(bench)
-    print(
-        "\n== cold start (fresh process, model in local S3) and peak RSS after 50 warm requests", flush=True
-    )
-    cold = cold_start(bench, moto_url, [100_000] if args.quick else [100_000, 1_000_000])
+    batch: list[dict[str, Any]] = []
+    overhead: dict[str, float] = {}
+    cold: list[dict[str, Any]] = []
+    if "warm" in args.only:
+        print("\n== warm GetRecommendations, top-25 (p50 / p99 ms)", flush=True)
+        warm_latency(bench, bandwidth, sizes, dims_list, threads)
+    if "batch" in args.only:
+        print("\n== batch, top-25", flush=True)
+        batch = batch_throughput(
+            [100_000] if args.quick else [100_000, 1_000_000], [2] if args.quick else threads, args.quick
+        )
+    if "overhead" in args.only:
+        print("\n== handler overhead", flush=True)
+        overhead = handler_overhead(bench)
+    if "cold" in args.only:
+        print(
+            "\n== cold start (fresh process, model in local S3) and peak RSS after 50 warm requests",
+            flush=True,
+        )
+        cold = cold_start(bench, moto_url, [100_000] if args.quick else [100_000, 1_000_000])
     server.stop()
 
-    plot(bench.rows, args.plot)
-    print(f"\nplot: {args.plot}")
-    print(f"\nmachine: {machine()}; read bandwidth {bandwidth / 1e9:.1f} GB/s\n")
-    print(markdown(bench.rows))
+    print(
+        f"\nmachine: {machine()}; read bandwidth {bandwidth / 1e9:.1f} GB/s; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
+    if bench.rows:
+        plot(bench.rows, args.plot)
+        print(f"plot: {args.plot}\n")
+        print(markdown(bench.rows))
     if args.json:
         args.json.write_text(
             json.dumps(

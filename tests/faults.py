@@ -23,6 +23,8 @@ class Fault:
     status: int | None = 503
     delay_seconds: float = 0.0
     drop_connection: bool = False
+    #: Forward the real answer, but close the connection after this many bytes of its body.
+    truncate_body_at: int | None = None
     times: int = 1
     hits: int = field(default=0)
 
@@ -45,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.seen.append((self.command, self.path))
         fault = self.server.fault_for(self.command, self.path)
-        if fault is not None:
+        if fault is not None and fault.truncate_body_at is None:
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
             if fault.drop_connection:
@@ -63,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.upstream_host, self.server.upstream_port, timeout=30
         )
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        self.server.headers_seen.append(dict(self.headers.items()))
         headers["Host"] = f"{self.server.upstream_host}:{self.server.upstream_port}"
         upstream.request(self.command, self.path, body=body, headers=headers)
         response = upstream.getresponse()
@@ -73,8 +76,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
         upstream.close()
+        if fault is not None and fault.truncate_body_at is not None:
+            self.wfile.write(data[: fault.truncate_body_at])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.close()
+            return
+        self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy  # noqa: N815
 
@@ -89,6 +98,8 @@ class FaultProxy(ThreadingHTTPServer):
         self.upstream_port = parts.port or 80
         self.faults: list[Fault] = []
         self.seen: list[tuple[str, str]] = []
+        #: The headers of every forwarded request (what the client sent).
+        self.headers_seen: list[dict[str, str]] = []
         self._lock = threading.Lock()
 
     @property

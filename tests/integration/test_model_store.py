@@ -22,8 +22,8 @@ from tests.utils import ACCOUNT, REGION, campaign_arn, random_model, softmax_ref
 
 
 class CountingObjects(S3Objects):
-    def __init__(self, bucket: str, s3: Any) -> None:
-        super().__init__(bucket, client_factory=lambda: s3)
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
         self.reads: list[str] = []
 
     def read(self, key: str) -> bytes:
@@ -45,7 +45,7 @@ class Clock:
 
 @pytest.fixture
 def setup(s3: Any, bucket: str) -> tuple[ModelStore, CountingObjects, Clock]:
-    objects = CountingObjects(bucket, s3)
+    objects = CountingObjects(bucket)
     clock = Clock()
     return ModelStore(objects, pointer_ttl_seconds=10, clock=clock), objects, clock
 
@@ -150,7 +150,7 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     store.campaign(campaign_arn("c"))
     assert len(objects.reads) == reads
     # A cold store has no good version to fall back on: a clear 503, with the reason
-    cold = ModelStore(CountingObjects(bucket, s3))
+    cold = ModelStore(CountingObjects(bucket))
     with pytest.raises(ModelUnavailableError, match=reason):
         cold.campaign(campaign_arn("c"))
 
@@ -201,7 +201,7 @@ def test_item_matrix_streams_into_dimension_major_layout_and_scores_match_the_fo
     )
     put_campaign(s3, bucket, "c", upload_version(s3, bucket, prepared))
     # When a store reads it in chunks that split rows and the header
-    store = ModelStore(SmallChunks(bucket, s3))
+    store = ModelStore(SmallChunks(bucket))
     loaded = store.campaign(campaign_arn("c"))[1]
     # Then the matrix is the published one, laid out [d, items] in memory, read-only
     assert loaded.item_factors is not None
@@ -238,7 +238,7 @@ def test_wrong_log_normalisers_are_refused(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
     # Then loading refuses it with a clear reason
     with pytest.raises(ModelUnavailableError, match="log-normalisers"):
-        ModelStore(CountingObjects(bucket, s3)).campaign(campaign_arn("c"))
+        ModelStore(CountingObjects(bucket)).campaign(campaign_arn("c"))
 
 
 def list_keys(s3: Any, bucket: str) -> list[str]:

@@ -14,8 +14,8 @@ from tests.utils import campaign_arn, random_model
 
 
 class CountingObjects(S3Objects):
-    def __init__(self, bucket: str, s3: Any) -> None:
-        super().__init__(bucket, client_factory=lambda: s3)
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
         self.reads: list[str] = []
 
     def read(self, key: str) -> bytes:
@@ -26,7 +26,7 @@ class CountingObjects(S3Objects):
 def test_preloaded_campaign_answers_its_first_request_without_reading_s3(s3: Any, bucket: str) -> None:
     # Given a published campaign and a store preloaded with it (plus one campaign that does not exist)
     arn = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(50, 5, 4), campaign="c")
-    objects = CountingObjects(bucket, s3)
+    objects = CountingObjects(bucket)
     store = ModelStore(objects, pointer_ttl_seconds=60)
     preload(store, (campaign_arn("c"), campaign_arn("missing")))
     reads = len(objects.reads)

@@ -1,4 +1,4 @@
-"""S3 faults under the real botocore client of the model store: retried, survived, or a clear 503."""
+"""S3 faults under the model store's own S3 reader: retried, survived, or a clear 503."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from personalize_core.artifacts import Recipe
 from personalize_core.errors import ModelUnavailableError
 from personalize_core.settings import get_settings
-from personalize_core.store import ModelStore, S3Objects, create_s3_client
+from personalize_core.store import ModelStore, S3Objects
 from tests.conftest import publish
 from tests.faults import Fault, FaultProxy
 from tests.utils import campaign_arn, random_model
@@ -41,7 +41,7 @@ def proxy(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy
 def store_and_clock(proxy: FaultProxy, s3: Any, bucket: str) -> tuple[ModelStore, Clock]:
     publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(50, 5, 4), campaign="c")
     clock = Clock()
-    return ModelStore(S3Objects(bucket, create_s3_client), pointer_ttl_seconds=10, clock=clock), clock
+    return ModelStore(S3Objects(bucket), pointer_ttl_seconds=10, clock=clock), clock
 
 
 def gets(proxy: FaultProxy, suffix: str) -> int:
@@ -101,6 +101,6 @@ def test_pointer_refresh_fault_keeps_serving_the_cached_campaign(
     # The pointer cannot be re-read: the cached one keeps serving
     assert store.campaign(campaign_arn("c"))[1] is first
     # A cold store with the same fault has nothing to serve: 503, not 404 and not a crash
-    cold = ModelStore(S3Objects(store.objects.bucket, create_s3_client))
+    cold = ModelStore(S3Objects(store.objects.bucket))
     with pytest.raises(ModelUnavailableError, match="cannot be read"):
         cold.campaign(campaign_arn("c"))

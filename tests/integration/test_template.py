@@ -173,11 +173,30 @@ def test_every_function_runs_python312_with_the_core_layer(template: Template) -
         # When reading its effective (Globals-merged) properties
         props = _function(template, logical_id)
 
-        # Then it runs python3.12 with the core layer, on the stack's architecture, traced
+        # Then it runs python3.12 with the core layer, on the stack's architecture, traced as asked
         assert props["Runtime"] == "python3.12", logical_id
         assert {"Ref": "CoreLayer"} in props["Layers"], logical_id
         assert props["Architectures"] == [{"Ref": "Architecture"}], logical_id
-        assert props["Tracing"] == "Active", logical_id
+        assert props["Tracing"] == {"Ref": "Tracing"}, logical_id
+
+
+@pytest.mark.parametrize(
+    ("tracing", "disabled", "api_traced"), [(None, "true", False), ("Active", "false", True)]
+)
+def test_tracing_is_a_parameter_off_by_default(
+    template: Template, tracing: str | None, disabled: str, api_traced: bool
+) -> None:
+    # Given the default parameters, or Tracing=Active
+    params = _defaults(template) | ({"Tracing": tracing} if tracing else {})
+    # When resolving the functions' environment and the API's stage
+    environment = _resolve(template["Globals"]["Function"]["Environment"], template, params)
+    api = _resolve(template["Resources"]["PersonalizeApi"]["Properties"], template, params)
+    # Then X-Ray follows the parameter, and Powertools' Tracer (the X-Ray SDK import) with it
+    assert _resolve(template["Globals"]["Function"]["Tracing"], template, params) == (
+        tracing or "PassThrough"
+    )
+    assert environment["Variables"]["POWERTOOLS_TRACE_DISABLED"] == disabled
+    assert api["TracingEnabled"] is api_traced
 
 
 def test_the_core_layer_is_built_for_python312_from_layers_core(template: Template) -> None:

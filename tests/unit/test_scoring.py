@@ -124,15 +124,18 @@ def test_popular_items_in_precomputed_order_with_a_mask() -> None:
 
 
 @pytest.mark.parametrize(
-    ("num_items", "users", "k", "block"), [(500, 37, 25, 8), (40, 5, 100, 256), (1000, 3, 1, 2)]
+    ("num_items", "users", "k", "block", "threads"),
+    [(500, 37, 25, 8, 1), (500, 37, 25, 8, 3), (40, 5, 100, 256, 2), (1000, 3, 1, 2, None)],
 )
-def test_batch_top_k_equals_the_single_user_kernel(num_items: int, users: int, k: int, block: int) -> None:
+def test_batch_top_k_equals_the_single_user_kernel(
+    num_items: int, users: int, k: int, block: int, threads: int | None
+) -> None:
     # Given a catalog and a batch of users
     rng = np.random.default_rng(num_items)
     items = rng.normal(0, 1, (num_items, 16)).astype(np.float32)
     vectors = rng.normal(0, 1, (users, 16)).astype(np.float32)
-    # When they are scored in blocks
-    indices, scores = batch_user_top_k(items, vectors, k, block=block)
+    # When they are scored in blocks (threads: blocks spread over threads; None: as many as BLAS uses)
+    indices, scores = batch_user_top_k(items, vectors, k, block=block, threads=threads)
     # Then each row is what the real-time kernel answers for that user
     assert indices.shape == scores.shape == (users, min(k, num_items))
     for row in range(users):
@@ -240,15 +243,18 @@ def test_a_mask_allowing_fewer_than_k_items_returns_only_those() -> None:
     assert user_top_k(items, user, 25, np.zeros(40_000, dtype=bool))[0].tolist() == []
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precomputed", [False, True])
-def test_blocked_batch_kernel_on_a_large_catalog(precomputed: bool) -> None:
+def test_blocked_batch_kernel_on_a_large_catalog(precomputed: bool, threads: int) -> None:
     # Given a catalog large enough for the item-blocked path (several item blocks, a ragged tail)
     rng = np.random.default_rng(21)
     items = rng.normal(0, 0.4, (70_001, 16)).astype(np.float32)
     vectors = rng.normal(0, 0.4, (9, 16)).astype(np.float32)
     norms = log_normalisers(items, vectors) if precomputed else None
-    # When a batch is scored in blocks of 4 users
-    indices, scores = batch_user_top_k(dimension_major(items), vectors, 25, block=4, log_normalisers=norms)
+    # When a batch is scored in blocks of 4 users (on one thread, or blocks spread over two)
+    indices, scores = batch_user_top_k(
+        dimension_major(items), vectors, 25, block=4, log_normalisers=norms, threads=threads
+    )
     # Then every row is the formula's top 25 with its scores
     for row in range(9):
         expected, expected_scores = plain_top_k(items, vectors[row], 25)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .arrays import read_dimension_major
-from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_ids, decode_npy, sha256_hex
+from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_npy, sha256_hex
 from .attributes import NO_EXTRAS, ModelExtras, load_extras
 from .errors import ArtifactError
+from .ids import load_ids
 from .scoring import max_row_norm, remember_max_row_norm
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SolutionVersionModel:
     manifest: Manifest
-    item_ids: list[str]
-    item_index: dict[str, int]
-    user_index: dict[str, int]
+    #: ``item_ids[i]``: the id of item i. Compact (ids.py): no str object per item is kept.
+    item_ids: Sequence[str]
+    #: ``item_index.get(id)``: the index of an item id (hash search, no dict of a million ids).
+    item_index: Mapping[str, int]
+    user_index: Mapping[str, int]
     #: float32 [items, d], laid out dimension-major in memory (a transposed view of [d, items]: the
     #: matrix-vector product streams it fastest); None for POPULAR_ITEMS.
     item_factors: np.ndarray | None
@@ -75,6 +78,14 @@ def _log_normalisers(array: np.ndarray, manifest: Manifest) -> np.ndarray:
     return array
 
 
+def files_to_prefetch(manifest: Manifest) -> list[str]:
+    """The files ``build_model`` reads whole (all but the streamed item matrix), to fetch ahead."""
+    skipped = {ArrayName.ITEM_FACTORS.value}
+    if not manifest.recipe.needs_user_factors:
+        skipped |= {ArrayName.USER_FACTORS.value, ArrayName.USER_LOG_NORMALISERS.value}
+    return [name for name in manifest.files if name not in skipped]
+
+
 def build_model(
     manifest: Manifest,
     fetch: Callable[[str], bytes],
@@ -97,9 +108,6 @@ def build_model(
             raise ArtifactError(f"{name.value} does not match the manifest's size and sha256")
         return data, entry
 
-    def ids(name: ArrayName, expected: int) -> list[str]:
-        return decode_ids(verified(name)[0], expected)
-
     def matrix(name: ArrayName, rows: int) -> np.ndarray:
         array = decode_npy(*verified(name))
         if array.dtype != np.float32 or array.ndim != 2 or array.shape != (rows, manifest.dimensions):
@@ -107,16 +115,10 @@ def build_model(
         _check_finite(name.value, array)
         return array
 
-    item_ids = ids(ArrayName.ITEM_IDS, manifest.num_items)
-    item_index = {item_id: i for i, item_id in enumerate(item_ids)}
-    if len(item_index) != len(item_ids):
-        raise ArtifactError("item ids are not unique")
-    user_index: dict[str, int] = {}
+    item_ids, item_index = load_ids(verified(ArrayName.ITEM_IDS)[0], manifest.num_items, "item ids")
+    user_index: Mapping[str, int] = {}
     if manifest.num_users:
-        user_ids = ids(ArrayName.USER_IDS, manifest.num_users)
-        user_index = {user_id: i for i, user_id in enumerate(user_ids)}
-        if len(user_index) != len(user_ids):
-            raise ArtifactError("user ids are not unique")
+        _, user_index = load_ids(verified(ArrayName.USER_IDS)[0], manifest.num_users, "user ids")
 
     def item_matrix() -> np.ndarray:
         name = ArrayName.ITEM_FACTORS

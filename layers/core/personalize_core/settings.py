@@ -39,6 +39,8 @@ class Settings:
     #: last redelivery (VisibilityTimeout 5400 s x BATCH_MAX_RECEIVES 3) with an hour to spare, so
     #: only a job whose messages are gone (dead-lettered, workers killed every time) ends this way.
     batch_stall_timeout_seconds: float = 6 * 3600.0
+    #: S3 endpoint of the serving path's reader (the local runtime and tests); empty: AWS's own.
+    s3_endpoint_url: str = ""
 
 
 def _float(name: str, default: float) -> float:
@@ -69,4 +71,5 @@ def get_settings() -> Settings:
         batch_max_receives=max(1, int(_float("BATCH_MAX_RECEIVES", 3))),
         account_id=os.environ.get("ACCOUNT_ID", ""),
         batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
     )

@@ -9,19 +9,22 @@ loaded, the last good version keeps serving.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, version_prefix
 from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
-from .model import SolutionVersionModel, build_model
+from .model import SolutionVersionModel, build_model, files_to_prefetch
 from .names import parse_arn
 from .observability import logger
+from .s3_reader import S3NotFound, S3Reader
 from .settings import get_settings
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 
 def create_s3_client() -> S3Client:
+    """A full boto3 S3 client (the control plane's: lists, writes). The serving path uses S3Reader."""
     # Imported here, not at module level: boto3 costs ~100 ms of cold start that a warm
     # request never pays again, and moto must be able to patch it in tests.
     import boto3
@@ -43,6 +47,19 @@ def create_s3_client() -> S3Client:
     return boto3.client("s3", config=config)
 
 
+def create_s3_reader(bucket: str) -> S3Reader:
+    """The serving functions' S3 reader: endpoint, retries and timeouts from the settings."""
+    settings = get_settings()
+    return S3Reader(
+        bucket,
+        settings.region,
+        endpoint_url=settings.s3_endpoint_url or None,
+        max_attempts=settings.s3_max_attempts,
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+    )
+
+
 class ObjectMissing(Exception):
     pass
 
@@ -50,42 +67,104 @@ class ObjectMissing(Exception):
 class S3Objects:
     """Reads of the model bucket. The only place that touches S3 on the serving path."""
 
-    def __init__(self, bucket: str, client_factory: Callable[[], S3Client] = create_s3_client) -> None:
+    def __init__(self, bucket: str, reader_factory: Callable[[str], S3Reader] = create_s3_reader) -> None:
         self.bucket = bucket
-        self._client_factory = client_factory
-        self._client: S3Client | None = None
+        self._reader_factory = reader_factory
+        self._reader: S3Reader | None = None
+        self._lock = threading.Lock()
+        #: Reads started ahead of time (prefetch): a later read(key) takes the result.
+        self._prefetched: dict[str, Future[bytes]] = {}
 
     @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+    def reader(self) -> S3Reader:
+        if self._reader is None:
+            self._reader = self._reader_factory(self.bucket)
+        return self._reader
 
     def reset_client(self) -> None:
-        self._client = None
+        self._reader = None
 
     def read(self, key: str) -> bytes:
+        with self._lock:
+            ahead = self._prefetched.pop(key, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._get(key)
+
+    def _get(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
+            return self.reader.get(key)
+        except S3NotFound:
             raise ObjectMissing(key) from None
 
+    def prefetch(self, keys: Iterable[str]) -> Callable[[], None]:
+        """Start reading ``keys`` in the background (one thread each; ``read`` then waits for them).
+
+        Loading a version overlaps its small files with the item matrix this way. Returns a
+        function that forgets what was not read (call it when the load is over, failed or not).
+        """
+        wanted = list(keys)
+        for key in wanted:
+            future: Future[bytes] = Future()
+            with self._lock:
+                self._prefetched[key] = future
+            threading.Thread(target=_settle, args=(future, self._get, key), daemon=True).start()
+
+        def forget() -> None:
+            with self._lock:
+                for key in wanted:
+                    self._prefetched.pop(key, None)
+
+        return forget
+
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        """The object's bytes in chunks, so a large matrix never sits in memory twice."""
+        """The object's bytes in chunks, so a large matrix never sits in memory twice.
+
+        A background thread reads ahead (at most two chunks), so that receiving the next chunk
+        overlaps with checking and transposing this one (hashlib and numpy release the GIL).
+        """
+        ahead: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self.reader.iter_chunks(key, chunk_size):
+                    while not stop.is_set():
+                        try:
+                            ahead.put(chunk, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                ahead.put(None)
+            except BaseException as exc:  # handed to the consumer, raised there
+                ahead.put(ObjectMissing(key) if isinstance(exc, S3NotFound) else exc)
+
+        threading.Thread(target=produce, daemon=True).start()
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except self.client.exceptions.NoSuchKey:
-            raise ObjectMissing(key) from None
-        try:
-            yield from body.iter_chunks(chunk_size)
+            while True:
+                item = ahead.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
-            body.close()
+            stop.set()
 
     def read_json(self, key: str) -> Any:
         try:
             return json.loads(self.read(key))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
+
+
+def _settle(future: Future[bytes], read: Callable[[str], bytes], key: str) -> None:
+    try:
+        future.set_result(read(key))
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 @dataclass(slots=True)
@@ -226,12 +305,15 @@ class ModelStore:
             except ObjectMissing:
                 raise ArtifactError(f"{prefix}{file_name} does not exist") from None
 
+        forget = self.objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
         try:
             model = build_model(manifest, fetch, fetch_chunks)
         except ArtifactError:
             raise
-        except Exception as exc:  # S3 faults that outlived botocore's retries
+        except Exception as exc:  # S3 faults that outlived the reader's retries
             raise ArtifactError(f"reading {prefix} failed: {exc}") from exc
+        finally:
+            forget()
         logger.info(
             "solution version loaded",
             extra={

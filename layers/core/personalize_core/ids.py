@@ -1,0 +1,157 @@
+"""Ids of a solution version, kept compact: the downloaded UTF-8 text, offsets, and sorted hashes.
+
+A million ids as a Python list and dict cost ~100 MB (a str object each, twice referenced, plus
+the dict's table); here they cost the text itself plus 20 bytes an id, and no str object exists
+until one is asked for. ``IdList`` gives the id at an index (a request renders k of them),
+``IdIndex`` the index of an id: a binary search of the id's hash among the sorted hashes, then a
+comparison of the candidate's bytes (so a hash collision never returns a wrong index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import overload
+
+import numpy as np
+
+from .errors import ArtifactError
+
+#: Ids hashed per Python-level batch while building: bounds the str objects alive at a time.
+_HASH_BATCH = 65_536
+#: The hash of an id (Python's own str hash; tests swap in a weak one to force collisions).
+id_hash: Callable[[str], int] = hash
+
+
+class CompactIds:
+    """The text ``id\\nid\\n...id`` (no trailing newline), with the start of every id."""
+
+    def __init__(self, data: bytes, expected: int) -> None:
+        try:
+            data.decode("utf-8")  # valid text, checked once (the decoded copy is dropped at once)
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"id list is not UTF-8: {exc}") from None
+        raw = np.frombuffer(data, dtype=np.uint8)
+        breaks = np.flatnonzero(raw == ord("\n"))
+        count = len(breaks) + 1 if data else 0
+        if count != expected:
+            raise ArtifactError(f"id list has {count} ids, the manifest says {expected}")
+        # starts[i] .. starts[i + 1] - 1 is id i (the -1 drops its newline; the last has none).
+        dtype = np.uint32 if len(data) < 2**32 - 1 else np.int64
+        starts = np.empty(count + 1, dtype=dtype)
+        if count:
+            starts[0] = 0
+            starts[1:count] = breaks + 1
+            starts[count] = len(data) + 1
+        self._data = data
+        self._starts = starts
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def text(self, index: int) -> str:
+        start, stop = int(self._starts[index]), int(self._starts[index + 1]) - 1
+        return self._data[start:stop].decode("utf-8")
+
+    def raw(self, index: int) -> bytes:
+        return self._data[int(self._starts[index]) : int(self._starts[index + 1]) - 1]
+
+    def hashes(self) -> np.ndarray:
+        """Python's hash of every id (as a str), in batches: a few thousand str objects at a time."""
+        out = np.empty(self._count, dtype=np.int64)
+        for first in range(0, self._count, _HASH_BATCH):
+            last = min(self._count, first + _HASH_BATCH)
+            text = self._data[int(self._starts[first]) : int(self._starts[last]) - 1].decode("utf-8")
+            out[first:last] = np.fromiter(map(id_hash, text.split("\n")), dtype=np.int64, count=last - first)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._data) + self._starts.nbytes
+
+
+class IdList(Sequence[str]):
+    """``ids[i]``: the id at index i (decoded on demand)."""
+
+    def __init__(self, ids: CompactIds) -> None:
+        self._ids = ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._ids.text(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._ids.text(index)
+
+
+class IdIndex(Mapping[str, int]):
+    """``index.get(id)``, ``index[id]``, ``id in index``: the index of an id, without a dict."""
+
+    def __init__(self, ids: CompactIds, what: str = "ids") -> None:
+        self._ids = ids
+        hashes = ids.hashes()
+        order = np.argsort(hashes)
+        self._order = order.astype(np.uint32) if len(ids) < 2**32 else order
+        self._hashes = hashes[order]
+        del hashes, order
+        # Equal hashes are either a collision (fine) or a duplicate id (refused): compare bytes.
+        same = np.flatnonzero(self._hashes[1:] == self._hashes[:-1])
+        seen: dict[int, set[bytes]] = {}
+        for position in np.union1d(same, same + 1).tolist():
+            found = seen.setdefault(int(self._hashes[position]), set())
+            raw = ids.raw(int(self._order[position]))
+            if raw in found:
+                raise ArtifactError(f"{what} are not unique")
+            found.add(raw)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def get(self, key: object, default: int | None = None) -> int | None:  # type: ignore[override]
+        if not isinstance(key, str):
+            return default
+        wanted = id_hash(key)
+        position = int(np.searchsorted(self._hashes, wanted))
+        encoded: bytes | None = None
+        while position < len(self._hashes) and self._hashes[position] == wanted:
+            index = int(self._order[position])
+            if encoded is None:
+                encoded = key.encode("utf-8", "surrogatepass")
+            if self._ids.raw(index) == encoded:
+                return index
+            position += 1
+        return default
+
+    def __getitem__(self, key: str) -> int:
+        index = self.get(key)
+        if index is None:
+            raise KeyError(key)
+        return index
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._ids.text(i) for i in range(len(self._ids)))
+
+    @property
+    def nbytes(self) -> int:
+        return self._order.nbytes + self._hashes.nbytes
+
+
+def load_ids(data: bytes, expected: int, what: str) -> tuple[IdList, IdIndex]:
+    """The ids of ``data`` (UTF-8, one a line) by index and by id; ArtifactError if they are not
+    ``expected`` many, not UTF-8, or not unique."""
+    ids = CompactIds(data, expected)
+    return IdList(ids), IdIndex(ids, what)

@@ -1,0 +1,319 @@
+"""A small S3 GET client for the serving path: SigV4 over http.client, retried, resumable.
+
+The serving functions only ever GET objects of one bucket. boto3 would cost a cold start
+~0.3 s (importing botocore, loading the S3 service model, building the client) for that; this
+costs the import of http.client. What it keeps from botocore's behaviour:
+- credentials from the Lambda environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+  AWS_SESSION_TOKEN), and botocore's credential chain (imported then, lazily) when they are absent;
+- the endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (path-style, as botocore does with a
+  custom endpoint), else the regional virtual-hosted endpoint;
+- S3_MAX_ATTEMPTS attempts in all, exponential backoff with full jitter, on throttling, 5xx,
+  timeouts and dropped connections; connect and read timeouts from the settings;
+- a streamed object that breaks mid-body resumes where it stopped (a Range GET pinned to the
+  first response's ETag), instead of starting again or failing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import http.client
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+#: sha256 of an empty body: what a GET signs as its payload.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRIED_ERRORS = (OSError, http.client.HTTPException)  # timeouts, resets, refused, truncated bodies
+_BACKOFF_BASE_SECONDS = 0.1
+_BACKOFF_MAX_SECONDS = 5.0
+
+
+class S3NotFound(Exception):
+    """The key does not exist (404)."""
+
+
+class S3Error(Exception):
+    """An S3 error that retrying did not (or cannot) fix."""
+
+    def __init__(self, status: int, code: str, message: str, key: str) -> None:
+        super().__init__(f"S3 GET {key} failed: {status} {code} {message}".strip())
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+def environment_credentials() -> Credentials:
+    """The credentials Lambda puts in the environment; else botocore's chain (profiles, IMDS...)."""
+    access_key = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if access_key and secret_key:
+        return Credentials(access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None)
+    import botocore.session  # noqa: PLC0415 - the rare path: not on Lambda
+
+    found = botocore.session.get_session().get_credentials()
+    if found is None:
+        raise S3Error(0, "NoCredentials", "no AWS credentials found", "")
+    frozen = found.get_frozen_credentials()
+    return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sign_v4(
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str],
+    credentials: Credentials,
+    region: str,
+    now: datetime.datetime,
+    service: str = "s3",
+) -> dict[str, str]:
+    """``headers`` plus host, x-amz-date, x-amz-content-sha256, the token and Authorization.
+
+    ``path`` is the request's path already URI-encoded (S3 signs it as sent, not normalised); the
+    request has no query string and no body.
+    """
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    day = stamp[:8]
+    signed = {name.lower(): value.strip() for name, value in headers.items()}
+    signed.update({"host": host, "x-amz-date": stamp, "x-amz-content-sha256": EMPTY_SHA256})
+    if credentials.token:
+        signed["x-amz-security-token"] = credentials.token
+    names = sorted(signed)
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            "",
+            "".join(f"{name}:{' '.join(signed[name].split())}\n" for name in names),
+            ";".join(names),
+            EMPTY_SHA256,
+        ]
+    )
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
+    )
+    key = _hmac(f"AWS4{credentials.secret_key}".encode(), day)
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    signed["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return signed
+
+
+def _error_code(body: bytes) -> tuple[str, str]:
+    text = body[:4096].decode("utf-8", "replace")
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    return (code.group(1) if code else "", message.group(1) if message else "")
+
+
+class S3Reader:
+    """GETs of one bucket's objects. Thread-safe: a read takes an idle keep-alive connection (or
+    opens one) and gives it back once the body has been read to the end."""
+
+    def __init__(
+        self,
+        bucket: str,
+        region: str,
+        *,
+        endpoint_url: str | None = None,
+        max_attempts: int = 5,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 20.0,
+        credentials: Callable[[], Credentials] = environment_credentials,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.bucket = bucket
+        self.region = region
+        if endpoint_url:  # path-style, as botocore addresses a custom endpoint
+            parts = urlsplit(endpoint_url)
+            self.scheme, self._netloc = parts.scheme, parts.netloc
+            self._prefix = parts.path.rstrip("/") + "/" + quote(bucket, safe="") + "/"
+        elif "." in bucket:  # a dotted name breaks the TLS wildcard of virtual-hosted addressing
+            self.scheme, self._netloc = "https", f"s3.{region}.amazonaws.com"
+            self._prefix = f"/{bucket}/"
+        else:
+            self.scheme, self._netloc = "https", f"{bucket}.s3.{region}.amazonaws.com"
+            self._prefix = "/"
+        self.max_attempts = max(1, max_attempts)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._credentials_source = credentials
+        self._credentials: Credentials | None = None
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes: one read into one bytes object of the object's size (never held twice)."""
+        parts = list(self._stream(key, None))
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # joined only after a resumed read
+
+    def iter_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
+        yield from self._stream(key, chunk_size)
+
+    def _stream(self, key: str, chunk_size: int | None) -> Iterator[bytes]:
+        """The object's bytes in chunks (``None``: the rest in one piece).
+
+        Raises S3NotFound, or S3Error once S3_MAX_ATTEMPTS attempts have failed; a transfer that
+        breaks after some bytes resumes from there (the same object: its ETag must not change).
+        """
+        received = 0
+        etag: str | None = None
+        failures = 0
+        connection: http.client.HTTPConnection | None = None
+        try:
+            while True:
+                try:
+                    connection = self._acquire()
+                    response = self._open(connection, key, received, etag)
+                    if etag is None:
+                        etag = response.getheader("ETag")
+                    while True:
+                        try:
+                            chunk = response.read(chunk_size)
+                        except http.client.IncompleteRead as cut:  # keep what did arrive
+                            if cut.partial:
+                                received += len(cut.partial)
+                                yield cut.partial
+                            raise
+                        if not chunk:
+                            break
+                        received += len(chunk)
+                        yield chunk
+                    if response.length:  # the server promised more than it sent
+                        raise http.client.IncompleteRead(b"", response.length)
+                    self._release(connection)
+                    connection = None
+                    return
+                except _Retryable as exc:
+                    _close(connection)
+                    connection = None
+                    failures += 1
+                    if failures >= self.max_attempts:
+                        raise exc.error from None
+                except _RETRIED_ERRORS as exc:
+                    _close(connection)
+                    connection = None
+                    failures += 1
+                    if failures >= self.max_attempts:
+                        raise S3Error(0, type(exc).__name__, str(exc), key) from exc
+                delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2**failures)
+                self._sleep(random.uniform(0, delay))
+        finally:
+            _close(connection)  # abandoned or failed mid-body: the connection holds unread bytes
+
+    def reset(self) -> None:
+        """Forget connections and credentials (after a SnapStart restore both are stale)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._credentials = None
+        for connection in idle:
+            connection.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _acquire(self) -> http.client.HTTPConnection:
+        """An idle keep-alive connection, or a new one (each read holds its own while it runs)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return kind(self._netloc, timeout=self.connect_timeout)
+
+    def _release(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append(connection)
+
+    def _open(
+        self, connection: http.client.HTTPConnection, key: str, offset: int, etag: str | None
+    ) -> http.client.HTTPResponse:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = self._credentials_source()
+            credentials = self._credentials
+        path = self.path_of(key)
+        headers: dict[str, str] = {}
+        if offset:
+            headers["range"] = f"bytes={offset}-"
+            if etag:
+                headers["if-match"] = etag
+        signed = sign_v4(
+            "GET",
+            self.host,
+            path,
+            headers,
+            credentials,
+            self.region,
+            datetime.datetime.now(datetime.UTC),
+        )
+        if connection.sock is None:
+            connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(self.read_timeout)
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.request("GET", path, headers=signed)
+        response = connection.getresponse()
+        if response.status in (200, 206):
+            if offset and response.status == 200:  # the range was ignored: skip what we have
+                skipped = 0
+                while skipped < offset:
+                    part = response.read(min(offset - skipped, 1 << 20))
+                    if not part:
+                        raise http.client.IncompleteRead(b"", offset - skipped)
+                    skipped += len(part)
+            return response
+        body = response.read()
+        code, message = _error_code(body)
+        error = S3Error(response.status, code, message, key)
+        if response.status == 404 and code in ("NoSuchKey", ""):
+            raise S3NotFound(key)
+        if response.status in _RETRIED_STATUSES or code in ("SlowDown", "RequestTimeout"):
+            raise _Retryable(error)
+        raise error
+
+    @property
+    def host(self) -> str:
+        """The Host header (without the scheme's default port, as botocore signs it)."""
+        return self._netloc.removesuffix(":443" if self.scheme == "https" else ":80")
+
+    def path_of(self, key: str) -> str:
+        """The request path of ``key``, URI-encoded as botocore encodes it."""
+        return self._prefix + quote(key, safe="/~")
+
+
+def _close(connection: http.client.HTTPConnection | None) -> None:
+    if connection is not None:
+        connection.close()
+
+
+class _Retryable(Exception):
+    def __init__(self, error: S3Error) -> None:
+        super().__init__(str(error))
+        self.error = error
