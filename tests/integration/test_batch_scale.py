@@ -86,7 +86,8 @@ def test_a_big_job_streams_in_bounded_memory_and_answers_every_line_in_order(
     bucket = batch_env.data_bucket
     body = job_input(LINES)
     s3.put_object(Bucket=bucket, Key="big.jsonl", Body=body)
-    s3.put_object(Bucket=bucket, Key="warm.jsonl", Body=job_input(50))
+    # The warm-up answers full 1024-line chunks too, so the kernel's threads and buffers exist before
+    s3.put_object(Bucket=bucket, Key="warm.jsonl", Body=job_input(3000))
     # A worker that takes long on the finisher must not see its message come back meanwhile
     batch_env.poller.sqs.set_queue_attributes(
         QueueUrl=batch_env.queue_url, Attributes={"VisibilityTimeout": "900"}
