@@ -59,6 +59,7 @@ from personalize_core.store import get_store
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "performance.png"
+QUICK_PLOT = ROOT / "benchmarks" / "results" / "performance-quick.png"  # ignored by git
 ACCOUNT = "123456789012"
 K = 25
 PARTS = ["warm", "batch", "overhead", "cold"]
@@ -377,7 +378,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="10k and 100k x 64, 1 thread; fewer requests")
-    parser.add_argument("--plot", type=Path, default=PLOT, help="where to save the PNG")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help=f"where to save the PNG (default: {PLOT.relative_to(ROOT)}; with --quick, "
+        f"{QUICK_PLOT.relative_to(ROOT)}, so a quick run never replaces the README's plot)",
+    )
     parser.add_argument("--json", type=Path, help="also save the raw results here")
     parser.add_argument(
         "--only",
@@ -433,8 +439,10 @@ def main() -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
     if bench.rows:
-        plot(bench.rows, args.plot)
-        print(f"plot: {args.plot}\n")
+        target = args.plot or (QUICK_PLOT if args.quick else PLOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        plot(bench.rows, target)
+        print(f"plot: {target}\n")
         print(markdown(bench.rows))
     if args.json:
         args.json.write_text(
