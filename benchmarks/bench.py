@@ -16,6 +16,9 @@ Prints the tables (also as markdown) and saves the plot to docs/performance.png.
 
 from __future__ import annotations
 
+import benchmarks.environment  # noqa: F401 - first: boto3 and Powertools read it on import
+
+# isort: split
 import argparse
 import json
 import logging
@@ -31,18 +34,6 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-os.environ.update(
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_REGION="us-east-1",
-    POWERTOOLS_TRACE_DISABLED="true",
-    POWERTOOLS_METRICS_DISABLED="true",
-    POWERTOOLS_SERVICE_NAME="bench",
-    POWERTOOLS_METRICS_NAMESPACE="bench",
-    POWERTOOLS_LOG_LEVEL="WARNING",
-)
 
 import boto3
 import faiss

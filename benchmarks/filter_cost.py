@@ -13,24 +13,15 @@ filters through the management API's code, then times API Gateway events through
 
 from __future__ import annotations
 
+import benchmarks.environment  # noqa: F401 - first: boto3 and Powertools read it on import
+
+# isort: split
 import argparse
 import json
 import os
 import statistics
 import time
 from typing import Any
-
-os.environ.update(
-    AWS_ACCESS_KEY_ID="bench",
-    AWS_SECRET_ACCESS_KEY="bench",
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_REGION="us-east-1",
-    POWERTOOLS_TRACE_DISABLED="true",
-    POWERTOOLS_METRICS_DISABLED="true",
-    POWERTOOLS_SERVICE_NAME="bench",
-    POWERTOOLS_METRICS_NAMESPACE="bench",
-    POWERTOOLS_LOG_LEVEL="WARNING",
-)
 
 import boto3
 import numpy as np
