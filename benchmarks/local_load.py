@@ -19,10 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,53 +31,18 @@ import boto3
 import numpy as np
 from botocore.config import Config
 
+from lambda_personalize.local_process import LocalStack, LocalStackError, start_local_stack
+
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN = "arn:aws:personalize:us-east-1:123456789012:campaign/demo-user-personalization"
 
 
-@dataclass(frozen=True)
-class Runtime:
-    process: subprocess.Popen[str]
-    api_url: str
-    aws_url: str
-    model_bucket: str
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def start_runtime(data_dir: Path, extra_args: Sequence[str] = ()) -> Runtime:
+def start_runtime(data_dir: Path, extra_args: Sequence[str] = ()) -> LocalStack:
     """`lambda-personalize run` on free ports, once it has printed its banner."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    command = [
-        str(Path(sys.executable).parent / "lambda-personalize"),
-        "run",
-        "--port=0",
-        "--aws-port=0",
-        f"--data-dir={data_dir}",
-        *extra_args,
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "Press Ctrl-C" in line:
-            break
-    text = "".join(lines)
-    api = re.search(r"API \(every route of the template\):\s+(http://\S+)", text)
-    aws = re.search(r"Embedded AWS \(moto\):\s+(http://\S+)\s+model bucket: (\S+)", text)
-    if api is None or aws is None:
-        process.kill()
-        raise SystemExit("the local runtime did not start:\n" + text)
-    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
-    return Runtime(process, api.group(1), aws.group(1), aws.group(2))
+    try:
+        return start_local_stack(data_dir, extra_args)
+    except LocalStackError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,9 @@ for _var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
 
 import json  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import boto3  # noqa: E402
@@ -41,6 +34,7 @@ from cfnlint.decode import decode  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
+from lambda_personalize.local_process import LocalStack, start_local_stack  # noqa: E402
 from lambda_personalize.publish import prepare_version, put_campaign, upload_version  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
 from personalize_core import batch  # noqa: E402
@@ -177,75 +171,14 @@ def personalize(serving_env: str) -> Iterator[Any]:
     server.stop()
 
 
-@dataclass(frozen=True)
-class LocalStack:
-    """A running `lambda-personalize run` (the process `make run` starts) and what it printed."""
-
-    api_url: str
-    banner: list[str]
-    data_dir: Path
-
-    @property
-    def printed_commands(self) -> list[str]:
-        return [line.split("$ ", 1)[1] for line in self.banner if line.lstrip().startswith("$ ")]
-
-    @property
-    def aws_url(self) -> str:
-        """The embedded AWS (moto) the runtime started, as its banner names it."""
-        match = re.search(r"Embedded AWS \(moto\):\s+(http://\S+)", "\n".join(self.banner))
-        assert match is not None, self.banner
-        return match.group(1)
-
-    def client(self, service: str) -> Any:
-        """A boto3 client as a user of `make run` would make it (fake credentials)."""
-        url = self.api_url if service in ("personalize", "personalize-runtime") else self.aws_url
-        return boto3.client(
-            service,
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-
-
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The whole local runtime as a subprocess on free ports, with a small demo catalog."""
-    data_dir = tmp_path_factory.mktemp("local-stack")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    command = [
-        str(Path(sys.executable).parent / "lambda-personalize"),
-        "run",
-        "--port=0",
-        "--aws-port=0",
-        f"--data-dir={data_dir}",
-        "--demo-items=800",
-        "--demo-users=400",
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    """The whole local runtime (`make run`'s process) on free ports, with a small demo catalog."""
+    stack = start_local_stack(
+        tmp_path_factory.mktemp("local-stack"), ["--demo-items=800", "--demo-users=400"]
     )
-    assert process.stdout is not None
-    banner: list[str] = []
-    deadline = time.monotonic() + 120
-    for line in process.stdout:  # the runtime prints its banner once everything is up
-        banner.append(line.rstrip("\n"))
-        if "Press Ctrl-C to stop." in line or time.monotonic() > deadline:
-            break
-    output = "\n".join(banner)
-    match = re.search(r"API \(every route of the template\):\s+(http://\S+)", output)
-    if match is None:
-        process.kill()
-        pytest.fail(f"the local runtime did not start:\n{output}")
-    # Keep reading its output so that a chatty runtime never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
-    yield LocalStack(match.group(1), banner, data_dir)
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
+    yield stack
+    stack.stop()
 
 
 # ---------------------------------------------------------------- batch inference (issue 4)

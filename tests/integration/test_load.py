@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-from benchmarks.local_load import Runtime, run_load, start_runtime
+from benchmarks.local_load import run_load, start_runtime
 from botocore.config import Config
 
 from personalize_core.artifacts import Recipe
@@ -47,7 +47,7 @@ def test_a_bounded_load_on_the_local_runtime_has_no_errors(local_stack: LocalSta
 
 
 @pytest.fixture(scope="module")
-def switching_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def switching_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A local runtime whose functions re-read campaign pointers every 0.2 s (the template's
     CampaignCacheTtlSeconds parameter), without the demo model."""
     runtime = start_runtime(
@@ -59,7 +59,7 @@ def switching_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtim
 
 
 def test_switching_a_campaign_under_load_fails_nothing_and_mixes_no_versions(
-    switching_stack: Runtime,
+    switching_stack: LocalStack,
 ) -> None:
     """Every answer is checked against its user's expected list: this also catches a runtime that
     lets concurrent requests see each other's event (the local API once did)."""

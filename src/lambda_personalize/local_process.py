@@ -1,0 +1,96 @@
+"""`lambda-personalize run` (what `make run` starts) as a child process on free ports.
+
+For tests and benchmarks that need the whole local stack as a user has it: one place that starts
+it, waits for its banner, reads the addresses it printed, and stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = "Press Ctrl-C to stop."
+
+
+class LocalStackError(RuntimeError):
+    """The local runtime did not come up; the message holds what it printed."""
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    process: subprocess.Popen[str]
+    api_url: str
+    aws_url: str
+    model_bucket: str
+    banner: list[str]
+    data_dir: Path
+
+    @property
+    def printed_commands(self) -> list[str]:
+        return [line.split("$ ", 1)[1] for line in self.banner if line.lstrip().startswith("$ ")]
+
+    def client(self, service: str, region: str = "us-east-1", config: Config | None = None) -> Any:
+        """A boto3 client as a user of `make run` makes it (fake credentials)."""
+        url = self.api_url if service in ("personalize", "personalize-runtime") else self.aws_url
+        session: Any = boto3.session.Session()  # Any: the service is chosen at run time
+        return session.client(
+            service,
+            endpoint_url=url,
+            region_name=region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - the embedded AWS accepts any
+            config=config,
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def start_local_stack(data_dir: Path, extra_args: Sequence[str] = (), timeout: float = 120) -> LocalStack:
+    """Start `lambda-personalize run --port=0 --aws-port=0` and return once its banner is printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    command = [
+        str(Path(sys.executable).parent / "lambda-personalize"),
+        "run",
+        "--port=0",
+        "--aws-port=0",
+        f"--data-dir={data_dir}",
+        *extra_args,
+    ]
+    process = subprocess.Popen(  # noqa: S603 - our own console script, our own arguments
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    banner: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        banner.append(line.rstrip("\n"))
+        if READY in line or time.monotonic() > deadline:
+            break
+    text = "\n".join(banner)
+    api = re.search(r"API \(every route of the template\):\s+(http://\S+)", text)
+    aws = re.search(r"Embedded AWS \(moto\):\s+(http://\S+)\s+model bucket: (\S+)", text)
+    if api is None or aws is None or READY not in text:
+        process.kill()
+        raise LocalStackError(f"the local runtime did not start:\n{text}")
+    # Keep reading its output so that a chatty runtime never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
+    return LocalStack(process, api.group(1), aws.group(1), aws.group(2), banner, data_dir)
