@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import decode
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
 
 from personalize_core.batch.jobs import BY_CREATION, BY_SOLUTION_VERSION
 
@@ -375,10 +377,6 @@ def test_the_api_merges_the_functions_integrations_into_its_body(template: Templ
 
 
 def _sam_transform(template_text: str, params: dict[str, str]) -> Template:
-    transform = pytest.importorskip(
-        "samtranslator.translator.transform", reason="aws-sam-translator is not installed"
-    ).transform
-    yaml_parse = pytest.importorskip("samtranslator.yaml_helper").yaml_parse
     sam = yaml_parse(template_text)
     for resource in sam["Resources"].values():
         for key in ("CodeUri", "ContentUri"):
