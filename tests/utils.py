@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +13,7 @@ import numpy as np
 
 from lambda_personalize.lambda_context import LocalLambdaContext
 from lambda_personalize.local_runtime import load_handler_module
+from personalize_core.store import S3Objects
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -64,3 +66,19 @@ def response_headers(result: dict[str, Any]) -> dict[str, str]:
     headers = dict(result.get("headers") or {})
     headers.update({k: ",".join(v) for k, v in (result.get("multiValueHeaders") or {}).items()})
     return headers
+
+
+class CountingObjects(S3Objects):
+    """The model store's S3 reads, recorded (real S3 underneath): what a load or a request fetched."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
+        self.reads: list[str] = []
+
+    def read(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().read(key)
+
+    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        self.reads.append(key)
+        return super().read_chunks(key, chunk_size)

@@ -29,6 +29,7 @@ from personalize_core.artifacts import (
     campaign_key,
     encode_ids,
     encode_npy,
+    npy_header,
     sha256_hex,
     version_prefix,
 )
@@ -325,10 +326,10 @@ def prepare_version(
 def _entry(name: str, data: bytes) -> FileEntry:
     if not name.endswith(".npy"):
         return FileEntry(sha256_hex(data), len(data))
-    stream = io.BytesIO(data)
-    np.lib.format.read_magic(stream)
-    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-    return FileEntry(sha256_hex(data), len(data), dtype.str, tuple(shape))
+    header = npy_header(data)  # our own encode_npy wrote it: always complete
+    assert header is not None
+    shape, dtype, _ = header
+    return FileEntry(sha256_hex(data), len(data), dtype.str, shape)
 
 
 # -- uploading ---------------------------------------------------------------------------------

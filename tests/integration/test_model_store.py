@@ -16,23 +16,9 @@ from lambda_personalize.publish import prepare_version, put_campaign, read_manif
 from personalize_core.artifacts import Recipe, encode_npy
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
 from personalize_core.scoring import user_top_k
-from personalize_core.store import ModelStore, S3Objects
+from personalize_core.store import ModelStore
 from tests.conftest import publish
-from tests.utils import ACCOUNT, REGION, campaign_arn, random_model, softmax_reference
-
-
-class CountingObjects(S3Objects):
-    def __init__(self, bucket: str) -> None:
-        super().__init__(bucket)
-        self.reads: list[str] = []
-
-    def read(self, key: str) -> bytes:
-        self.reads.append(key)
-        return super().read(key)
-
-    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        self.reads.append(key)
-        return super().read_chunks(key, chunk_size)
+from tests.utils import ACCOUNT, REGION, CountingObjects, campaign_arn, random_model, softmax_reference
 
 
 class Clock:

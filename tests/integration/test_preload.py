@@ -8,19 +8,9 @@ import pytest
 
 from personalize_core.artifacts import Recipe
 from personalize_core.settings import get_settings
-from personalize_core.store import ModelStore, S3Objects, preload
+from personalize_core.store import ModelStore, preload
 from tests.conftest import publish
-from tests.utils import campaign_arn, random_model
-
-
-class CountingObjects(S3Objects):
-    def __init__(self, bucket: str) -> None:
-        super().__init__(bucket)
-        self.reads: list[str] = []
-
-    def read(self, key: str) -> bytes:
-        self.reads.append(key)
-        return super().read(key)
+from tests.utils import CountingObjects, campaign_arn, random_model
 
 
 def test_preloaded_campaign_answers_its_first_request_without_reading_s3(s3: Any, bucket: str) -> None:

@@ -10,35 +10,14 @@ process hold the matrix twice.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable
 
 import numpy as np
 
-from .artifacts import FileEntry
+from .artifacts import FileEntry, npy_header
 from .errors import ArtifactError
 
 _MAX_HEADER = 1 << 16
-
-
-def _header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype[np.generic], int] | None:
-    """(shape, dtype, data offset) once ``prefix`` holds the whole .npy header; None before that."""
-    if len(prefix) < 10:
-        return None
-    stream = io.BytesIO(prefix)
-    try:
-        major, _minor = np.lib.format.read_magic(stream)
-        width = 2 if major == 1 else 4
-        size = int.from_bytes(prefix[8 : 8 + width], "little")
-        if len(prefix) < 8 + width + size:
-            return None
-        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = reader(stream)
-    except ValueError as exc:
-        raise ArtifactError(f"not a .npy file: {exc}") from None
-    if fortran_order or dtype.hasobject:
-        raise ArtifactError("arrays must be C-ordered and hold no Python objects")
-    return tuple(shape), dtype, stream.tell()
 
 
 def read_dimension_major(
@@ -58,7 +37,7 @@ def read_dimension_major(
         received += len(chunk)
         pending = pending + chunk if pending else chunk
         if out is None:
-            header = _header(pending[:_MAX_HEADER])
+            header = npy_header(pending[:_MAX_HEADER])
             if header is None:
                 if len(pending) >= _MAX_HEADER:
                     raise ArtifactError(f"{name}: .npy header is too large")

@@ -110,23 +110,41 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_npy(data: bytes, entry: FileEntry) -> np.ndarray:
-    """A read-only array viewing ``data`` (no copy), checked against the manifest's dtype and shape."""
-    stream = io.BytesIO(data)
+def npy_header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype[np.generic], int] | None:
+    """(shape, dtype, data offset) once ``prefix`` holds the whole .npy header; None before that.
+
+    The one parser of .npy headers (whole files and streamed prefixes alike): versions 1 and 2,
+    C order only, no Python objects.
+    """
+    if len(prefix) < 10:
+        return None
+    stream = io.BytesIO(prefix)
     try:
         major, _minor = np.lib.format.read_magic(stream)
+        width = 2 if major == 1 else 4
+        size = int.from_bytes(prefix[8 : 8 + width], "little")
+        if len(prefix) < 8 + width + size:
+            return None
         reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = reader(stream)
     except ValueError as exc:
         raise ArtifactError(f"not a .npy file: {exc}") from None
     if fortran_order or dtype.hasobject:
         raise ArtifactError("arrays must be C-ordered and hold no Python objects")
+    return tuple(shape), dtype, stream.tell()
+
+
+def decode_npy(data: bytes, entry: FileEntry) -> np.ndarray:
+    """A read-only array viewing ``data`` (no copy), checked against the manifest's dtype and shape."""
+    header = npy_header(data)
+    if header is None:
+        raise ArtifactError("not a .npy file: the header is truncated")
+    shape, dtype, offset = header
     if entry.dtype is not None and (dtype.str != entry.dtype or tuple(shape) != entry.shape):
         raise ArtifactError(
             f"array is {dtype.str}{list(shape)}, the manifest says {entry.dtype}{entry.shape}"
         )
     count = int(np.prod(shape, dtype=np.int64))
-    offset = stream.tell()
     if len(data) - offset != count * dtype.itemsize:
         raise ArtifactError("array data is truncated or has trailing bytes")
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
