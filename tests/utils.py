@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -82,3 +82,7 @@ class CountingObjects(S3Objects):
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         self.reads.append(key)
         return super().read_chunks(key, chunk_size)
+
+    def read_into(self, key: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
+        self.reads.append(key)
+        super().read_into(key, out, on_slice)

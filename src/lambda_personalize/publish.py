@@ -284,7 +284,8 @@ def prepare_version(
             raise PublishError(f"a {recipe.value} solution needs item factors")
         matrix = _check_matrix(item_factors, len(items), "item factors")
         dims = matrix.shape[1]
-        files[ArrayName.ITEM_FACTORS.value] = encode_npy(matrix)
+        # Column after column: [d, items] in bytes, the layout the scorer streams (loaded without a copy).
+        files[ArrayName.ITEM_FACTORS.value] = encode_npy(matrix, fortran_order=True)
     if recipe.needs_user_factors:
         if user_factors is None or not user_ids:
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
@@ -328,8 +329,7 @@ def _entry(name: str, data: bytes) -> FileEntry:
         return FileEntry(sha256_hex(data), len(data))
     header = npy_header(data)  # our own encode_npy wrote it: always complete
     assert header is not None
-    shape, dtype, _ = header
-    return FileEntry(sha256_hex(data), len(data), dtype.str, shape)
+    return FileEntry(sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order)
 
 
 # -- uploading ---------------------------------------------------------------------------------

@@ -70,12 +70,17 @@ class FileEntry:
     #: numpy dtype string and shape for .npy files; None for id lists.
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
+    #: The .npy holds its array in Fortran (column) order: the item matrix is published that way,
+    #: [d, items] in bytes, the layout it is served in. Versions published before are in C order.
+    fortran_order: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sha256": self.sha256, "bytes": self.size}
         if self.dtype is not None:
             out["dtype"] = self.dtype
             out["shape"] = list(self.shape or ())
+        if self.fortran_order:
+            out["order"] = "F"
         return out
 
     @classmethod
@@ -86,6 +91,7 @@ class FileEntry:
             size=int(raw["bytes"]),
             dtype=raw.get("dtype"),
             shape=tuple(int(n) for n in shape) if shape is not None else None,
+            fortran_order=raw.get("order", "C") == "F",
         )
 
 
@@ -104,20 +110,36 @@ def decode_ids(data: bytes, expected: int) -> list[str]:
     return ids
 
 
-def encode_npy(array: np.ndarray) -> bytes:
+def encode_npy(array: np.ndarray, fortran_order: bool = False) -> bytes:
+    """The .npy file of ``array``, in C order, or in Fortran order (column after column)."""
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    laid_out = np.asfortranarray(array) if fortran_order and array.ndim > 1 else np.ascontiguousarray(array)
+    np.save(buffer, laid_out, allow_pickle=False)
     return buffer.getvalue()
 
 
-def npy_header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype[np.generic], int] | None:
-    """(shape, dtype, data offset) once ``prefix`` holds the whole .npy header; None before that.
+@dataclass(frozen=True, slots=True)
+class NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype[np.generic]
+    #: Where the array's bytes start (numpy pads headers so that this is a multiple of 64).
+    offset: int
+    fortran_order: bool
+
+    @property
+    def data_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def npy_header(prefix: bytes | memoryview) -> NpyHeader | None:
+    """The header once ``prefix`` holds all of it; None before that.
 
     The one parser of .npy headers (whole files and streamed prefixes alike): versions 1 and 2,
-    C order only, no Python objects.
+    no Python objects.
     """
     if len(prefix) < 10:
         return None
+    prefix = bytes(prefix[: 12 + (1 << 16)])  # a header is never longer (numpy's own limit)
     stream = io.BytesIO(prefix)
     try:
         major, _minor = np.lib.format.read_magic(stream)
@@ -129,9 +151,9 @@ def npy_header(prefix: bytes) -> tuple[tuple[int, ...], np.dtype[np.generic], in
         shape, fortran_order, dtype = reader(stream)
     except ValueError as exc:
         raise ArtifactError(f"not a .npy file: {exc}") from None
-    if fortran_order or dtype.hasobject:
-        raise ArtifactError("arrays must be C-ordered and hold no Python objects")
-    return tuple(shape), dtype, stream.tell()
+    if dtype.hasobject:
+        raise ArtifactError("arrays must hold no Python objects")
+    return NpyHeader(tuple(shape), dtype, stream.tell(), bool(fortran_order))
 
 
 def decode_npy(data: bytes, entry: FileEntry) -> np.ndarray:
@@ -139,15 +161,18 @@ def decode_npy(data: bytes, entry: FileEntry) -> np.ndarray:
     header = npy_header(data)
     if header is None:
         raise ArtifactError("not a .npy file: the header is truncated")
-    shape, dtype, offset = header
-    if entry.dtype is not None and (dtype.str != entry.dtype or tuple(shape) != entry.shape):
+    if entry.dtype is not None and (header.dtype.str != entry.dtype or header.shape != entry.shape):
         raise ArtifactError(
-            f"array is {dtype.str}{list(shape)}, the manifest says {entry.dtype}{entry.shape}"
+            f"array is {header.dtype.str}{list(header.shape)}, the manifest says {entry.dtype}{entry.shape}"
         )
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(data) - offset != count * dtype.itemsize:
+    if len(data) - header.offset != header.data_bytes:
         raise ArtifactError("array data is truncated or has trailing bytes")
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+    flat = np.frombuffer(
+        data, dtype=header.dtype, count=header.data_bytes // header.dtype.itemsize, offset=header.offset
+    )
+    if header.fortran_order:
+        return flat.reshape(header.shape[::-1]).T
+    return flat.reshape(header.shape)
 
 
 @dataclass(frozen=True, slots=True)

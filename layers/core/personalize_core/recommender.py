@@ -11,18 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .artifacts import Recipe
 from .attributes import Column
 from .errors import InvalidInputException
-from .filters import FilterStore, allowed_items, filter_store_for
 from .model import SolutionVersionModel
 from .requests import RankingRequest, RecommendationsRequest
 from .scoring import popular_top_k, rank_items, related_top_k, user_top_k
 from .store import ModelStore
+
+if TYPE_CHECKING:
+    from .filters import FilterStore
 
 PredictedItem = dict[str, Any]
 
@@ -93,8 +95,20 @@ def _user_vector(
     return shifted
 
 
+def _filter_store(store: ModelStore, given: FilterStore | None) -> Callable[[], FilterStore]:
+    """The filter store, made on first use: filters (and their parser) are imported by the first
+    request that names one, not by every cold start."""
+
+    def get() -> FilterStore:
+        from .filters import filter_store_for  # noqa: PLC0415
+
+        return given or filter_store_for(store)
+
+    return get
+
+
 def _allowed(
-    filters: FilterStore,
+    filters: Callable[[], FilterStore],
     model: SolutionVersionModel,
     filter_arn: str | None,
     filter_values: Mapping[str, str],
@@ -106,7 +120,9 @@ def _allowed(
         if filter_values:
             raise InvalidInputException(f"{field.replace('filterArn', 'filterValues')} needs a filterArn")
         return None
-    compiled = filters.get(filter_arn, field)
+    from .filters import allowed_items  # noqa: PLC0415 - see _filter_store
+
+    compiled = filters().get(filter_arn, field)
     if item_id is None and any(e.uses_current_item for e in compiled.program.expressions):
         raise InvalidInputException(f"{field} {filter_arn} uses CurrentItem, which needs an itemId")
     current_item = model.item_index.get(item_id) if item_id is not None else None
@@ -155,7 +171,7 @@ def get_recommendations(
         )
     assert request.campaign_arn is not None
     _, model = store.campaign(request.campaign_arn)
-    filters = filters or filter_store_for(store)
+    filter_store = _filter_store(store, filters)
     recipe, k, options = model.manifest.recipe, request.num_results, request.options
     if recipe is Recipe.PERSONALIZED_RANKING:
         raise _wrong_operation(
@@ -170,7 +186,7 @@ def get_recommendations(
 
     rank = _ranker(model, request, shift)
     allowed = _allowed(
-        filters,
+        filter_store,
         model,
         options.filter_arn,
         options.filter_values,
@@ -185,7 +201,13 @@ def get_recommendations(
     promotion = request.promotions[0]
     field = "promotions[0].filterArn"
     promotable = _allowed(
-        filters, model, promotion.filter_arn, promotion.filter_values, request.user_id, request.item_id, field
+        filter_store,
+        model,
+        promotion.filter_arn,
+        promotion.filter_values,
+        request.user_id,
+        request.item_id,
+        field,
     )
     promoted, promoted_scores = rank(promotable, math.ceil(k * promotion.percent_promoted_items / 100))
     regular_allowed = np.ones(model.num_items, dtype=bool) if allowed is None else allowed.copy()
@@ -241,7 +263,7 @@ def get_personalized_ranking(
     request: RankingRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
     _, model = store.campaign(request.campaign_arn)
-    filters = filters or filter_store_for(store)
+    filter_store = _filter_store(store, filters)
     if model.manifest.recipe is not Recipe.PERSONALIZED_RANKING:
         raise _wrong_operation(
             request.campaign_arn, model.manifest.recipe, "does not answer GetPersonalizedRanking"
@@ -250,7 +272,7 @@ def get_personalized_ranking(
     metadata = _metadata_columns(model, options.metadata_columns)
     shift = _context_shift(model, options.context)
     allowed = _allowed(
-        filters, model, options.filter_arn, options.filter_values, request.user_id, None, "filterArn"
+        filter_store, model, options.filter_arn, options.filter_values, request.user_id, None, "filterArn"
     )
 
     # An item listed twice is ranked once, where it first appears.

@@ -11,6 +11,9 @@ costs the import of http.client. What it keeps from botocore's behaviour:
   timeouts and dropped connections; connect and read timeouts from the settings;
 - a streamed object that breaks mid-body resumes where it stopped (a Range GET pinned to the
   first response's ETag), instead of starting again or failing.
+And one thing botocore's GET does not offer: ``read_into`` lands the body straight in the caller's
+buffer (a model matrix is received once, into the array that serves it), handing each slice to the
+caller as it lands (to hash it while the next one is on the wire).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRIED_ERRORS = (OSError, http.client.HTTPException)  # timeouts, resets, refused, truncated bodies
 _BACKOFF_BASE_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 5.0
+#: read_into's unit: a transfer that breaks resumes from the last whole slice, and a slice is
+#: handed on (to be hashed) while the next one is received.
+_READ_SLICE = 2 << 20
 
 
 class S3NotFound(Exception):
@@ -48,6 +54,10 @@ class S3Error(Exception):
         super().__init__(f"S3 GET {key} failed: {status} {code} {message}".strip())
         self.status = status
         self.code = code
+
+
+class S3SizeMismatch(S3Error):
+    """read_into: the object is not the size of the buffer it was to fill (not retried)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +188,51 @@ class S3Reader:
         """The object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
         yield from self._stream(key, chunk_size)
 
+    def read_into(
+        self, key: str, out: memoryview, on_slice: Callable[[memoryview], None] | None = None
+    ) -> None:
+        """Receive the object into ``out``, which must be exactly the object's size.
+
+        ``on_slice`` is given every received slice of ``out``, in order, once (a resumed transfer
+        does not repeat what it had). Raises S3NotFound, S3Error once S3_MAX_ATTEMPTS attempts have
+        failed, or S3SizeMismatch; a transfer that breaks resumes where it stopped, as
+        ``iter_chunks`` does.
+        """
+        received = 0
+        etag: str | None = None
+        attempts = _Attempts(self, key)
+        connection: http.client.HTTPConnection | None = None
+        try:
+            while True:
+                try:
+                    connection = self._acquire()
+                    response = self._open(connection, key, received, etag)
+                    if etag is None:
+                        etag = response.getheader("ETag")
+                    if response.length != len(out) - received:
+                        size = received + (response.length or 0)
+                        raise S3SizeMismatch(
+                            response.status, "SizeMismatch", f"{size} bytes, not {len(out)}", key
+                        )
+                    while received < len(out):
+                        # In slices: a broken transfer resumes from the last whole one.
+                        landed = out[received : received + _READ_SLICE]
+                        got = response.readinto(landed)
+                        if not got:
+                            raise http.client.IncompleteRead(b"", len(out) - received)
+                        if on_slice is not None:
+                            on_slice(landed[:got])
+                        received += got
+                    self._release(connection)
+                    connection = None
+                    return
+                except (_Retryable, *_RETRIED_ERRORS) as exc:
+                    _close(connection)
+                    connection = None
+                    attempts.failed(exc)
+        finally:
+            _close(connection)
+
     def _stream(self, key: str, chunk_size: int | None) -> Iterator[bytes]:
         """The object's bytes in chunks (``None``: the rest in one piece).
 
@@ -186,7 +241,7 @@ class S3Reader:
         """
         received = 0
         etag: str | None = None
-        failures = 0
+        attempts = _Attempts(self, key)
         connection: http.client.HTTPConnection | None = None
         try:
             while True:
@@ -212,20 +267,10 @@ class S3Reader:
                     self._release(connection)
                     connection = None
                     return
-                except _Retryable as exc:
+                except (_Retryable, *_RETRIED_ERRORS) as exc:
                     _close(connection)
                     connection = None
-                    failures += 1
-                    if failures >= self.max_attempts:
-                        raise exc.error from None
-                except _RETRIED_ERRORS as exc:
-                    _close(connection)
-                    connection = None
-                    failures += 1
-                    if failures >= self.max_attempts:
-                        raise S3Error(0, type(exc).__name__, str(exc), key) from exc
-                delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2**failures)
-                self._sleep(random.uniform(0, delay))
+                    attempts.failed(exc)
         finally:
             _close(connection)  # abandoned or failed mid-body: the connection holds unread bytes
 
@@ -317,3 +362,21 @@ class _Retryable(Exception):
     def __init__(self, error: S3Error) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _Attempts:
+    """One read's failures: ``failed`` backs off before the next attempt, or raises the last error."""
+
+    def __init__(self, reader: S3Reader, key: str) -> None:
+        self._reader = reader
+        self._key = key
+        self._failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        if self._failures >= self._reader.max_attempts:
+            if isinstance(exc, _Retryable):
+                raise exc.error from None
+            raise S3Error(0, type(exc).__name__, str(exc), self._key) from exc
+        delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2**self._failures)
+        self._reader._sleep(random.uniform(0, delay))

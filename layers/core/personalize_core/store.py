@@ -24,7 +24,7 @@ from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundExcept
 from .model import SolutionVersionModel, build_model, files_to_prefetch
 from .names import parse_arn
 from .observability import logger
-from .s3_reader import S3NotFound, S3Reader
+from .s3_reader import S3NotFound, S3Reader, S3SizeMismatch
 from .settings import get_settings
 
 if TYPE_CHECKING:
@@ -116,6 +116,13 @@ class S3Objects:
                     self._prefetched.pop(key, None)
 
         return forget
+
+    def read_into(self, key: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
+        """Receive the object into ``out`` (exactly its size), handing each landed slice to ``on_slice``."""
+        try:
+            self.reader.read_into(key, out, on_slice)
+        except S3NotFound:
+            raise ObjectMissing(key) from None
 
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks, so a large matrix never sits in memory twice.
@@ -305,9 +312,19 @@ class ModelStore:
             except ObjectMissing:
                 raise ArtifactError(f"{prefix}{file_name} does not exist") from None
 
+        def fetch_into(file_name: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
+            try:
+                self.objects.read_into(prefix + file_name, out, on_slice)
+            except ObjectMissing:
+                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
+            except S3SizeMismatch as exc:
+                raise ArtifactError(
+                    f"{prefix}{file_name} does not match the manifest's size: {exc}"
+                ) from None
+
         forget = self.objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
         try:
-            model = build_model(manifest, fetch, fetch_chunks)
+            model = build_model(manifest, fetch, fetch_chunks, fetch_into)
         except ArtifactError:
             raise
         except Exception as exc:  # S3 faults that outlived the reader's retries
