@@ -226,6 +226,16 @@ def handler_overhead(bench: Bench) -> dict[str, float]:
     return {"p50": p50, "p99": p99}
 
 
+REQUIRED_IMPORTS = """
+import time
+began = time.perf_counter()
+import numpy
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+print(time.perf_counter() - began)
+"""
+
+
 def deployed_tree(into: Path) -> Path:
     """The layer's package and the function as ``sam build`` ships them: byte-compiled with
     unchecked-hash .pyc, as layers/core/Makefile does (/opt and /var/task are read-only on Lambda,
@@ -275,6 +285,20 @@ def cold_start(bench: Bench, moto_url: str, sizes: list[int]) -> list[dict[str, 
         env=env,
     )
     import_numpy = float(bare.stdout)
+    # What no handler of ours can go below: numpy and the Powertools parts the handlers are built on.
+    required = subprocess.run(
+        [sys.executable, "-c", REQUIRED_IMPORTS],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    import_required = float(required.stdout)
+    print(
+        f"imports alone, fresh process: numpy {ms(import_numpy)} ms; numpy + Powertools (resolver, Logger, "
+        f"Metrics, Tracer) {ms(import_required)} ms",
+        flush=True,
+    )
     results = []
     for num_items in sizes:
         items, users = catalog(num_items, 64, 1000, seed=4)
@@ -323,12 +347,13 @@ def cold_start(bench: Bench, moto_url: str, sizes: list[int]) -> list[dict[str, 
                 items=num_items,
                 mode=mode,
                 import_numpy=import_numpy,
+                import_required=import_required,
                 raw_download=download,
                 reference=reference,
                 model_bytes=model_bytes,
             )
             results.append(measured)
-            loading = "during init, with the imports" if preload else "in the first request"
+            loading = "during init" if preload else "in the first request"
             print(
                 f"cold start {num_items:>9} x 64, {mode:<20} | init {ms(measured['init'])} | first request "
                 f"{ms(measured['first_request'])} | total {ms(measured['total'])} ms (model load "

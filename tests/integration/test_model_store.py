@@ -81,6 +81,20 @@ def test_switch_to_a_new_version_after_the_ttl(setup: Any, s3: Any, bucket: str)
     assert old.num_items == 20  # the old object is untouched
 
 
+def replace_array(s3: Any, bucket: str, key: str, array: np.ndarray, fortran_order: bool) -> None:
+    """Rewrite a version's .npy file, and its manifest entry to agree (checksum, size, order)."""
+    raw = encode_npy(array, fortran_order=fortran_order)
+    s3.put_object(Bucket=bucket, Key=key, Body=raw)
+    prefix, file_name = key.rsplit("/", 1)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+    entry = manifest["files"][file_name]
+    entry.update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
+    entry.pop("order", None)
+    if fortran_order:
+        entry["order"] = "F"
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
+
+
 def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str) -> None:
     solution, version = version_arn.split(":solution/")[1].split("/")
     key = f"solutions/{solution}/{version}/{file_name}"
@@ -91,20 +105,14 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
     elif change == "delete":
         s3.delete_object(Bucket=bucket, Key=key)
-    elif change == "nan":
-        # A NaN with a manifest that agrees: only the content check can catch it
-
-        array = np.load(io.BytesIO(data))
-        array = array.copy()
-        array[0, 0] = np.nan
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        raw = buffer.getvalue()
-        s3.put_object(Bucket=bucket, Key=key, Body=raw)
-        manifest_key = f"solutions/{solution}/{version}/manifest.json"
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-        manifest["files"][file_name].update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
-        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+    elif change in ("nan", "nan-c-order"):
+        # A NaN with a manifest that agrees: only the content check can catch it ("nan-c-order":
+        # in a C-order file, as versions published before the Fortran-order item matrix hold)
+        published = np.load(io.BytesIO(data))
+        array = published.copy()
+        array[1, 2] = np.nan
+        as_published = not published.flags.c_contiguous
+        replace_array(s3, bucket, key, array, fortran_order=as_published and change == "nan")
 
 
 @pytest.mark.parametrize(
@@ -115,6 +123,8 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         ("item_ids.txt", "delete", "does not exist"),
         ("manifest.json", "delete", "does not exist"),
         ("item_factors.npy", "nan", "NaN"),
+        ("item_factors.npy", "nan-c-order", "NaN"),
+        ("user_factors.npy", "nan", "NaN"),
     ],
 )
 def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
@@ -164,15 +174,22 @@ def test_concurrent_first_requests_load_a_version_once(setup: Any, s3: Any, buck
 class SmallChunks(CountingObjects):
     """Chunks of 7 bytes: rows and the .npy header straddle chunk boundaries."""
 
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
+        self.streamed: list[str] = []
+
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
+        self.streamed.append(key)
         return super().read_chunks(key, 7)
 
 
+@pytest.mark.parametrize("order", ["F", "C"])
 @pytest.mark.parametrize("normalisers", [True, False])
-def test_item_matrix_streams_into_dimension_major_layout_and_scores_match_the_formula(
-    s3: Any, bucket: str, normalisers: bool
+def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formula(
+    s3: Any, bucket: str, normalisers: bool, order: str
 ) -> None:
-    # Given a version published with (or, as older versions, without) users' log-normalisers
+    # Given a version published with (or, as older versions, without) users' log-normalisers, its
+    # item matrix in Fortran order (as published now) or C order (as published before)
     model = random_model(301, 6, 5, seed=4)
     prepared = prepare_version(
         solution="sol",
@@ -185,15 +202,31 @@ def test_item_matrix_streams_into_dimension_major_layout_and_scores_match_the_fo
         user_factors=model["user_factors"],
         precompute_normalisers=normalisers,
     )
-    put_campaign(s3, bucket, "c", upload_version(s3, bucket, prepared))
-    # When a store reads it in chunks that split rows and the header
-    store = ModelStore(SmallChunks(bucket))
-    loaded = store.campaign(campaign_arn("c"))[1]
+    manifest = upload_version(s3, bucket, prepared)
+    assert manifest.files["item_factors.npy"].fortran_order
+    if order == "C":
+        key = f"solutions/sol/{manifest.version}/item_factors.npy"
+        replace_array(s3, bucket, key, model["item_factors"], fortran_order=False)
+    put_campaign(s3, bucket, "c", manifest)
+    # When a store reads it (a C-order matrix in chunks that split rows and the header)
+    objects = SmallChunks(bucket)
+    loaded = ModelStore(objects).campaign(campaign_arn("c"))[1]
     # Then the matrix is the published one, laid out [d, items] in memory, read-only
     assert loaded.item_factors is not None
     np.testing.assert_array_equal(loaded.item_factors, model["item_factors"])
     assert loaded.item_factors.T.flags.c_contiguous
     assert not loaded.item_factors.flags.writeable
+    if order == "F":
+        # ...received whole, straight into the array it is served from (a view of the download's
+        # buffer: no transposition and no second copy), not streamed in chunks
+        base = loaded.item_factors
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        assert base.dtype == np.uint8
+        assert base.nbytes == manifest.files["item_factors.npy"].size
+        assert objects.streamed == []
+    else:
+        assert [k.rsplit("/", 1)[1] for k in objects.streamed] == ["item_factors.npy"]
     assert (loaded.user_log_normalisers is not None) is normalisers
     # ...and every user's scores are the formula's, with or without the precomputed normaliser
     for user in range(6):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from personalize_core.s3_reader import S3Error, S3NotFound, S3Reader
+from personalize_core import s3_reader
+from personalize_core.s3_reader import S3Error, S3NotFound, S3Reader, S3SizeMismatch
 from tests.faults import Fault, FaultProxy
 
 BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: chunks never divide it evenly
@@ -66,6 +67,48 @@ def test_a_whole_read_cut_mid_transfer_keeps_what_arrived(reader: S3Reader, prox
     # Then it is whole, and the second request asked only for the rest
     assert data == BODY
     assert {k.lower(): v for k, v in proxy.headers_seen[1].items()}["range"] == "bytes=700000-"
+
+
+def test_read_into_fills_the_buffer_and_hands_over_each_slice_once(
+    reader: S3Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given slices of 64 KiB
+    monkeypatch.setattr(s3_reader, "_READ_SLICE", 64 * 1024)
+    out = bytearray(len(BODY))
+    slices: list[bytes] = []
+    # When the object is received into a buffer of its size
+    reader.read_into("dir/obj ü.bin", memoryview(out), lambda landed: slices.append(bytes(landed)))
+    # Then the buffer holds it, and the slices handed over are the object, in order, once
+    assert bytes(out) == BODY
+    assert b"".join(slices) == BODY
+    assert max(len(s) for s in slices) == 64 * 1024
+
+
+def test_read_into_cut_mid_transfer_resumes_where_it_stopped(
+    reader: S3Reader, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given slices of 64 KiB and a connection that dies after 300 KB of the body
+    monkeypatch.setattr(s3_reader, "_READ_SLICE", 64 * 1024)
+    proxy.add(Fault(r"obj", truncate_body_at=300_000))
+    out = bytearray(len(BODY))
+    slices: list[bytes] = []
+    # When the object is received into a buffer
+    reader.read_into("dir/obj ü.bin", memoryview(out), lambda landed: slices.append(bytes(landed)))
+    # Then it is whole; the second request asked only for the rest, of the same object; and no
+    # byte was handed over twice (a hash of the slices is the object's)
+    assert bytes(out) == BODY
+    assert b"".join(slices) == BODY
+    resumed = {k.lower(): v for k, v in proxy.headers_seen[1].items()}
+    assert resumed["range"] == "bytes=300000-"
+    assert resumed["if-match"].strip('"')
+
+
+def test_read_into_a_buffer_of_the_wrong_size_fails_at_once(reader: S3Reader, proxy: FaultProxy) -> None:
+    # When the buffer is not the object's size (a manifest that does not match the object)
+    with pytest.raises(S3SizeMismatch, match="bytes, not"):
+        reader.read_into("dir/obj ü.bin", memoryview(bytearray(len(BODY) - 1)))
+    # Then nothing is retried: the object will not change size by asking again
+    assert len(proxy.seen) == 1
 
 
 def test_persistent_errors_stop_after_max_attempts(reader: S3Reader, proxy: FaultProxy) -> None:

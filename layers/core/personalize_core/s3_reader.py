@@ -38,8 +38,8 @@ _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRIED_ERRORS = (OSError, http.client.HTTPException)  # timeouts, resets, refused, truncated bodies
 _BACKOFF_BASE_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 5.0
-#: read_into's unit: a transfer that breaks resumes from the last whole slice, and a slice is
-#: handed on (to be hashed) while the next one is received.
+#: read_into's unit: a slice is handed on (to be hashed) while the next one is received, and a
+#: transfer that fails with an error (not a plain cut) resumes from the last slice that landed.
 _READ_SLICE = 2 << 20
 
 
@@ -215,7 +215,7 @@ class S3Reader:
                             response.status, "SizeMismatch", f"{size} bytes, not {len(out)}", key
                         )
                     while received < len(out):
-                        # In slices: a broken transfer resumes from the last whole one.
+                        # In slices: what landed is kept (and handed on) before the next is read.
                         landed = out[received : received + _READ_SLICE]
                         got = response.readinto(landed)
                         if not got:
