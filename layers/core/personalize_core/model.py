@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,6 +11,7 @@ import numpy as np
 from .arrays import read_dimension_major, receive_matrix
 from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_npy, sha256_hex
 from .attributes import NO_EXTRAS, ModelExtras, load_extras
+from .background import in_background
 from .errors import ArtifactError
 from .ids import load_ids
 from .scoring import max_row_norm, remember_max_row_norm
@@ -104,19 +103,6 @@ def popularity_order(popularity: np.ndarray) -> np.ndarray:
     return np.argsort(-popularity.astype(np.float64), kind="stable").astype(np.int64)
 
 
-def _in_background[T](work: Callable[[], T]) -> Future[T]:
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(work())
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True).start()
-    return future
-
-
 class _VersionFiles:
     """A version's files, fetched and checked against its manifest (build_model's steps)."""
 
@@ -201,8 +187,8 @@ def build_model(
     verified = files.verified
     wants_items = recipe.needs_item_factors
     wants_users = recipe.needs_user_factors and manifest.num_users > 0
-    items = _in_background(files.item_matrix) if wants_items and fetch_into is not None else None
-    users = _in_background(files.user_matrix) if wants_users and fetch_into is not None else None
+    items = in_background(files.item_matrix) if wants_items and fetch_into is not None else None
+    users = in_background(files.user_matrix) if wants_users and fetch_into is not None else None
     try:
         item_ids, item_index = load_ids(verified(ArrayName.ITEM_IDS)[0], manifest.num_items, "item ids")
         user_index: Mapping[str, int] = {}
@@ -213,8 +199,8 @@ def build_model(
             if receiving is not None:
                 receiving.exception()  # the receives end before the error is reported
         raise
-    item_factors = items.result() if items else files.item_matrix() if wants_items else None
-    user_factors = users.result() if users else files.user_matrix() if wants_users else None
+    item_factors = items.result() if items is not None else files.item_matrix() if wants_items else None
+    user_factors = users.result() if users is not None else files.user_matrix() if wants_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
         raise ArtifactError("popularity must be a numeric vector with one value per item")

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote, urlsplit
 
 #: sha256 of an empty body: what a GET signs as its payload.
@@ -54,6 +55,7 @@ class S3Error(Exception):
         super().__init__(f"S3 GET {key} failed: {status} {code} {message}".strip())
         self.status = status
         self.code = code
+        self.key = key
 
 
 class S3SizeMismatch(S3Error):
@@ -181,12 +183,12 @@ class S3Reader:
 
     def get(self, key: str) -> bytes:
         """The object's bytes: one read into one bytes object of the object's size (never held twice)."""
-        parts = list(self._stream(key, None))
+        parts = list(self._stream(key, partial(_read_chunk, chunk_size=None)))
         return parts[0] if len(parts) == 1 else b"".join(parts)  # joined only after a resumed read
 
     def iter_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
-        yield from self._stream(key, chunk_size)
+        yield from self._stream(key, partial(_read_chunk, chunk_size=chunk_size))
 
     def read_into(
         self, key: str, out: memoryview, on_slice: Callable[[memoryview], None] | None = None
@@ -198,43 +200,24 @@ class S3Reader:
         failed, or S3SizeMismatch; a transfer that breaks resumes where it stopped, as
         ``iter_chunks`` does.
         """
-        received = 0
-        etag: str | None = None
-        attempts = _Attempts(self, key)
-        connection: http.client.HTTPConnection | None = None
-        try:
-            while True:
-                try:
-                    connection = self._acquire()
-                    response = self._open(connection, key, received, etag)
-                    if etag is None:
-                        etag = response.getheader("ETag")
-                    if response.length != len(out) - received:
-                        size = received + (response.length or 0)
-                        raise S3SizeMismatch(
-                            response.status, "SizeMismatch", f"{size} bytes, not {len(out)}", key
-                        )
-                    while received < len(out):
-                        # In slices: what landed is kept (and handed on) before the next is read.
-                        landed = out[received : received + _READ_SLICE]
-                        got = response.readinto(landed)
-                        if not got:
-                            raise http.client.IncompleteRead(b"", len(out) - received)
-                        if on_slice is not None:
-                            on_slice(landed[:got])
-                        received += got
-                    self._release(connection)
-                    connection = None
-                    return
-                except (_Retryable, *_RETRIED_ERRORS) as exc:
-                    _close(connection)
-                    connection = None
-                    attempts.failed(exc)
-        finally:
-            _close(connection)
 
-    def _stream(self, key: str, chunk_size: int | None) -> Iterator[bytes]:
-        """The object's bytes in chunks (``None``: the rest in one piece).
+        def receive(response: http.client.HTTPResponse, received: int) -> memoryview:
+            # In slices: what landed is kept (and handed on) before the next is read.
+            landed = out[received : received + _READ_SLICE]
+            return landed[: response.readinto(landed)] if landed else landed
+
+        for landed in self._stream(key, receive, expected_size=len(out)):
+            if on_slice is not None:
+                on_slice(landed)
+
+    def _stream[Piece: (bytes, memoryview)](
+        self,
+        key: str,
+        receive: Callable[[http.client.HTTPResponse, int], Piece],
+        expected_size: int | None = None,
+    ) -> Iterator[Piece]:
+        """The object's body, piece by piece: ``receive(response, bytes received so far)`` reads the
+        next one (empty at the end). With ``expected_size``, an object of another size is refused.
 
         Raises S3NotFound, or S3Error once S3_MAX_ATTEMPTS attempts have failed; a transfer that
         breaks after some bytes resumes from there (the same object: its ETag must not change).
@@ -250,18 +233,14 @@ class S3Reader:
                     response = self._open(connection, key, received, etag)
                     if etag is None:
                         etag = response.getheader("ETag")
-                    while True:
-                        try:
-                            chunk = response.read(chunk_size)
-                        except http.client.IncompleteRead as cut:  # keep what did arrive
-                            if cut.partial:
-                                received += len(cut.partial)
-                                yield cut.partial
-                            raise
-                        if not chunk:
-                            break
-                        received += len(chunk)
-                        yield chunk
+                    if expected_size is not None and response.length != expected_size - received:
+                        size = received + (response.length or 0)
+                        raise S3SizeMismatch(
+                            response.status, "SizeMismatch", f"{size} bytes, not {expected_size}", key
+                        )
+                    while piece := receive(response, received):
+                        received += len(piece)
+                        yield piece
                     if response.length:  # the server promised more than it sent
                         raise http.client.IncompleteRead(b"", response.length)
                     self._release(connection)
@@ -351,6 +330,15 @@ class S3Reader:
     def path_of(self, key: str) -> str:
         """The request path of ``key``, URI-encoded as botocore encodes it."""
         return self._prefix + quote(key, safe="/~")
+
+
+def _read_chunk(response: http.client.HTTPResponse, _received: int, chunk_size: int | None) -> bytes:
+    """The next chunk of the body (``None``: all the rest); a cut body gives what did arrive, and
+    the length check after it retries the rest."""
+    try:
+        return response.read(chunk_size)
+    except http.client.IncompleteRead as cut:
+        return cut.partial
 
 
 def _close(connection: http.client.HTTPConnection | None) -> None:

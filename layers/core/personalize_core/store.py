@@ -16,10 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, version_prefix
+from .background import in_background
 from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
 from .model import SolutionVersionModel, build_model, files_to_prefetch
 from .names import parse_arn
@@ -105,10 +106,9 @@ class S3Objects:
         """
         wanted = list(keys)
         for key in wanted:
-            future: Future[bytes] = Future()
+            future = in_background(partial(self._get, key))
             with self._lock:
                 self._prefetched[key] = future
-            threading.Thread(target=_settle, args=(future, self._get, key), daemon=True).start()
 
         def forget() -> None:
             with self._lock:
@@ -165,13 +165,6 @@ class S3Objects:
             return json.loads(self.read(key))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
-
-
-def _settle(future: Future[bytes], read: Callable[[str], bytes], key: str) -> None:
-    try:
-        future.set_result(read(key))
-    except BaseException as exc:
-        future.set_exception(exc)
 
 
 @dataclass(slots=True)
@@ -300,33 +293,21 @@ class ModelStore:
         solution, version = prefix.split("/")[1:3]
         manifest = self.manifest(solution, version)
 
-        def fetch(file_name: str) -> bytes:
-            try:
-                return self.objects.read(prefix + file_name)
-            except ObjectMissing:
-                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
-
-        def fetch_chunks(file_name: str) -> Iterator[bytes]:
-            try:
-                yield from self.objects.read_chunks(prefix + file_name)
-            except ObjectMissing:
-                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
-
-        def fetch_into(file_name: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
-            try:
-                self.objects.read_into(prefix + file_name, out, on_slice)
-            except ObjectMissing:
-                raise ArtifactError(f"{prefix}{file_name} does not exist") from None
-            except S3SizeMismatch as exc:
-                raise ArtifactError(
-                    f"{prefix}{file_name} does not match the manifest's size: {exc}"
-                ) from None
-
-        forget = self.objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
+        objects = self.objects
+        forget = objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
         try:
-            model = build_model(manifest, fetch, fetch_chunks, fetch_into)
+            model = build_model(
+                manifest,
+                fetch=lambda name: objects.read(prefix + name),
+                fetch_chunks=lambda name: objects.read_chunks(prefix + name),
+                fetch_into=lambda name, out, on_slice: objects.read_into(prefix + name, out, on_slice),
+            )
         except ArtifactError:
             raise
+        except ObjectMissing as exc:
+            raise ArtifactError(f"{exc} does not exist") from None
+        except S3SizeMismatch as exc:
+            raise ArtifactError(f"{exc.key} does not match the manifest's size: {exc}") from None
         except Exception as exc:  # S3 faults that outlived the reader's retries
             raise ArtifactError(f"reading {prefix} failed: {exc}") from exc
         finally:

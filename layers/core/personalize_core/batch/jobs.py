@@ -382,31 +382,22 @@ class JobsTable:
 
     def expire(self, job: Job, reason: str, now: float) -> Job | None:
         """Fail a job that has not moved since ``job`` was read; None if it moved or ended meanwhile."""
-        return self._update(
-            job.name,
-            "SET #status = :failed, failureReason = :reason, updatedAt = :now",
-            "#status IN (:pending, :running) AND updatedAt = :seen",
-            {
-                ":failed": {"S": JobStatus.FAILED.value},
-                ":pending": {"S": JobStatus.PENDING.value},
-                ":running": {"S": JobStatus.IN_PROGRESS.value},
-                ":reason": {"S": reason[:1000]},
-                ":seen": {"N": repr(job.updated_at)},
-                ":now": {"N": repr(now)},
-            },
-        )
+        return self.fail(job.name, reason, now, unchanged_since=job.updated_at)
 
-    def fail(self, name: str, reason: str, now: float) -> Job | None:
-        """Any unfinished job -> CREATE FAILED with its reason; None if it had already ended."""
+    def fail(self, name: str, reason: str, now: float, unchanged_since: float | None = None) -> Job | None:
+        """Any unfinished job -> CREATE FAILED with its reason; None if it had already ended (or, with
+        ``unchanged_since``, if its record changed after that time)."""
+        condition = "#status IN (:pending, :running)"
+        values = {
+            ":failed": {"S": JobStatus.FAILED.value},
+            ":pending": {"S": JobStatus.PENDING.value},
+            ":running": {"S": JobStatus.IN_PROGRESS.value},
+            ":reason": {"S": reason[:1000]},
+            ":now": {"N": repr(now)},
+        }
+        if unchanged_since is not None:
+            condition += " AND updatedAt = :seen"
+            values[":seen"] = {"N": repr(unchanged_since)}
         return self._update(
-            name,
-            "SET #status = :failed, failureReason = :reason, updatedAt = :now",
-            "#status IN (:pending, :running)",
-            {
-                ":failed": {"S": JobStatus.FAILED.value},
-                ":pending": {"S": JobStatus.PENDING.value},
-                ":running": {"S": JobStatus.IN_PROGRESS.value},
-                ":reason": {"S": reason[:1000]},
-                ":now": {"N": repr(now)},
-            },
+            name, "SET #status = :failed, failureReason = :reason, updatedAt = :now", condition, values
         )
