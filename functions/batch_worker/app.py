@@ -7,13 +7,11 @@ the batch is deleted.
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from personalize_core.batch import get_worker
-from personalize_core.observability import logger, metrics, tracer
+from personalize_core.observability import LambdaContext, logger, metrics, tracer
 
 # One failed record must not fail the invocation: the poller (Lambda or ours) redelivers just it.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -24,14 +22,13 @@ def record_handler(record: SQSRecord) -> None:
     get_worker().handle(record.body, int(record.attributes.approximate_receive_count))
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context()
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+    # The record handler takes no lambda_context, so Powertools is not handed the context.
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor)
     failed = len(response.get("batchItemFailures", []))
-    metrics.add_metric(name="BatchMessagesFailed", unit=MetricUnit.Count, value=failed)
-    metrics.add_metric(name="BatchMessages", unit=MetricUnit.Count, value=len(event.get("Records", [])))
+    metrics.add_metric(name="BatchMessagesFailed", unit="Count", value=failed)
+    metrics.add_metric(name="BatchMessages", unit="Count", value=len(event.get("Records", [])))
     return dict(response)

@@ -2,12 +2,8 @@
 
 from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from personalize_core import recommender, wire
-from personalize_core.observability import logger, metrics, tracer
+from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer
 from personalize_core.requests import RecommendationsRequest
 from personalize_core.settings import get_settings
 from personalize_core.store import get_store, preload
@@ -20,10 +16,10 @@ preload(get_store(), get_settings().preload_campaigns)
 
 @app.post("/recommendations")
 @tracer.capture_method
-def get_recommendations() -> wire.Response[str]:
+def get_recommendations() -> wire.Response:
     request = RecommendationsRequest.parse(wire.json_body(app))
     answer = recommender.get_recommendations(request, get_store())
-    metrics.add_metric(name="Recommendations", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Recommendations", unit="Count", value=1)
     return wire.respond(
         app,
         200,
@@ -32,7 +28,7 @@ def get_recommendations() -> wire.Response[str]:
     )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -1,25 +1,41 @@
-"""The HTTP edge: Personalize's wire shapes, and the one place errors become responses.
+"""The HTTP edge: API Gateway REST proxy events in, Personalize's wire shapes out, and the one
+place errors become responses.
 
 Two protocols, as botocore's parsers expect them:
 - REST-JSON (the runtime): ``x-amzn-ErrorType: <Code>`` plus ``{"message": ...}``, status per error;
 - JSON 1.1 (the control plane): ``{"__type": "<Code>", "message": ...}``, always 400 for client errors.
 Every response carries ``x-amzn-RequestId``.
+
+Each HTTP function serves one route (``POST`` of one path), so the router is a dictionary lookup
+rather than Powertools' APIGatewayRestResolver: importing that costs ~40 ms of every cold start
+(its package imports every resolver it has, and Powertools' Logger, Metrics and Tracer), more
+than the serving path's whole budget beside numpy (see observability.py).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-
-__all__ = ["Response", "create_app", "error_response", "json_body", "request_id", "respond"]
-from aws_lambda_powertools.metrics import MetricUnit
-
 from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
-from .observability import logger, metrics
+from .observability import LambdaContext, logger, metrics
 from .settings import get_settings
+
+__all__ = [
+    "ProxyEvent",
+    "Response",
+    "RestApp",
+    "create_app",
+    "error_response",
+    "json_body",
+    "request_id",
+    "respond",
+]
 
 JSON = "application/json"
 AMZ_JSON = "application/x-amz-json-1.1"
@@ -27,12 +43,116 @@ AMZ_JSON = "application/x-amz-json-1.1"
 SOLUTION_VERSION_HEADER = "X-Personalize-Solution-Version-Arn"
 
 
-def request_id(app: APIGatewayRestResolver) -> str:
-    context = app.current_event.request_context
-    return context.request_id or str(uuid.uuid4())
+@dataclass(slots=True)
+class Response:
+    status_code: int
+    body: str
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_proxy_result(self) -> dict[str, Any]:
+        """What API Gateway's Lambda proxy integration expects back."""
+        return {
+            "statusCode": self.status_code,
+            "headers": {"Content-Type": self.content_type, **self.headers},
+            "body": self.body,
+            "isBase64Encoded": False,
+        }
 
 
-def json_body(app: APIGatewayRestResolver) -> Any:
+class ProxyEvent:
+    """The parts of an API Gateway REST (v1) proxy event the functions read."""
+
+    __slots__ = ("_headers", "raw")
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self._headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
+
+    @property
+    def http_method(self) -> str:
+        return str(self.raw.get("httpMethod") or "")
+
+    @property
+    def path(self) -> str:
+        return str(self.raw.get("path") or "")
+
+    def header(self, name: str) -> str | None:
+        """A request header, by its name in any case (HTTP names are case-insensitive)."""
+        return self._headers.get(name.lower())
+
+    @property
+    def body(self) -> str | None:
+        body = self.raw.get("body")
+        return body if isinstance(body, str) else None
+
+    @property
+    def decoded_body(self) -> bytes:
+        body = self.body or ""
+        if self.raw.get("isBase64Encoded"):
+            return base64.b64decode(body, validate=True)
+        return body.encode("utf-8", "surrogatepass")
+
+    @property
+    def request_id(self) -> str | None:
+        context = self.raw.get("requestContext")
+        found = context.get("requestId") if isinstance(context, Mapping) else None
+        return str(found) if found else None
+
+
+Route = Callable[[], Response]
+
+
+class RestApp:
+    """One function's routes (method and path to a function of no arguments that reads
+    ``current_event``) and its error mapping: every failure is a Personalize-shaped error."""
+
+    def __init__(self, json_1_1: bool = False) -> None:
+        self.json_1_1 = json_1_1
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.current_event = ProxyEvent({})
+        self.lambda_context: LambdaContext | None = None
+        self._request_id = ""
+
+    def post(self, path: str) -> Callable[[Route], Route]:
+        def register(route: Route) -> Route:
+            self.routes[("POST", path)] = route
+            return route
+
+        return register
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # Lambda runs one invocation at a time per environment, so the event can be the app's.
+        self.current_event = ProxyEvent(event)
+        self.lambda_context = context
+        self._request_id = self.current_event.request_id or str(uuid.uuid4())
+        route = self.routes.get((self.current_event.http_method, self.current_event.path))
+        try:
+            if route is None:
+                event_ = self.current_event
+                raise UnknownOperationException(f"No operation at {event_.http_method} {event_.path}")
+            response = route()
+        except PersonalizeError as error:
+            metrics.add_metric(
+                name="ClientErrors" if error.status < 500 else "ServerErrors", unit="Count", value=1
+            )
+            if error.status >= 500:
+                logger.error("request failed", extra={"code": error.code, "reason": error.message})
+            response = error_response(self, error, self.json_1_1)
+        except Exception:
+            logger.exception("unexpected failure")
+            metrics.add_metric(name="ServerErrors", unit="Count", value=1)
+            internal = PersonalizeError("An internal error occurred; the request can be retried")
+            response = error_response(self, internal, self.json_1_1)
+        return response.to_proxy_result()
+
+
+def request_id(app: RestApp) -> str:
+    """API Gateway's id of the request (a fresh one when the event has none)."""
+    return app._request_id or str(uuid.uuid4())
+
+
+def json_body(app: RestApp) -> Any:
     """The request body as JSON; an empty body is ``{}`` (botocore always sends an object)."""
     limit = get_settings().max_request_bytes
     if len(app.current_event.body or "") > limit * 4 // 3 + 4:  # base64 can inflate by 4/3
@@ -40,17 +160,17 @@ def json_body(app: APIGatewayRestResolver) -> Any:
     try:
         raw = app.current_event.decoded_body
         return json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
+    except (ValueError, UnicodeDecodeError, RecursionError, binascii.Error):  # RecursionError: absurd nesting
         raise InvalidInputException("The request body is not valid JSON") from None
 
 
 def respond(
-    app: APIGatewayRestResolver,
+    app: RestApp,
     status: int,
     body: dict[str, Any],
     headers: dict[str, str] | None = None,
     content_type: str = JSON,
-) -> Response[str]:
+) -> Response:
     return Response(
         status_code=status,
         content_type=content_type,
@@ -59,9 +179,7 @@ def respond(
     )
 
 
-def error_response(
-    app: APIGatewayRestResolver, error: PersonalizeError, json_1_1: bool = False
-) -> Response[str]:
+def error_response(app: RestApp, error: PersonalizeError, json_1_1: bool = False) -> Response:
     if json_1_1:
         # JSON 1.1 services answer every client error with 400 and name it in the body.
         status = error.status if error.status >= 500 else 400
@@ -71,31 +189,6 @@ def error_response(
     return response
 
 
-def create_app(json_1_1: bool = False) -> APIGatewayRestResolver:
-    """A resolver whose every failure is a Personalize-shaped error (REST-JSON, or JSON 1.1)."""
-    app = APIGatewayRestResolver()
-
-    @app.exception_handler(PersonalizeError)  # type: ignore[untyped-decorator]
-    def personalize_error(error: PersonalizeError) -> Response[str]:
-        metrics.add_metric(
-            name="ClientErrors" if error.status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1
-        )
-        if error.status >= 500:
-            logger.error("request failed", extra={"code": error.code, "reason": error.message})
-        return error_response(app, error, json_1_1)
-
-    @app.not_found
-    def unknown_route(_: Exception) -> Response[str]:
-        event = app.current_event
-        error = UnknownOperationException(f"No operation at {event.http_method} {event.path}")
-        return error_response(app, error, json_1_1)
-
-    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-    def unexpected(_: Exception) -> Response[str]:
-        logger.exception("unexpected failure")
-        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
-        return error_response(
-            app, PersonalizeError("An internal error occurred; the request can be retried"), json_1_1
-        )
-
-    return app
+def create_app(json_1_1: bool = False) -> RestApp:
+    """A function's app whose every failure is a Personalize-shaped error (REST-JSON, or JSON 1.1)."""
+    return RestApp(json_1_1)
