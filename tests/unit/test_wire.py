@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from lambda_personalize.lambda_context import LocalLambdaContext
 from lambda_personalize.local_api import proxy_event
 from personalize_core import wire
 from personalize_core.errors import ResourceNotFoundException
@@ -29,7 +28,7 @@ def make_app(json_1_1: bool = False) -> wire.RestApp:
 
 
 def call(app: wire.RestApp, event: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
-    result = app.resolve(event, LocalLambdaContext())
+    result = app.resolve(event)
     assert result["isBase64Encoded"] is False
     return result["statusCode"], result["headers"], json.loads(result["body"])
 

@@ -15,7 +15,6 @@ than the serving path's whole budget beside numpy (see observability.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
-from .observability import LambdaContext, logger, metrics
+from .observability import logger, metrics
 from .settings import get_settings
 
 __all__ = [
@@ -111,7 +110,6 @@ class RestApp:
         self.json_1_1 = json_1_1
         self.routes: dict[tuple[str, str], Route] = {}
         self.current_event = ProxyEvent({})
-        self.lambda_context: LambdaContext | None = None
         self._request_id = ""
 
     def post(self, path: str) -> Callable[[Route], Route]:
@@ -121,16 +119,15 @@ class RestApp:
 
         return register
 
-    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any]) -> dict[str, Any]:
         # Lambda runs one invocation at a time per environment, so the event can be the app's.
         self.current_event = ProxyEvent(event)
-        self.lambda_context = context
         self._request_id = self.current_event.request_id or str(uuid.uuid4())
-        route = self.routes.get((self.current_event.http_method, self.current_event.path))
+        method, path = self.current_event.http_method, self.current_event.path
+        route = self.routes.get((method, path))
         try:
             if route is None:
-                event_ = self.current_event
-                raise UnknownOperationException(f"No operation at {event_.http_method} {event_.path}")
+                raise UnknownOperationException(f"No operation at {method} {path}")
             response = route()
         except PersonalizeError as error:
             metrics.add_metric(
@@ -138,12 +135,12 @@ class RestApp:
             )
             if error.status >= 500:
                 logger.error("request failed", extra={"code": error.code, "reason": error.message})
-            response = error_response(self, error, self.json_1_1)
+            response = error_response(self, error)
         except Exception:
             logger.exception("unexpected failure")
             metrics.add_metric(name="ServerErrors", unit="Count", value=1)
             internal = PersonalizeError("An internal error occurred; the request can be retried")
-            response = error_response(self, internal, self.json_1_1)
+            response = error_response(self, internal)
         return response.to_proxy_result()
 
 
@@ -160,7 +157,8 @@ def json_body(app: RestApp) -> Any:
     try:
         raw = app.current_event.decoded_body
         return json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError, RecursionError, binascii.Error):  # RecursionError: absurd nesting
+    # ValueError covers bad JSON, bad UTF-8 and bad base64; RecursionError, absurdly deep nesting.
+    except (ValueError, RecursionError):
         raise InvalidInputException("The request body is not valid JSON") from None
 
 
@@ -179,8 +177,8 @@ def respond(
     )
 
 
-def error_response(app: RestApp, error: PersonalizeError, json_1_1: bool = False) -> Response:
-    if json_1_1:
+def error_response(app: RestApp, error: PersonalizeError) -> Response:
+    if app.json_1_1:
         # JSON 1.1 services answer every client error with 400 and name it in the body.
         status = error.status if error.status >= 500 else 400
         return respond(app, status, {"__type": error.code, "message": error.message}, content_type=AMZ_JSON)
