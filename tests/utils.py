@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -13,7 +13,7 @@ import numpy as np
 
 from lambda_personalize.lambda_context import LocalLambdaContext
 from lambda_personalize.local_runtime import load_handler_module
-from personalize_core.store import S3Objects
+from personalize_core.objects import Received, S3Objects
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -83,6 +83,6 @@ class CountingObjects(S3Objects):
         self.reads.append(key)
         return super().read_chunks(key, chunk_size)
 
-    def read_into(self, key: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
+    def receive(self, key: str, size: int) -> Received:
         self.reads.append(key)
-        super().read_into(key, out, on_slice)
+        return super().receive(key, size)

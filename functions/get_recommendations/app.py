@@ -1,12 +1,18 @@
 """GetRecommendations (POST /recommendations): user personalization, related items, popular items."""
 
-from typing import Any
+from personalize_core.warm_start import begin_preload
 
-from personalize_core import recommender, wire
-from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer
-from personalize_core.requests import RecommendationsRequest
-from personalize_core.settings import get_settings
-from personalize_core.store import get_store, preload
+# First, before numpy and the rest are imported: with PRELOAD_CAMPAIGNS set, the model's download
+# starts now and runs while the imports below do (preload() then finds it done or under way).
+begin_preload()
+
+from typing import Any  # noqa: E402
+
+from personalize_core import recommender, wire  # noqa: E402
+from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer  # noqa: E402
+from personalize_core.requests import RecommendationsRequest  # noqa: E402
+from personalize_core.settings import get_settings  # noqa: E402
+from personalize_core.store import get_store, preload  # noqa: E402
 
 app = wire.create_app()
 # Only when PRELOAD_CAMPAIGNS is set (the template's SnapStart option): load during init, so the

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,8 @@ from personalize_core.artifacts import (
     Manifest,
     Recipe,
     campaign_key,
+    crc32_hex,
     encode_ids,
-    encode_npy,
-    npy_header,
     sha256_hex,
     version_prefix,
 )
@@ -37,6 +37,7 @@ from personalize_core.attributes import ITEMS as ITEMS_PREFIX
 from personalize_core.attributes import encode_context, encode_interactions, encode_table, encode_users
 from personalize_core.errors import InvalidInputException
 from personalize_core.names import check_name, make_arn, parse_arn
+from personalize_core.npy import encode_npy, npy_header
 from personalize_core.requests import ID_MAX
 from personalize_core.scoring import log_normalisers
 
@@ -325,11 +326,14 @@ def prepare_version(
 
 
 def _entry(name: str, data: bytes) -> FileEntry:
+    crc32 = crc32_hex(zlib.crc32(data))
     if not name.endswith(".npy"):
-        return FileEntry(sha256_hex(data), len(data))
+        return FileEntry(sha256_hex(data), len(data), crc32=crc32)
     header = npy_header(data)  # our own encode_npy wrote it: always complete
     assert header is not None
-    return FileEntry(sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order)
+    return FileEntry(
+        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32=crc32
+    )
 
 
 # -- uploading ---------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ The clock of the control plane's BatchJobs is moved forward instead of waiting o
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -156,7 +155,7 @@ def test_a_finished_job_is_never_expired(
 
 def test_the_default_timeout_outlasts_every_redelivery_of_the_shard_queue() -> None:
     # Given the shard queue of template.yaml and the default setting
-    default = next(f.default for f in fields(Settings) if f.name == "batch_stall_timeout_seconds")
+    default = Settings._field_defaults["batch_stall_timeout_seconds"]
     queue = template_properties("ShardQueue")
     redeliveries = int(queue["RedrivePolicy"]["maxReceiveCount"])
     # Then a job is only expired after its last message can no longer come back from a worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from lambda_personalize.publish import prepare_version, put_campaign, read_manifest, upload_version
-from personalize_core.artifacts import Recipe, encode_npy
+from personalize_core.artifacts import Recipe
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
+from personalize_core.npy import encode_npy
 from personalize_core.scoring import user_top_k
 from personalize_core.store import ModelStore
 from tests.conftest import publish
@@ -88,7 +90,7 @@ def replace_array(s3: Any, bucket: str, key: str, array: np.ndarray, fortran_ord
     prefix, file_name = key.rsplit("/", 1)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
     entry = manifest["files"][file_name]
-    entry.update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw))
+    entry.update(sha256=hashlib.sha256(raw).hexdigest(), crc32=f"{zlib.crc32(raw):08x}", bytes=len(raw))
     entry.pop("order", None)
     if fortran_order:
         entry["order"] = "F"
@@ -102,6 +104,9 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
     if change == "truncate":
         s3.put_object(Bucket=bucket, Key=key, Body=data[: len(data) // 2])
     elif change == "flip":
+        s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
+    elif change == "flip-sha256-only":  # a version published before manifests listed CRC-32s
+        strip_crc32s(s3, bucket, f"solutions/{solution}/{version}/manifest.json")
         s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
     elif change == "delete":
         s3.delete_object(Bucket=bucket, Key=key)
@@ -120,6 +125,10 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
     [
         ("item_factors.npy", "truncate", "does not match"),
         ("user_factors.npy", "flip", "does not match"),
+        ("item_factors.npy", "flip", "does not match"),
+        ("popularity.npy", "flip", "does not match"),
+        ("item_factors.npy", "flip-sha256-only", "does not match"),
+        ("item_ids.txt", "flip-sha256-only", "does not match"),
         ("item_ids.txt", "delete", "does not exist"),
         ("manifest.json", "delete", "does not exist"),
         ("item_factors.npy", "nan", "NaN"),
@@ -238,6 +247,38 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
         expected = np.argsort(-reference, kind="stable")[:25]
         assert chosen.tolist() == expected.tolist()
         np.testing.assert_allclose(scores, reference[expected], rtol=1e-6)
+
+
+def strip_crc32s(s3: Any, bucket: str, manifest_key: str) -> None:
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    for entry in manifest["files"].values():
+        del entry["crc32"]
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+
+
+def test_a_version_published_with_sha256s_only_loads_the_same(s3: Any, bucket: str) -> None:
+    # Given the same model published twice, one version's manifest without CRC-32s (as published
+    # before manifests listed them): a load then checks every file against its SHA-256
+    model = random_model(30, 5, 4)
+    publish(s3, bucket, "new", Recipe.USER_PERSONALIZATION, model, campaign="new")
+    publish(s3, bucket, "old", Recipe.USER_PERSONALIZATION, model, campaign="old")
+    old_manifest = next(
+        k for k in list_keys(s3, bucket) if k.startswith("solutions/old/") and k.endswith("json")
+    )
+    strip_crc32s(s3, bucket, old_manifest)
+    # When both are loaded
+    _, new = ModelStore(CountingObjects(bucket)).campaign(campaign_arn("new"))
+    _, old = ModelStore(CountingObjects(bucket)).campaign(campaign_arn("old"))
+    # Then they hold the same arrays
+    assert old.manifest.files["item_factors.npy"].crc32 is None
+    assert new.manifest.files["item_factors.npy"].crc32 is not None
+    assert old.item_factors is not None
+    assert new.item_factors is not None
+    assert np.array_equal(old.item_factors, new.item_factors)
+    assert old.user_factors is not None
+    assert new.user_factors is not None
+    assert np.array_equal(old.user_factors, new.user_factors)
+    assert list(old.item_ids) == list(new.item_ids)
 
 
 def test_wrong_log_normalisers_are_refused(s3: Any, bucket: str) -> None:

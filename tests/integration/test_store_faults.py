@@ -9,8 +9,9 @@ import pytest
 
 from personalize_core.artifacts import Recipe
 from personalize_core.errors import ModelUnavailableError
+from personalize_core.objects import S3Objects
 from personalize_core.settings import get_settings
-from personalize_core.store import ModelStore, S3Objects
+from personalize_core.store import ModelStore
 from tests.conftest import publish
 from tests.faults import Fault, FaultProxy
 from tests.utils import campaign_arn, random_model

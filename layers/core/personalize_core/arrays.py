@@ -2,10 +2,10 @@
 
 The scorer streams the item matrix best dimension-major ([d, items] in memory: BLAS's
 matrix-vector kernel then reads it at memory bandwidth), so the publisher writes it that way: a
-Fortran-order .npy of [items, d]. ``receive_matrix`` lands such a file straight in a numpy-allocated
-buffer (which numpy backs with huge pages), hashing each slice while the next is on the wire, and
-the matrix is a view of that buffer: no transposition, no copy. User factors (row-major, a row per
-request) arrive the same way.
+Fortran-order .npy of [items, d]. Such a file is received straight into a buffer of its own
+(objects.py: huge pages, hashed slice by slice while the next is on the wire), and
+``receive_matrix`` makes the matrix a view of that buffer: no transposition, no copy. User
+factors (row-major, a row per request) arrive the same way.
 
 Versions published before that hold a C-order item matrix: ``read_dimension_major`` transposes
 those chunk by chunk as they arrive. Either way the process never holds the matrix twice.
@@ -13,15 +13,14 @@ those chunk by chunk as they arrive. Either way the process never holds the matr
 
 from __future__ import annotations
 
-import hashlib
-import queue
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from .artifacts import FileEntry, NpyHeader, npy_header
+from .artifacts import FileEntry, crc32_hex
 from .errors import ArtifactError
+from .npy import NpyHeader, npy_header
+from .objects import Received
 
 _MAX_HEADER = 1 << 16
 
@@ -31,7 +30,7 @@ def read_dimension_major(
 ) -> tuple[np.ndarray, float]:
     """A float32 [rows, dims] matrix from .npy chunks, laid out [dims, rows] in memory (returned as
     its transpose view), with its largest row norm. Raises ArtifactError on any mismatch."""
-    digest = hashlib.sha256()
+    digest = entry.running_checksum()
     received = 0
     pending = b""
     out: np.ndarray | None = None
@@ -64,27 +63,26 @@ def read_dimension_major(
             pending = pending[whole * row_bytes :]
     if out is None or filled != rows or pending or received != entry.size:
         raise ArtifactError(f"{name} does not match the manifest's size (truncated or trailing bytes)")
-    if digest.hexdigest() != entry.sha256:
-        raise ArtifactError(f"{name} does not match the manifest's size and sha256")
+    if digest.hexdigest() != entry.checksum:
+        raise ArtifactError(f"{name} does not match the manifest's size and checksum")
     out.flags.writeable = False
     return out.T, float(np.sqrt(largest))
 
 
-#: Receives an object into a buffer of its exact size, handing each landed slice to a callback.
-ReadInto = Callable[[memoryview, Callable[[memoryview], None]], None]
-
-
 def receive_matrix(
-    name: str, read_into: ReadInto, entry: FileEntry, rows: int, dims: int
+    name: str, received: Received, entry: FileEntry, rows: int, dims: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A float32 [rows, dims] matrix received straight into its serving array, and its squared row
+    """A float32 [rows, dims] matrix viewing the buffer it was received into, and its squared row
     norms. A Fortran-order file gives the dimension-major layout (a transposed view of [d, rows]), a
     C-order one the row-major layout. Raises ArtifactError on any mismatch with the manifest."""
-    buffer = np.empty(entry.size, dtype=np.uint8)
-    with _HashingAlong() as digest:
-        read_into(memoryview(buffer), digest.update)
-    if digest.hexdigest() != entry.sha256:
-        raise ArtifactError(f"{name} does not match the manifest's size and sha256")
+    checked = (
+        crc32_hex(received.crc32) == entry.crc32
+        if entry.crc32 is not None
+        else entry.matches(received.buffer)
+    )
+    if not checked:  # (a version published without CRC-32s is checked against its SHA-256s here)
+        raise ArtifactError(f"{name} does not match the manifest's size and checksum")
+    buffer = np.frombuffer(received.buffer, dtype=np.uint8)
     buffer.flags.writeable = False  # and so every view of it below
     header = npy_header(memoryview(buffer)[:_MAX_HEADER])
     if header is None:
@@ -103,35 +101,6 @@ def receive_matrix(
     if not np.isfinite(squared_norms).all():
         raise ArtifactError(f"{name} holds NaN or infinite values")
     return matrix, squared_norms
-
-
-class _HashingAlong:
-    """SHA-256 of slices handed over in order, computed on its own thread while the next slice is
-    received (hashlib lets go of the GIL on large buffers), so the check costs no wall time when
-    the network is the slower of the two. A handed-over slice must not change afterwards."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self._slices: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-
-    def __enter__(self) -> _HashingAlong:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._slices.put(None)
-        self._thread.join()
-
-    def update(self, data: memoryview) -> None:
-        self._slices.put(data)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-    def _run(self) -> None:
-        while (data := self._slices.get()) is not None:
-            self._digest.update(data)
 
 
 def _check_header(name: str, header: NpyHeader, entry: FileEntry, rows: int, dims: int) -> None:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .artifacts import FileEntry, Manifest, decode_ids, decode_npy, encode_ids, encode_npy, sha256_hex
+from .artifacts import FileEntry, Manifest, decode_ids, encode_ids
 from .errors import ArtifactError
+from .npy import decode_npy, encode_npy
 
 ITEMS = "items/"
 USERS = "users/"
@@ -45,16 +45,24 @@ RECENT_PER_EVENT_TYPE = 100
 # -- in memory --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Column:
+# These hold arrays: tell them apart with ``is`` (NamedTuples for a cheap import; == means nothing).
+
+
+class Column(NamedTuple):
     name: str
     vocabulary: list[str]
     indptr: np.ndarray
     tokens: np.ndarray
     numbers: np.ndarray | None
-    code_of: dict[str, int] = field(repr=False)
+    code_of: dict[str, int]
     #: The row each token belongs to (derived at load): turns a token mask into a row mask.
-    row_of_token: np.ndarray = field(repr=False)
+    row_of_token: np.ndarray
+
+    def __repr__(self) -> str:  # the fields read from the files, not the two derived at load
+        return (
+            f"Column(name={self.name!r}, vocabulary={self.vocabulary!r}, indptr={self.indptr!r}, "
+            f"tokens={self.tokens!r}, numbers={self.numbers!r})"
+        )
 
     @property
     def numeric(self) -> bool:
@@ -77,16 +85,19 @@ class Column:
         return "|".join(self.values_of(row))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Table:
-    rows: int
-    columns: dict[str, Column]
-    #: Row of each id; None for the items table (its rows are the model's item indices).
-    index: dict[str, int] | None = None
+    """Metadata columns of ``rows`` rows. A plain class: in a NamedTuple ``index`` is tuple.index."""
+
+    __slots__ = ("columns", "index", "rows")
+
+    def __init__(self, rows: int, columns: dict[str, Column], index: dict[str, int] | None = None) -> None:
+        self.rows = rows
+        self.columns = columns
+        #: Row of each id; None for the items table (its rows are the model's item indices).
+        self.index = index
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class RecentInteractions:
+class RecentInteractions(NamedTuple):
     user_index: dict[str, int]
     indptr: np.ndarray
     items: np.ndarray
@@ -107,15 +118,13 @@ class RecentInteractions:
         return items[~hit if negate else hit].astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ContextFactors:
+class ContextFactors(NamedTuple):
     #: field -> value -> row of ``vectors``.
     fields: dict[str, dict[str, int]]
     vectors: np.ndarray
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ModelExtras:
+class ModelExtras(NamedTuple):
     items: Table | None = None
     users: Table | None = None
     interactions: RecentInteractions | None = None
@@ -231,8 +240,8 @@ class _Reader:
         if entry is None:
             raise ArtifactError(f"the manifest lists no {name}")
         data = self.fetch(name)
-        if len(data) != entry.size or sha256_hex(data) != entry.sha256:
-            raise ArtifactError(f"{name} does not match the manifest's size and sha256")
+        if not entry.matches(data):
+            raise ArtifactError(f"{name} does not match the manifest's size and checksum")
         return data, entry
 
     def json(self, name: str) -> Any:
@@ -342,8 +351,7 @@ def load_extras(manifest: Manifest, fetch: Fetch) -> ModelExtras:
 # -- schema only (the control plane checks filters without loading a model) -------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DataSchema:
+class DataSchema(NamedTuple):
     #: column -> numeric?
     item_columns: dict[str, bool]
     user_columns: dict[str, bool]

@@ -36,8 +36,9 @@ from .filter_language import (
     parse_filter_value,
 )
 from .names import parse_arn
+from .objects import ObjectMissing, S3Objects
 from .observability import logger
-from .store import ModelStore, ObjectMissing, S3Objects
+from .store import ModelStore
 
 if TYPE_CHECKING:
     from .model import SolutionVersionModel

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
 from .arrays import read_dimension_major, receive_matrix
-from .artifacts import ArrayName, FileEntry, Manifest, Recipe, decode_npy, sha256_hex
+from .artifacts import ArrayName, FileEntry, Manifest, Recipe
 from .attributes import NO_EXTRAS, ModelExtras, load_extras
 from .background import in_background
 from .errors import ArtifactError
 from .ids import load_ids
+from .npy import decode_npy
+from .objects import Received
 from .scoring import max_row_norm, remember_max_row_norm
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class SolutionVersionModel:
+class SolutionVersionModel(NamedTuple):
+    """One loaded solution version. Tell models apart with ``is``: == on its arrays means nothing."""
+
     manifest: Manifest
     #: ``item_ids[i]``: the id of item i. Compact (ids.py): no str object per item is kept.
     item_ids: Sequence[str]
@@ -80,16 +82,8 @@ def _log_normalisers(array: np.ndarray, manifest: Manifest) -> np.ndarray:
     return array
 
 
-def files_to_prefetch(manifest: Manifest) -> list[str]:
-    """The files ``build_model`` reads whole as bytes (all but the factor matrices), to fetch ahead."""
-    skipped = {ArrayName.ITEM_FACTORS.value, ArrayName.USER_FACTORS.value}
-    if not manifest.recipe.needs_user_factors:
-        skipped.add(ArrayName.USER_LOG_NORMALISERS.value)
-    return [name for name in manifest.files if name not in skipped]
-
-
-#: ``fetch_into(file_name, buffer, on_slice)``: receive a file into a buffer of its exact size.
-FetchInto = Callable[[str, memoryview, Callable[[memoryview], None]], None]
+#: ``receive(file_name, size)``: the file received whole into a buffer of its own (objects.py).
+Receive = Callable[[str, int], Received]
 
 
 def popularity_order(popularity: np.ndarray) -> np.ndarray:
@@ -111,12 +105,12 @@ class _VersionFiles:
         manifest: Manifest,
         fetch: Callable[[str], bytes],
         fetch_chunks: Callable[[str], Iterable[bytes]] | None,
-        fetch_into: FetchInto | None,
+        receive: Receive | None,
     ) -> None:
         self.manifest = manifest
         self.fetch = fetch
         self.fetch_chunks = fetch_chunks
-        self.fetch_into = fetch_into
+        self.receive = receive
         #: The item matrix's squared row norms, when receiving it computed them.
         self.item_squared_norms: np.ndarray | None = None
 
@@ -129,8 +123,8 @@ class _VersionFiles:
     def verified(self, name: ArrayName) -> tuple[bytes, FileEntry]:
         entry = self.entry(name)
         data = self.fetch(name.value)
-        if len(data) != entry.size or sha256_hex(data) != entry.sha256:
-            raise ArtifactError(f"{name.value} does not match the manifest's size and sha256")
+        if not entry.matches(data):
+            raise ArtifactError(f"{name.value} does not match the manifest's size and checksum")
         return data, entry
 
     def decoded_matrix(self, name: ArrayName, rows: int) -> np.ndarray:
@@ -141,12 +135,13 @@ class _VersionFiles:
         return array
 
     def received_matrix(self, name: ArrayName, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self.fetch_into is not None
-        read_into = partial(self.fetch_into, name.value)
-        return receive_matrix(name.value, read_into, self.entry(name), rows, self.manifest.dimensions)
+        assert self.receive is not None
+        entry = self.entry(name)
+        received = self.receive(name.value, entry.size)
+        return receive_matrix(name.value, received, entry, rows, self.manifest.dimensions)
 
     def user_matrix(self) -> np.ndarray:
-        if self.fetch_into is None:
+        if self.receive is None:
             return self.decoded_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)
         return self.received_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)[0]
 
@@ -154,7 +149,7 @@ class _VersionFiles:
         """[items, d] laid out dimension-major, however the version stored it."""
         name, rows, dims = ArrayName.ITEM_FACTORS, self.manifest.num_items, self.manifest.dimensions
         entry = self.entry(name)
-        if self.fetch_into is not None and entry.fortran_order:
+        if self.receive is not None and entry.fortran_order:
             factors, self.item_squared_norms = self.received_matrix(name, rows)
             largest = float(np.sqrt(self.item_squared_norms.max())) if rows else 0.0
         elif self.fetch_chunks is not None and not entry.fortran_order:
@@ -172,23 +167,23 @@ def build_model(
     manifest: Manifest,
     fetch: Callable[[str], bytes],
     fetch_chunks: Callable[[str], Iterable[bytes]] | None = None,
-    fetch_into: FetchInto | None = None,
+    receive: Receive | None = None,
 ) -> SolutionVersionModel:
     """Fetch every file of the manifest, verify it, and assemble the model.
 
-    ``fetch(file_name)`` returns the file's bytes. ``fetch_into``, when given, receives the factor
-    matrices straight into their serving arrays (the item and user matrices at once, on two
+    ``fetch(file_name)`` returns the file's bytes. ``receive``, when given, receives the factor
+    matrices straight into their serving memory (the item and user matrices at once, on two
     connections, while the ids are indexed); ``fetch_chunks``, the item matrix of a version
     published in C order, in chunks transposed as they arrive. Without them a matrix is decoded
     from bytes. Raises ArtifactError when anything does not match.
     """
     recipe = manifest.recipe
-    files = _VersionFiles(manifest, fetch, fetch_chunks, fetch_into)
+    files = _VersionFiles(manifest, fetch, fetch_chunks, receive)
     verified = files.verified
     wants_items = recipe.needs_item_factors
     wants_users = recipe.needs_user_factors and manifest.num_users > 0
-    items = in_background(files.item_matrix) if wants_items and fetch_into is not None else None
-    users = in_background(files.user_matrix) if wants_users and fetch_into is not None else None
+    items = in_background(files.item_matrix) if wants_items and receive is not None else None
+    users = in_background(files.user_matrix) if wants_users and receive is not None else None
     try:
         item_ids, item_index = load_ids(verified(ArrayName.ITEM_IDS)[0], manifest.num_items, "item ids")
         user_index: Mapping[str, int] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidInputException
 
@@ -31,8 +31,7 @@ def check_name(name: str, field: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class Arn:
+class Arn(NamedTuple):
     partition: str
     region: str
     account: str

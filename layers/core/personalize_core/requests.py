@@ -8,8 +8,9 @@ request never silently loses a part of its meaning.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .errors import InvalidInputException
 from .names import ARN_MAX, ARN_PATTERN, NAME_MAX, NAME_PATTERN
@@ -32,6 +33,8 @@ METADATA_COLUMNS_MAX = 10
 METADATA_COLUMN_MAX = 150
 METADATA_DATASETS = frozenset({"ITEMS"})
 PROMOTIONS_MAX = 1
+#: The default of a request's absent string maps (read only, shared by every request).
+_NO_STRINGS: Mapping[str, str] = MappingProxyType({})
 
 
 def _type_name(value: Any) -> str:
@@ -139,21 +142,19 @@ class _Fields:
         return list(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Promotion:
+class Promotion(NamedTuple):
     name: str
     percent_promoted_items: int
     filter_arn: str | None
     filter_values: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestOptions:
+class RequestOptions(NamedTuple):
     """The parts shared by both runtime operations."""
 
-    context: dict[str, str] = field(default_factory=dict)
+    context: Mapping[str, str] = _NO_STRINGS
     filter_arn: str | None = None
-    filter_values: dict[str, str] = field(default_factory=dict)
+    filter_values: Mapping[str, str] = _NO_STRINGS
     metadata_columns: tuple[str, ...] = ()
 
 
@@ -223,8 +224,24 @@ def _promotions(fields: _Fields) -> tuple[Promotion, ...]:
     return tuple(promotions)
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendationsRequest:
+#: The fields a GetRecommendations body may have.
+RECOMMENDATIONS_FIELDS = frozenset(
+    {
+        "campaignArn",
+        "recommenderArn",
+        "userId",
+        "itemId",
+        "numResults",
+        "context",
+        "filterArn",
+        "filterValues",
+        "promotions",
+        "metadataColumns",
+    }
+)
+
+
+class RecommendationsRequest(NamedTuple):
     campaign_arn: str | None
     recommender_arn: str | None
     user_id: str | None
@@ -233,24 +250,9 @@ class RecommendationsRequest:
     options: RequestOptions
     promotions: tuple[Promotion, ...]
 
-    FIELDS = frozenset(
-        {
-            "campaignArn",
-            "recommenderArn",
-            "userId",
-            "itemId",
-            "numResults",
-            "context",
-            "filterArn",
-            "filterValues",
-            "promotions",
-            "metadataColumns",
-        }
-    )
-
     @classmethod
     def parse(cls, body: Any) -> RecommendationsRequest:
-        fields = _Fields(body, "", cls.FIELDS)
+        fields = _Fields(body, "", RECOMMENDATIONS_FIELDS)
         campaign_arn = fields.arn("campaignArn")
         recommender_arn = fields.arn("recommenderArn")
         if (campaign_arn is None) == (recommender_arn is None):
@@ -269,20 +271,21 @@ class RecommendationsRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RankingRequest:
+#: The fields a GetPersonalizedRanking body may have.
+RANKING_FIELDS = frozenset(
+    {"campaignArn", "userId", "inputList", "context", "filterArn", "filterValues", "metadataColumns"}
+)
+
+
+class RankingRequest(NamedTuple):
     campaign_arn: str
     user_id: str
     input_list: tuple[str, ...]
     options: RequestOptions
 
-    FIELDS = frozenset(
-        {"campaignArn", "userId", "inputList", "context", "filterArn", "filterValues", "metadataColumns"}
-    )
-
     @classmethod
     def parse(cls, body: Any) -> RankingRequest:
-        fields = _Fields(body, "", cls.FIELDS)
+        fields = _Fields(body, "", RANKING_FIELDS)
         campaign_arn = fields.arn("campaignArn", required=True)
         user_id = fields.identifier("userId", required=True)
         options = _options(fields)

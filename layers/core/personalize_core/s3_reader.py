@@ -29,8 +29,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 #: sha256 of an empty body: what a GET signs as its payload.
@@ -62,8 +62,7 @@ class S3SizeMismatch(S3Error):
     """read_into: the object is not the size of the buffer it was to fill (not retried)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     access_key: str
     secret_key: str
     token: str | None = None

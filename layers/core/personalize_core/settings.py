@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     model_bucket: str
     #: How long a warm function trusts a campaign pointer before reading it again.
     campaign_cache_ttl_seconds: float

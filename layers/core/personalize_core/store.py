@@ -8,25 +8,22 @@ loaded, the last good version keeps serving.
 
 from __future__ import annotations
 
-import json
-import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
-from functools import cache, partial
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
-from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, version_prefix
-from .background import in_background
+from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, read_plan, version_prefix
 from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
-from .model import SolutionVersionModel, build_model, files_to_prefetch
+from .model import SolutionVersionModel, build_model
 from .names import parse_arn
+from .objects import ObjectMissing, S3Objects
 from .observability import logger
-from .s3_reader import S3NotFound, S3Reader, S3SizeMismatch
+from .s3_reader import S3SizeMismatch
 from .settings import get_settings
+from .warm_start import take_objects
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -48,127 +45,7 @@ def create_s3_client() -> S3Client:
     return boto3.client("s3", config=config)
 
 
-def create_s3_reader(bucket: str) -> S3Reader:
-    """The serving functions' S3 reader: endpoint, retries and timeouts from the settings."""
-    settings = get_settings()
-    return S3Reader(
-        bucket,
-        settings.region,
-        endpoint_url=settings.s3_endpoint_url or None,
-        max_attempts=settings.s3_max_attempts,
-        connect_timeout=settings.s3_connect_timeout_seconds,
-        read_timeout=settings.s3_read_timeout_seconds,
-    )
-
-
-class ObjectMissing(Exception):
-    pass
-
-
-class S3Objects:
-    """Reads of the model bucket. The only place that touches S3 on the serving path."""
-
-    def __init__(self, bucket: str, reader_factory: Callable[[str], S3Reader] = create_s3_reader) -> None:
-        self.bucket = bucket
-        self._reader_factory = reader_factory
-        self._reader: S3Reader | None = None
-        self._lock = threading.Lock()
-        #: Reads started ahead of time (prefetch): a later read(key) takes the result.
-        self._prefetched: dict[str, Future[bytes]] = {}
-
-    @property
-    def reader(self) -> S3Reader:
-        if self._reader is None:
-            self._reader = self._reader_factory(self.bucket)
-        return self._reader
-
-    def reset_client(self) -> None:
-        self._reader = None
-
-    def read(self, key: str) -> bytes:
-        with self._lock:
-            ahead = self._prefetched.pop(key, None)
-        if ahead is not None:
-            return ahead.result()
-        return self._get(key)
-
-    def _get(self, key: str) -> bytes:
-        try:
-            return self.reader.get(key)
-        except S3NotFound:
-            raise ObjectMissing(key) from None
-
-    def prefetch(self, keys: Iterable[str]) -> Callable[[], None]:
-        """Start reading ``keys`` in the background (one thread each; ``read`` then waits for them).
-
-        Loading a version overlaps its small files with the item matrix this way. Returns a
-        function that forgets what was not read (call it when the load is over, failed or not).
-        """
-        wanted = list(keys)
-        for key in wanted:
-            future = in_background(partial(self._get, key))
-            with self._lock:
-                self._prefetched[key] = future
-
-        def forget() -> None:
-            with self._lock:
-                for key in wanted:
-                    self._prefetched.pop(key, None)
-
-        return forget
-
-    def read_into(self, key: str, out: memoryview, on_slice: Callable[[memoryview], None]) -> None:
-        """Receive the object into ``out`` (exactly its size), handing each landed slice to ``on_slice``."""
-        try:
-            self.reader.read_into(key, out, on_slice)
-        except S3NotFound:
-            raise ObjectMissing(key) from None
-
-    def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        """The object's bytes in chunks, so a large matrix never sits in memory twice.
-
-        A background thread reads ahead (at most two chunks), so that receiving the next chunk
-        overlaps with checking and transposing this one (hashlib and numpy release the GIL).
-        """
-        ahead: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for chunk in self.reader.iter_chunks(key, chunk_size):
-                    while not stop.is_set():
-                        try:
-                            ahead.put(chunk, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                ahead.put(None)
-            except BaseException as exc:  # handed to the consumer, raised there
-                ahead.put(ObjectMissing(key) if isinstance(exc, S3NotFound) else exc)
-
-        threading.Thread(target=produce, daemon=True).start()
-        try:
-            while True:
-                item = ahead.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-
-    def read_json(self, key: str) -> Any:
-        try:
-            return json.loads(self.read(key))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
-
-
-@dataclass(slots=True)
-class _CachedPointer:
+class _CachedPointer(NamedTuple):
     pointer: CampaignPointer
     read_at: float
 
@@ -294,13 +171,13 @@ class ModelStore:
         manifest = self.manifest(solution, version)
 
         objects = self.objects
-        forget = objects.prefetch(prefix + name for name in files_to_prefetch(manifest))
+        objects.prefetch(prefix + name for name, size in read_plan(manifest) if size is None)
         try:
             model = build_model(
                 manifest,
                 fetch=lambda name: objects.read(prefix + name),
                 fetch_chunks=lambda name: objects.read_chunks(prefix + name),
-                fetch_into=lambda name, out, on_slice: objects.read_into(prefix + name, out, on_slice),
+                receive=lambda name, size: objects.receive(prefix + name, size),
             )
         except ArtifactError:
             raise
@@ -311,7 +188,7 @@ class ModelStore:
         except Exception as exc:  # S3 faults that outlived the reader's retries
             raise ArtifactError(f"reading {prefix} failed: {exc}") from exc
         finally:
-            forget()
+            objects.forget(prefix)
         logger.info(
             "solution version loaded",
             extra={
@@ -347,6 +224,7 @@ def preload(store: ModelStore, campaign_arns: tuple[str, ...]) -> None:
             store.campaign(arn)
         except Exception:
             logger.exception("preloading a campaign failed", extra={"campaign": arn})
+    store.objects.forget()  # what warm_start read ahead and no load took (a campaign that failed)
     try:
         from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
     except ImportError:  # not on Lambda, or a runtime without SnapStart hooks
@@ -359,7 +237,7 @@ def get_store() -> ModelStore:
     """The process-wide store of the serving functions (warm invocations reuse it)."""
     settings = get_settings()
     return ModelStore(
-        S3Objects(settings.model_bucket),
+        take_objects(settings.model_bucket) or S3Objects(settings.model_bucket),
         pointer_ttl_seconds=settings.campaign_cache_ttl_seconds,
         max_loaded_versions=settings.max_loaded_versions,
     )

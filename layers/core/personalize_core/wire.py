@@ -18,8 +18,8 @@ import base64
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
 from .observability import logger, metrics
@@ -42,12 +42,15 @@ AMZ_JSON = "application/x-amz-json-1.1"
 SOLUTION_VERSION_HEADER = "X-Personalize-Solution-Version-Arn"
 
 
-@dataclass(slots=True)
-class Response:
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class Response(NamedTuple):
     status_code: int
     body: str
     content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
+    #: Headers beside Content-Type (``respond`` adds x-amzn-RequestId).
+    headers: Mapping[str, str] = _NO_HEADERS
 
     def to_proxy_result(self) -> dict[str, Any]:
         """What API Gateway's Lambda proxy integration expects back."""
@@ -182,9 +185,7 @@ def error_response(app: RestApp, error: PersonalizeError) -> Response:
         # JSON 1.1 services answer every client error with 400 and name it in the body.
         status = error.status if error.status >= 500 else 400
         return respond(app, status, {"__type": error.code, "message": error.message}, content_type=AMZ_JSON)
-    response = respond(app, error.status, {"message": error.message})
-    response.headers["x-amzn-ErrorType"] = error.code
-    return response
+    return respond(app, error.status, {"message": error.message}, {"x-amzn-ErrorType": error.code})
 
 
 def create_app(json_1_1: bool = False) -> RestApp:
