@@ -36,6 +36,7 @@ from personalize_core.artifacts import (
 from personalize_core.attributes import ITEMS as ITEMS_PREFIX
 from personalize_core.attributes import encode_context, encode_interactions, encode_table, encode_users
 from personalize_core.errors import InvalidInputException
+from personalize_core.ids import CompactIds, hash_index
 from personalize_core.names import check_name, make_arn, parse_arn
 from personalize_core.npy import encode_npy, npy_header
 from personalize_core.requests import ID_MAX
@@ -277,6 +278,7 @@ def prepare_version(
         raise PublishError(exc.message) from None
     items = _check_ids(item_ids, "item ids")
     files: dict[str, bytes] = {ArrayName.ITEM_IDS.value: encode_ids(items)}
+    files[ArrayName.ITEM_IDS_INDEX.value] = _id_index(files[ArrayName.ITEM_IDS.value], len(items))
     dims = 0
     users: list[str] = []
 
@@ -292,6 +294,7 @@ def prepare_version(
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
         users = _check_ids(user_ids, "user ids")
         files[ArrayName.USER_IDS.value] = encode_ids(users)
+        files[ArrayName.USER_IDS_INDEX.value] = _id_index(files[ArrayName.USER_IDS.value], len(users))
         user_matrix = _check_matrix(user_factors, len(users), "user factors", dims)
         files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
         if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
@@ -323,6 +326,11 @@ def prepare_version(
     arn = str(make_arn(region, account, "solution", solution, version))
     manifest = Manifest(arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries)
     return PreparedVersion(manifest, files)
+
+
+def _id_index(encoded_ids: bytes, count: int) -> bytes:
+    """The ids' sorted hashes, so that a load need not hash them (personalize_core.ids)."""
+    return encode_npy(hash_index(CompactIds(encoded_ids, count)))
 
 
 def _entry(name: str, data: bytes) -> FileEntry:

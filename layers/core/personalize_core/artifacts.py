@@ -47,6 +47,10 @@ class ArrayName(enum.StrEnum):
     #: Optional (USER_PERSONALIZATION): float64 [users], log Σ_j exp(u·j) over the catalog, computed
     #: at publish time so that serving needs no exp over the catalog. Versions without it still work.
     USER_LOG_NORMALISERS = "user_log_normalisers.npy"
+    #: Optional: uint64 [2, ids], the ids' hashes sorted and the index under each (ids.hash_index),
+    #: so that a load does not hash every id. Versions without them get them computed at load.
+    ITEM_IDS_INDEX = "item_ids.index.npy"
+    USER_IDS_INDEX = "user_ids.index.npy"
 
 
 def version_prefix(solution: str, version: str) -> str:
@@ -207,7 +211,8 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     skipped = {ArrayName.ITEM_FACTORS.value, ArrayName.USER_FACTORS.value}
     if not recipe.needs_user_factors:
         skipped.add(ArrayName.USER_LOG_NORMALISERS.value)
-    first = [ArrayName.ITEM_IDS.value, ArrayName.USER_IDS.value]
+    first = [name.value for name in (ArrayName.ITEM_IDS, ArrayName.ITEM_IDS_INDEX, ArrayName.USER_IDS)]
+    first.append(ArrayName.USER_IDS_INDEX.value)
     plan: list[tuple[str, int | None]] = [(name, None) for name in first if name in files]
     plan += [(name, None) for name in files if name not in skipped and name not in first]
     items, users = files.get(ArrayName.ITEM_FACTORS.value), files.get(ArrayName.USER_FACTORS.value)

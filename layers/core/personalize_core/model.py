@@ -127,6 +127,10 @@ class _VersionFiles:
             raise ArtifactError(f"{name.value} does not match the manifest's size and checksum")
         return data, entry
 
+    def index(self, name: ArrayName) -> np.ndarray | None:
+        """A published ``ids.hash_index``, if the version has it (older versions do not)."""
+        return decode_npy(*self.verified(name)) if name.value in self.manifest.files else None
+
     def decoded_matrix(self, name: ArrayName, rows: int) -> np.ndarray:
         array = decode_npy(*self.verified(name))
         if array.dtype != np.float32 or array.ndim != 2 or array.shape != (rows, self.manifest.dimensions):
@@ -185,10 +189,18 @@ def build_model(
     items = in_background(files.item_matrix) if wants_items and receive is not None else None
     users = in_background(files.user_matrix) if wants_users and receive is not None else None
     try:
-        item_ids, item_index = load_ids(verified(ArrayName.ITEM_IDS)[0], manifest.num_items, "item ids")
+        item_ids, item_index = load_ids(
+            verified(ArrayName.ITEM_IDS)[0],
+            manifest.num_items,
+            "item ids",
+            files.index(ArrayName.ITEM_IDS_INDEX),
+        )
         user_index: Mapping[str, int] = {}
         if manifest.num_users:
-            _, user_index = load_ids(verified(ArrayName.USER_IDS)[0], manifest.num_users, "user ids")
+            user_ids = verified(ArrayName.USER_IDS)[0]
+            _, user_index = load_ids(
+                user_ids, manifest.num_users, "user ids", files.index(ArrayName.USER_IDS_INDEX)
+            )
     except BaseException:
         for receiving in (items, users):
             if receiving is not None:

@@ -68,6 +68,9 @@ class S3Objects:
         self._lock = threading.Lock()
         #: Reads started ahead of time: a later read(key) or receive(key) takes the result over.
         self._ahead: dict[str, Future[Any]] = {}
+        #: While a head start reads ahead (warm_start.py): the keys read or taken over since, which
+        #: it must not read again (the load got there first).
+        self._consumed: set[str] | None = None
 
     @property
     def reader(self) -> S3Reader:
@@ -145,10 +148,27 @@ class S3Objects:
         for key, future in self._claim((key, None) for key in keys):
             in_background(partial(self._fill, key, None, future))
 
+    def open_read_ahead(self) -> None:
+        """A head start begins: from now on ``read_ahead`` skips what a load has read already."""
+        with self._lock:
+            self._consumed = set()
+
+    def close_read_ahead(self) -> None:
+        """The head start is over (init is done): drop what it read and no load took."""
+        with self._lock:
+            self._consumed = None
+            self._ahead.clear()
+
     def read_ahead(self, wanted: Sequence[tuple[str, int | None]]) -> list[Future[Any]]:
         """Read ``(key, size)`` pairs one after the other on the calling thread: as bytes where the
         size is None, else received (``receive``). Later reads of these keys take the results over;
-        the returned futures are the new ones, in order, for the caller to look at too."""
+        the returned futures are the new ones, in order, for the caller to look at too. Keys being
+        read already, or read since ``open_read_ahead``, are skipped."""
+        with self._lock:
+            consumed = self._consumed
+            if consumed is None:
+                return []  # closed: init is over
+            wanted = [(key, size) for key, size in wanted if key not in consumed]
         claimed = self._claim(wanted)
         sizes = dict(wanted)
         for key, future in claimed:
@@ -173,6 +193,8 @@ class S3Objects:
 
     def _take(self, key: str) -> Future[Any] | None:
         with self._lock:
+            if self._consumed is not None:
+                self._consumed.add(key)
             return self._ahead.pop(key, None)
 
     def _fill(self, key: str, size: int | None, future: Future[Any]) -> None:

@@ -224,7 +224,7 @@ def preload(store: ModelStore, campaign_arns: tuple[str, ...]) -> None:
             store.campaign(arn)
         except Exception:
             logger.exception("preloading a campaign failed", extra={"campaign": arn})
-    store.objects.forget()  # what warm_start read ahead and no load took (a campaign that failed)
+    store.objects.close_read_ahead()  # warm_start's head start is over: drop what no load took
     try:
         from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
     except ImportError:  # not on Lambda, or a runtime without SnapStart hooks

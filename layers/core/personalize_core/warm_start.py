@@ -28,21 +28,25 @@ _lock = threading.Lock()
 _started: dict[str, S3Objects] = {}
 
 
-def begin_preload() -> None:
-    """Start reading PRELOAD_CAMPAIGNS' files in the background (nothing when it is not set)."""
+def begin_preload() -> threading.Thread | None:
+    """Start reading PRELOAD_CAMPAIGNS' files in the background (nothing when it is not set).
+    Returns the reading thread (tests wait for it, as a function's imports would)."""
     settings = get_settings()
     if not settings.preload_campaigns or not settings.model_bucket:
-        return
+        return None
     with _lock:
         if settings.model_bucket in _started:
-            return
+            return None
         _started[settings.model_bucket] = objects = S3Objects(settings.model_bucket)
-    threading.Thread(
+    objects.open_read_ahead()
+    thread = threading.Thread(
         target=_read_campaigns,
         args=(objects, settings.preload_campaigns),
         name="preload-read-ahead",
         daemon=True,
-    ).start()
+    )
+    thread.start()
+    return thread
 
 
 def take_objects(bucket: str) -> S3Objects | None:
