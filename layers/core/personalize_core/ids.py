@@ -127,7 +127,8 @@ class IdIndex(Mapping[str, int]):
         # Equal hashes are either a collision (fine) or a duplicate id (refused): compare bytes.
         same = np.flatnonzero(self._hashes[1:] == self._hashes[:-1])
         seen: dict[int, set[bytes]] = {}
-        for position in np.union1d(same, same + 1).tolist():
+        # (np.union1d would cost ~5 ms of cold start on its first call; a collision is rare)
+        for position in sorted({*same.tolist(), *(same + 1).tolist()}):
             found = seen.setdefault(int(self._hashes[position]), set())
             raw = ids.raw(int(self._order[position]))
             if raw in found:
