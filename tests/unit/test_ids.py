@@ -74,3 +74,29 @@ def test_indexing_a_list_out_of_range_fails_like_a_list() -> None:
     assert by_index[0:2] == ["a", "b"]
     with pytest.raises(IndexError):
         by_index[3]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(ID_TEXT, min_size=1, max_size=40, unique=True), st.lists(ID_TEXT, max_size=10))
+def test_a_published_index_answers_as_one_computed_at_load(values: list[str], unknown: list[str]) -> None:
+    # Given the index a publisher writes for the ids (computed in another process, in effect)
+    data = "\n".join(values).encode("utf-8")
+    published = ids_module.hash_index(ids_module.CompactIds(data, len(values)))
+    # When the ids are loaded with it
+    _, by_id = load_ids(data, len(values), "item ids", published)
+    # Then every id and every unknown one is answered as a plain dict would
+    for index, value in enumerate(values):
+        assert by_id.get(value) == index
+    for value in unknown:
+        assert by_id.get(value) == ({v: i for i, v in enumerate(values)}.get(value))
+
+
+def test_a_published_index_that_does_not_fit_its_ids_is_refused() -> None:
+    data = b"a\nb\nc"
+    good = ids_module.hash_index(ids_module.CompactIds(data, 3))
+    unsorted = good[:, ::-1].copy()
+    out_of_range = good.copy()
+    out_of_range[1, 0] = 3
+    for bad in (good[:, :2].copy(), good.astype("int64"), unsorted, out_of_range):
+        with pytest.raises(ArtifactError, match="index of the item ids"):
+            load_ids(data, 3, "item ids", bad)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .artifacts import FileEntry, crc32_hex
+from .artifacts import FileEntry
 from .errors import ArtifactError
 from .npy import NpyHeader, npy_header
 from .objects import Received
@@ -75,11 +75,7 @@ def receive_matrix(
     """A float32 [rows, dims] matrix viewing the buffer it was received into, and its squared row
     norms. A Fortran-order file gives the dimension-major layout (a transposed view of [d, rows]), a
     C-order one the row-major layout. Raises ArtifactError on any mismatch with the manifest."""
-    checked = (
-        crc32_hex(received.crc32) == entry.crc32
-        if entry.crc32 is not None
-        else entry.matches(received.buffer)
-    )
+    checked = received.crc32 == entry.crc32 if entry.crc32 is not None else entry.matches(received.buffer)
     if not checked:  # (a version published without CRC-32s is checked against its SHA-256s here)
         raise ArtifactError(f"{name} does not match the manifest's size and checksum")
     buffer = np.frombuffer(received.buffer, dtype=np.uint8)

@@ -10,12 +10,12 @@ import json
 import mmap
 import queue
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from functools import partial
 from typing import Any, NamedTuple
 
+from .artifacts import RunningCrc32
 from .background import in_background
 from .errors import ArtifactError
 from .s3_reader import S3NotFound, S3Reader
@@ -30,8 +30,8 @@ class Received(NamedTuple):
     """An object received whole into a buffer of its own (a model matrix's serving memory)."""
 
     buffer: mmap.mmap | bytearray
-    #: Its CRC-32, computed as it arrived (what the manifest lists for the load to check).
-    crc32: int
+    #: Its CRC-32 (8 hex digits, as the manifest lists it), computed as it arrived.
+    crc32: str
 
 
 def create_s3_reader(bucket: str) -> S3Reader:
@@ -98,11 +98,7 @@ class S3Objects:
         """The object received into a buffer of its own, which must be ``size`` bytes (else
         S3SizeMismatch), with its CRC-32 (computed on a side thread while the next slice arrives)."""
         ahead = self._take(key)
-        if ahead is not None:
-            received: Received = ahead.result()
-            if len(received.buffer) == size:
-                return received
-        return self._receive(key, size)
+        return ahead.result() if ahead is not None else self._receive(key, size)
 
     def read_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks, so a large matrix never sits in memory twice.
@@ -218,7 +214,7 @@ class S3Objects:
                 self.reader.read_into(key, memoryview(buffer), crc32.update)
         except S3NotFound:
             raise ObjectMissing(key) from None
-        return Received(buffer, crc32.value)
+        return Received(buffer, crc32.digest.hexdigest())
 
 
 class _Crc32Along:
@@ -227,7 +223,7 @@ class _Crc32Along:
     network is the slower of the two. A handed-over slice must not change afterwards."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self.digest = RunningCrc32()
         self._slices: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="crc32", daemon=True)
 
@@ -244,4 +240,4 @@ class _Crc32Along:
 
     def _run(self) -> None:
         while (data := self._slices.get()) is not None:
-            self.value = zlib.crc32(data, self.value)
+            self.digest.update(data)
