@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench fuzz load
+.PHONY: help install native run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench fuzz load
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,13 +24,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(STAMP) ## create .venv with the project and its dev tools
+install: $(STAMP) native ## create .venv with the project and its dev tools
+
+# The compiled candidate selection (personalize_core/native.py): optional, numpy scores without it.
+# The layer build compiles its own copy for the target (layers/core/Makefile).
+CC             ?= cc
+NATIVE_SOURCE  := layers/core/personalize_core/_select.c
+NATIVE_LIBRARY := layers/core/personalize_core/_select.so
+NATIVE_CFLAGS  := -O3 -fPIC -shared -Wall -Wextra
+$(NATIVE_LIBRARY): $(NATIVE_SOURCE)
+	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $< && echo "built $@"; \
+	else echo "no C compiler ($(CC)): scoring uses its numpy path"; fi
+native: $(NATIVE_LIBRARY) ## compile the candidate-selection kernel (needs a C compiler; optional)
 
 # The local runtime's options also read LAMBDA_PERSONALIZE_PORT / _AWS_PORT / _DATA_DIR; or pass
 # them here: make run PORT=3001 AWS_PORT=5051 DATA_DIR=/tmp/demo ARGS="--verbose"
 RUN_OPTIONS := $(if $(PORT),--port $(PORT)) $(if $(AWS_PORT),--aws-port $(AWS_PORT)) \
                $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
-run: $(STAMP) ## the whole stack locally: embedded AWS, demo model, the API on 127.0.0.1:3000, /console
+run: $(STAMP) native ## the whole stack locally: embedded AWS, demo model, the API on 127.0.0.1:3000, /console
 	$(BIN)/lambda-personalize run $(RUN_OPTIONS)
 
 # The console's browser test drives Debian's chromium (a browser a test tool downloads itself
@@ -50,7 +61,7 @@ typecheck: $(STAMP) ## mypy (strict): the layer, the tooling, and each function 
 	$(BIN)/mypy
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-pytest: $(STAMP) chromium ## every test (unit + integration), in parallel
+pytest: $(STAMP) native chromium ## every test (unit + integration), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs
@@ -75,7 +86,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: $(BENCH_STAMP) ## performance: ours vs faiss, numpy and the memory floor (BENCH_ARGS=--quick: a minute)
+bench: $(BENCH_STAMP) native ## performance: ours vs faiss, numpy and the memory floor (BENCH_ARGS=--quick: a minute)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean: ## remove build outputs and the venv
@@ -143,5 +154,10 @@ define check_layer
 	got=$$(od -An -tx2 -j18 -N2 "$$so" | tr -d ' '); \
 	echo "$(2): $$(basename "$$so"): e_machine $$got, $$(grep -h '^Tag:' "$$layer"/numpy-*.dist-info/WHEEL | tr '\n' ' ')"; \
 	if command -v file >/dev/null; then file -b "$$so" | cut -d, -f1-2; fi; \
-	test "$$got" = "$$want" || { echo "FAIL: numpy in $$layer is not built for $(2)"; exit 1; }
+	test "$$got" = "$$want" || { echo "FAIL: numpy in $$layer is not built for $(2)"; exit 1; }; \
+	kernel="$$layer/personalize_core/_select.so"; \
+	if test -e "$$kernel"; then \
+	  got=$$(od -An -tx2 -j18 -N2 "$$kernel" | tr -d ' '); echo "$(2): _select.so: e_machine $$got"; \
+	  test "$$got" = "$$want" || { echo "FAIL: _select.so in $$layer is not built for $(2)"; exit 1; }; \
+	else echo "$(2): no _select.so (scoring takes its numpy path)"; fi
 endef

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from personalize_core import native
 from personalize_core.scoring import (
     batch_user_top_k,
     log_normalisers,
@@ -18,6 +19,16 @@ from personalize_core.scoring import (
     user_top_k,
 )
 from tests.utils import softmax_reference
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def selection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs twice: with the compiled candidate selection and with numpy's."""
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    else:
+        assert native.kernels() is not None, "the selection kernel is not built: make native (needs cc)"
+    return str(request.param)
 
 
 def test_user_scores_on_a_hand_checkable_catalog() -> None:

@@ -6,9 +6,10 @@ Personalize's score for USER_PERSONALIZATION is a softmax over the whole catalog
 How ``user_top_k`` stays exact while reading the item matrix once:
 - one float32 matrix-vector product over the catalog (the only pass over the matrix; the model
   keeps the matrix dimension-major, so BLAS streams it at memory bandwidth);
-- a candidate threshold from group maxima (no sort of the catalog): the k-th largest maximum of
-  disjoint groups is at most the k-th largest logit, so every item above it, less the float32
-  error bound, is a candidate, and the exact top k are among them;
+- candidates: every item within the float32 error bound (twice over) of the k-th largest logit,
+  so the exact top k are among them. The compiled selection (native.py) finds them in one pass
+  with a running bound; without it, numpy takes a threshold from group maxima (no sort of the
+  catalog: the k-th largest maximum of disjoint groups is at most the k-th largest logit);
 - the candidates are re-scored in float64 and ranked on those exact logits, so the top k and
   their order are the formula's own, not float32's;
 - the normaliser: either the user's log-normaliser precomputed at publish time (exact, float64),
@@ -22,12 +23,16 @@ import weakref
 
 import numpy as np
 
+from . import native
+
 #: float32 unit roundoff.
 _UNIT_ROUNDOFF = 2.0**-24
 #: Below this many items a plain partition is as cheap as the group-maximum threshold.
 _SMALL_CATALOG = 32_768
 #: Items per block of the batch kernel: one block of logits stays in cache.
 _BATCH_ITEM_BLOCK = 8_192
+#: Items per tile with the compiled selection: [users, tile] logits stay in cache until read.
+_NATIVE_ITEM_BLOCK = 2_048
 
 _scratch = threading.local()
 _max_norms: dict[int, float] = {}
@@ -143,8 +148,17 @@ def user_top_k(
         eligible = _buffer("eligible", num_items)
         eligible.fill(-np.inf)
         np.copyto(eligible, logits, where=allowed)
-    candidates = _candidates(eligible, k, slack)
-    exact = _exact_logits(item_factors, user32, candidates)
+    kernels = native.kernels() if num_items > _SMALL_CATALOG else None
+    if kernels is None:
+        candidates = _candidates(eligible, k, slack)
+        exact = _exact_logits(item_factors, user32, candidates)
+    else:
+        selection = kernels.selection(1, k, np.array([slack]))
+        selection.feed(eligible.reshape(1, num_items), 0)
+        _, candidates, _ = selection.take()
+        exact = kernels.exact_logits(
+            item_factors, user32.reshape(1, dims), np.zeros_like(candidates), candidates
+        )
     order = np.lexsort((candidates, -exact))[:k]
     chosen, chosen_exact = candidates[order].astype(np.int64), exact[order]
     if log_normaliser is not None:
@@ -210,7 +224,7 @@ def batch_user_top_k(
     item_factors: np.ndarray,
     user_vectors: np.ndarray,
     k: int,
-    block: int = 256,
+    block: int | None = None,
     *,
     log_normalisers: np.ndarray | None = None,
     threads: int | None = None,
@@ -222,7 +236,11 @@ def batch_user_top_k(
     ``log_normalisers`` (one per user) makes the exp over the catalog unnecessary.
     ``threads``: blocks of users are scored on this many threads, each with a one-thread BLAS
     (numpy releases the GIL in BLAS and in the reductions); None: as many as BLAS is set to use.
+    ``block``: users per matrix product (None: 512 with the compiled selection, whose tiles stay
+    in cache, else 256).
     """
+    if block is None:
+        block = 512 if native.kernels() is not None else 256
     num_items = item_factors.shape[0]
     k = min(k, num_items)
     users = user_vectors.shape[0]
@@ -300,6 +318,9 @@ def _fold_log_sum_exp(peaks: np.ndarray, mass: np.ndarray, logits: np.ndarray) -
 def _batch_block(
     item_factors: np.ndarray, vectors: np.ndarray, k: int, log_normalisers: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
+    kernels = native.kernels()
+    if kernels is not None:
+        return _batch_block_native(kernels, item_factors, vectors, k, log_normalisers)
     num_items, dims = item_factors.shape
     rows = vectors.shape[0]
     item_major = item_factors.T  # [d, items]: C-contiguous when the model keeps it dimension-major
@@ -347,6 +368,55 @@ def _batch_block(
     exact = np.einsum(
         "md,md->m", item_factors[hit_items].astype(np.float64), vectors[hit_rows].astype(np.float64)
     )
+    return _pick(hit_rows, hit_items, values, exact, k, log_normalisers, peaks, mass)
+
+
+def _batch_block_native(
+    kernels: native.Kernels,
+    item_factors: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    log_normalisers: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_batch_block`` with the compiled selection: each tile of logits is read once, while in
+    cache, against every user's running bound; candidates are re-scored in float64 in C."""
+    num_items, dims = item_factors.shape
+    rows = vectors.shape[0]
+    item_major = item_factors.T
+    norms = np.linalg.norm(vectors, axis=1).astype(np.float64)
+    selection = kernels.selection(
+        rows, k, 2 * logit_error_bound(dims, 1.0, max_row_norm(item_factors)) * norms
+    )
+    tile = np.empty((rows, min(num_items, _NATIVE_ITEM_BLOCK)), dtype=np.float32)
+    peaks = np.full(rows, -np.inf)
+    mass = np.zeros(rows)
+    for first in range(0, num_items, tile.shape[1]):
+        logits = tile[:, : min(tile.shape[1], num_items - first)]
+        np.matmul(vectors, item_major[:, first : first + logits.shape[1]], out=logits)
+        if log_normalisers is None:  # online log-sum-exp per row, in float64 (the slow path)
+            peaks = _fold_log_sum_exp(peaks, mass, logits)
+        selection.feed(logits, first)
+    hit_rows, hit_items, values = selection.take()
+    exact = kernels.exact_logits(item_factors, vectors, hit_rows, hit_items)
+    return _pick(hit_rows, hit_items, values, exact, k, log_normalisers, peaks, mass)
+
+
+def _pick(
+    hit_rows: np.ndarray,
+    hit_items: np.ndarray,
+    values: np.ndarray,
+    exact: np.ndarray,
+    k: int,
+    log_normalisers: np.ndarray | None,
+    peaks: np.ndarray,
+    mass: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best candidates on exact logits (ties: item order), with their scores.
+
+    Every row has at least k candidates (no masks here), grouped by row. Without
+    ``log_normalisers``, ``peaks``/``mass`` are each row's float32 log-sum-exp terms, whose chosen
+    items' terms are swapped for exact ones."""
+    rows = peaks.shape[0]
     order = np.lexsort((hit_items, -exact, hit_rows))
     starts = np.concatenate(([0], np.cumsum(np.bincount(hit_rows, minlength=rows))[:-1]))
     picked = order[starts[:, None] + np.arange(k)]
