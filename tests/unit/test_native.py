@@ -126,3 +126,18 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.delenv(native.DISABLE_VARIABLE)
         native.kernels.cache_clear()
     assert native.kernels() is not None
+
+
+def test_best_ranks_each_rows_candidates_on_exact_logits_ties_by_item(kernels: native.Kernels) -> None:
+    # Given candidates grouped by row, with a tie (items 9 and 4 at 2.0) in row 0
+    rows = np.array([0, 0, 0, 0, 1, 1, 1])
+    items = np.array([9, 4, 7, 1, 3, 8, 5])
+    exact = np.array([2.0, 2.0, 3.0, -1.0, 0.5, 0.25, 0.75])
+    # When the best 3 of each row are asked for
+    positions = kernels.best(rows, items, exact, 2, 3)
+    # Then larger logits come first and the tie goes to the smaller item
+    assert items[positions].tolist() == [[7, 4, 9], [5, 3, 8]]
+    with pytest.raises(ValueError, match="at least k"):
+        kernels.best(rows, items, exact, 2, 4)
+    with pytest.raises(ValueError, match="at least k"):
+        kernels.best(rows, items, exact, 1, 3)  # a row the caller did not count

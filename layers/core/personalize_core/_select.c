@@ -300,3 +300,38 @@ void sel_exact(const float *items, int64_t item_stride, int64_t dim_stride, cons
         out[i] = sum;
     }
 }
+
+/* The k best candidates of each row, as positions into the candidate arrays (grouped by row, as
+ * sel_export writes them): larger exact logit first, ties by smaller item. Returns -1 when a row
+ * has fewer than k candidates (the batch scorer never asks then). */
+typedef struct {
+    double exact;
+    int64_t item, position;
+} Ranked;
+
+static int better_first(const void *a, const void *b) {
+    const Ranked *x = a, *y = b;
+    if (x->exact != y->exact) return x->exact > y->exact ? -1 : 1;
+    return (x->item > y->item) - (x->item < y->item);
+}
+
+int sel_best(const int64_t *rows, const int64_t *items, const double *exact, int64_t count, int64_t num_rows,
+             int64_t k, int64_t *positions) {
+    Ranked *ranked = malloc((size_t)(count > 0 ? count : 1) * sizeof(Ranked));
+    if (!ranked) return -2;
+    int64_t start = 0;
+    for (int64_t r = 0; r < num_rows; r++) {
+        int64_t end = start;
+        while (end < count && rows[end] == r) end++;
+        if (end - start < k) {
+            free(ranked);
+            return -1;
+        }
+        for (int64_t i = start; i < end; i++) ranked[i - start] = (Ranked){exact[i], items[i], i};
+        qsort(ranked, (size_t)(end - start), sizeof(Ranked), better_first);
+        for (int64_t j = 0; j < k; j++) positions[r * k + j] = ranked[j].position;
+        start = end;
+    }
+    free(ranked);
+    return start == count ? 0 : -1;
+}

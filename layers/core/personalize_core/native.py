@@ -103,6 +103,31 @@ class Kernels:
         )
         return out
 
+    def best(
+        self, rows: np.ndarray, items: np.ndarray, exact: np.ndarray, num_rows: int, k: int
+    ) -> np.ndarray:
+        """[num_rows, k] positions of each row's k best candidates (larger exact logit first, ties
+        by smaller item); candidates grouped by row, as ``Selection.take`` returns them."""
+        rows64, items64 = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(items, np.int64)
+        exact64 = np.ascontiguousarray(exact, np.float64)
+        if not rows64.shape == items64.shape == exact64.shape:
+            raise ValueError("one row, item and exact logit per candidate")
+        positions = np.empty((num_rows, k), dtype=np.int64)
+        status = self._library.sel_best(
+            rows64.ctypes.data,
+            items64.ctypes.data,
+            exact64.ctypes.data,
+            rows64.shape[0],
+            num_rows,
+            k,
+            positions.ctypes.data,
+        )
+        if status == -2:
+            raise MemoryError("candidate ranking: out of memory")
+        if status:
+            raise ValueError("every row needs at least k candidates, grouped by row")
+        return positions
+
 
 @cache
 def kernels() -> Kernels | None:
@@ -125,4 +150,6 @@ def kernels() -> Kernels | None:
     library.sel_kernel.restype, library.sel_kernel.argtypes = ctypes.c_char_p, []
     library.sel_exact.restype = None
     library.sel_exact.argtypes = [pointer, size, size, pointer, size, pointer, pointer, size, pointer]
+    library.sel_best.restype = ctypes.c_int
+    library.sel_best.argtypes = [pointer, pointer, pointer, size, size, size, pointer]
     return Kernels(library)

@@ -398,7 +398,8 @@ def _batch_block_native(
         selection.feed(logits, first)
     hit_rows, hit_items, values = selection.take()
     exact = kernels.exact_logits(item_factors, vectors, hit_rows, hit_items)
-    return _pick(hit_rows, hit_items, values, exact, k, log_normalisers, peaks, mass)
+    picked = kernels.best(hit_rows, hit_items, exact, rows, k)
+    return _scores(picked, hit_items, values, exact, log_normalisers, peaks, mass)
 
 
 def _pick(
@@ -420,6 +421,19 @@ def _pick(
     order = np.lexsort((hit_items, -exact, hit_rows))
     starts = np.concatenate(([0], np.cumsum(np.bincount(hit_rows, minlength=rows))[:-1]))
     picked = order[starts[:, None] + np.arange(k)]
+    return _scores(picked, hit_items, values, exact, log_normalisers, peaks, mass)
+
+
+def _scores(
+    picked: np.ndarray,
+    hit_items: np.ndarray,
+    values: np.ndarray,
+    exact: np.ndarray,
+    log_normalisers: np.ndarray | None,
+    peaks: np.ndarray,
+    mass: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen items ([rows, k] positions into the candidates) and their softmax scores."""
     chosen, chosen_exact = hit_items[picked].astype(np.int64), exact[picked]
     if log_normalisers is not None:
         return chosen, np.exp(chosen_exact - log_normalisers[:, None])
