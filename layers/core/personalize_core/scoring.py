@@ -368,7 +368,11 @@ def _batch_block(
     exact = np.einsum(
         "md,md->m", item_factors[hit_items].astype(np.float64), vectors[hit_rows].astype(np.float64)
     )
-    return _pick(hit_rows, hit_items, values, exact, k, log_normalisers, peaks, mass)
+    # Every row has at least k candidates (no masks here), grouped by row.
+    order = np.lexsort((hit_items, -exact, hit_rows))
+    starts = np.concatenate(([0], np.cumsum(np.bincount(hit_rows, minlength=rows))[:-1]))
+    picked = order[starts[:, None] + np.arange(k)]
+    return _scores(picked, hit_items, values, exact, log_normalisers, peaks, mass)
 
 
 def _batch_block_native(
@@ -399,28 +403,6 @@ def _batch_block_native(
     hit_rows, hit_items, values = selection.take()
     exact = kernels.exact_logits(item_factors, vectors, hit_rows, hit_items)
     picked = kernels.best(hit_rows, hit_items, exact, rows, k)
-    return _scores(picked, hit_items, values, exact, log_normalisers, peaks, mass)
-
-
-def _pick(
-    hit_rows: np.ndarray,
-    hit_items: np.ndarray,
-    values: np.ndarray,
-    exact: np.ndarray,
-    k: int,
-    log_normalisers: np.ndarray | None,
-    peaks: np.ndarray,
-    mass: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k best candidates on exact logits (ties: item order), with their scores.
-
-    Every row has at least k candidates (no masks here), grouped by row. Without
-    ``log_normalisers``, ``peaks``/``mass`` are each row's float32 log-sum-exp terms, whose chosen
-    items' terms are swapped for exact ones."""
-    rows = peaks.shape[0]
-    order = np.lexsort((hit_items, -exact, hit_rows))
-    starts = np.concatenate(([0], np.cumsum(np.bincount(hit_rows, minlength=rows))[:-1]))
-    picked = order[starts[:, None] + np.arange(k)]
     return _scores(picked, hit_items, values, exact, log_normalisers, peaks, mass)
 
 
