@@ -26,11 +26,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) native ## create .venv with the project and its dev tools
 
-# The compiled candidate selection (personalize_core/native.py): optional, numpy scores without it.
+# The compiled candidate selection (personalize_core/serving/native.py): optional, numpy scores without it.
 # The layer build compiles its own copy for the target (layers/core/Makefile).
 CC             ?= cc
-NATIVE_SOURCE  := layers/core/personalize_core/_select.c
-NATIVE_LIBRARY := layers/core/personalize_core/_select.so
+NATIVE_SOURCE  := layers/core/personalize_core/serving/_select.c
+NATIVE_LIBRARY := layers/core/personalize_core/serving/_select.so
 NATIVE_CFLAGS  := -O3 -fPIC -shared -Wall -Wextra
 $(NATIVE_LIBRARY): $(NATIVE_SOURCE)
 	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $< && echo "built $@"; \
@@ -155,7 +155,7 @@ define check_layer
 	echo "$(2): $$(basename "$$so"): e_machine $$got, $$(grep -h '^Tag:' "$$layer"/numpy-*.dist-info/WHEEL | tr '\n' ' ')"; \
 	if command -v file >/dev/null; then file -b "$$so" | cut -d, -f1-2; fi; \
 	test "$$got" = "$$want" || { echo "FAIL: numpy in $$layer is not built for $(2)"; exit 1; }; \
-	kernel="$$layer/personalize_core/_select.so"; \
+	kernel="$$layer/personalize_core/serving/_select.so"; \
 	if test -e "$$kernel"; then \
 	  got=$$(od -An -tx2 -j18 -N2 "$$kernel" | tr -d ' '); echo "$(2): _select.so: e_machine $$got"; \
 	  test "$$got" = "$$want" || { echo "FAIL: _select.so in $$layer is not built for $(2)"; exit 1; }; \

@@ -44,10 +44,11 @@ from tests.utils import invoke
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from benchmarks.events import recommendations_event
-from lambda_personalize.publish import prepare_version, put_campaign, upload_version
-from personalize_core.artifacts import Recipe
-from personalize_core.scoring import batch_user_top_k, log_normalisers
-from personalize_core.store import get_store
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.store import get_store
+from personalize_core.modelstore.writer import prepare_version, put_campaign, upload_version
+from personalize_core.serving.scoring import batch_user_top_k, log_normalisers
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "performance.png"
@@ -110,7 +111,11 @@ class Bench:
             user_ids=[f"u{u}" for u in range(len(users))],
             user_factors=users,
         )
-        put_campaign(self.s3, self.bucket, name, upload_version(self.s3, self.bucket, prepared))
+        put_campaign(
+            ModelBucket(self.s3, self.bucket),
+            name,
+            upload_version(ModelBucket(self.s3, self.bucket), prepared),
+        )
         return f"arn:aws:personalize:us-east-1:{ACCOUNT}:campaign/{name}"
 
 

@@ -29,9 +29,10 @@ from moto.server import ThreadedMotoServer
 from tests.utils import invoke
 
 from lambda_personalize.local_api import proxy_event
-from lambda_personalize.publish import prepare_extras, prepare_version, put_campaign, upload_version
-from personalize_core.artifacts import Recipe
-from personalize_core.management import ModelBucket, create_filter
+from personalize_core.control.filters import create_filter
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.writer import prepare_extras, prepare_version, put_campaign, upload_version
 
 GROUP = "arn:aws:personalize:us-east-1:123456789012:dataset-group/bench"
 CAMPAIGN = "arn:aws:personalize:us-east-1:123456789012:campaign/bench"
@@ -83,7 +84,7 @@ def main() -> None:
             item_ids, args.dims, items={"GENRE": genre_column, "PRICE": price_column}, interactions=events
         ),
     )
-    put_campaign(s3, "bench", "bench", upload_version(s3, "bench", prepared))
+    put_campaign(ModelBucket(s3, "bench"), "bench", upload_version(ModelBucket(s3, "bench"), prepared))
     bucket = ModelBucket(s3, "bench")
     two_conditions = "INCLUDE ItemID WHERE Items.GENRE IN ($GENRE) AND Items.PRICE < 50"
     chained = two_conditions + ' | EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("*")'

@@ -35,13 +35,13 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
 from lambda_personalize.local_process import LocalStack, start_local_stack  # noqa: E402
-from lambda_personalize.publish import prepare_version, put_campaign, upload_version  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
-from personalize_core import batch  # noqa: E402
-from personalize_core.artifacts import Recipe  # noqa: E402
+from personalize_core.modelstore.bucket import ModelBucket  # noqa: E402
+from personalize_core.modelstore.layout import Recipe  # noqa: E402
+from personalize_core.modelstore.store import get_store  # noqa: E402
+from personalize_core.modelstore.writer import prepare_version, put_campaign, upload_version  # noqa: E402
 from personalize_core.settings import get_settings  # noqa: E402
-from personalize_core.store import get_store  # noqa: E402
-from tests.utils import ACCOUNT, REGION, ROOT, load_function, random_model  # noqa: E402
+from tests.utils import ACCOUNT, REGION, ROOT, clear_process_caches, load_function, random_model  # noqa: E402
 
 #: The campaigns that events/*.json name; the session publishes them.
 EVENT_CAMPAIGNS = {
@@ -103,9 +103,9 @@ def publish(
         popularity=model.get("popularity"),
         version=version,
     )
-    manifest = upload_version(s3, bucket, prepared)
+    manifest = upload_version(ModelBucket(s3, bucket), prepared)
     if campaign:
-        put_campaign(s3, bucket, campaign, manifest)
+        put_campaign(ModelBucket(s3, bucket), campaign, manifest)
     return manifest.solution_version_arn
 
 
@@ -243,14 +243,11 @@ def batch_env(
     monkeypatch.setenv("BATCH_SHARD_BYTES", "256")
     monkeypatch.setenv("BATCH_MAX_RECEIVES", str(redrive["maxReceiveCount"]))
     monkeypatch.setenv("ACCOUNT_ID", ACCOUNT)
-    caches = (get_settings, get_store, batch.get_batch_jobs, batch.get_worker)
-    for cached in caches:
-        cached.cache_clear()
+    clear_process_caches()
     worker = load_function("batch_worker").lambda_handler
     poller = SqsPoller(queue_url, worker, "BatchWorkerFunction", batch_size=5, sqs_client=sqs)
     yield BatchEnv(f"jobs-{suffix}", queue_url, dead_letter_url, data_bucket, poller)
-    for cached in caches:
-        cached.cache_clear()
+    clear_process_caches()
 
 
 _TABLE_API_FIELDS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")

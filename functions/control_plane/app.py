@@ -1,24 +1,26 @@
-"""Personalize's control plane (POST /, JSON 1.1, X-Amz-Target): batch jobs and management calls."""
+"""Personalize's control plane (POST /, JSON 1.1, X-Amz-Target): every resource's operations."""
 
 from typing import Any
 
-from personalize_core import batch, management, wire
-from personalize_core.control_plane import ControlPlane
+from personalize_core.control import batch_jobs, campaigns, filters, solution_versions
+from personalize_core.control.registry import ControlPlane, register_all
+from personalize_core.edge import api
+from personalize_core.modelstore.bucket import get_model_bucket
 from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer
 
-app = wire.create_app(json_1_1=True)
+app = api.create_app(json_1_1=True)
 plane = ControlPlane()
-# Feature modules register their operations on `plane` here (batch jobs, filters, campaigns, ...).
-batch.register(plane)
-management.register(plane)
+for resource in (filters, campaigns, solution_versions):
+    register_all(plane, resource.OPERATIONS, get_model_bucket)
+register_all(plane, batch_jobs.OPERATIONS, batch_jobs.get_batch_jobs)
 
 
 @app.post("/")
 @tracer.capture_method
-def control_plane() -> wire.Response:
-    result = plane.dispatch(app.current_event.header("X-Amz-Target"), wire.json_body(app))
+def control_plane() -> api.Response:
+    result = plane.dispatch(app.current_event.header("X-Amz-Target"), api.json_body(app))
     metrics.add_metric(name="ControlPlaneCalls", unit="Count", value=1)
-    return wire.respond(app, 200, result, content_type=wire.AMZ_JSON)
+    return api.respond(app, 200, result, content_type=api.AMZ_JSON)
 
 
 @logger.inject_lambda_context(correlation_id_path=API_GATEWAY_REST)

@@ -2,25 +2,26 @@
 
 from typing import Any
 
-from personalize_core import recommender, wire
+from personalize_core.edge import api
+from personalize_core.edge.requests import RankingRequest
+from personalize_core.modelstore.store import get_store
 from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer
-from personalize_core.requests import RankingRequest
-from personalize_core.store import get_store
+from personalize_core.serving import operations
 
-app = wire.create_app()
+app = api.create_app()
 
 
 @app.post("/personalize-ranking")
 @tracer.capture_method
-def get_personalized_ranking() -> wire.Response:
-    request = RankingRequest.parse(wire.json_body(app))
-    answer = recommender.get_personalized_ranking(request, get_store())
+def get_personalized_ranking() -> api.Response:
+    request = RankingRequest.parse(api.json_body(app))
+    answer = operations.get_personalized_ranking(request, get_store())
     metrics.add_metric(name="Rankings", unit="Count", value=1)
-    return wire.respond(
+    return api.respond(
         app,
         200,
-        {"personalizedRanking": answer.items, "recommendationId": f"RID-{wire.request_id(app)}"},
-        {wire.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
+        {"personalizedRanking": answer.items, "recommendationId": f"RID-{api.request_id(app)}"},
+        {api.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
     )
 
 

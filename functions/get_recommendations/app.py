@@ -1,6 +1,6 @@
 """GetRecommendations (POST /recommendations): user personalization, related items, popular items."""
 
-from personalize_core.warm_start import begin_preload
+from personalize_core.modelstore.warm_start import begin_preload
 
 # First, before numpy and the rest are imported: with PRELOAD_CAMPAIGNS set, the model's download
 # starts now and runs while the imports below do (preload() then finds it done or under way).
@@ -8,13 +8,14 @@ begin_preload()
 
 from typing import Any  # noqa: E402
 
-from personalize_core import recommender, wire  # noqa: E402
+from personalize_core.edge import api  # noqa: E402
+from personalize_core.edge.requests import RecommendationsRequest  # noqa: E402
+from personalize_core.modelstore.store import get_store, preload  # noqa: E402
 from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer  # noqa: E402
-from personalize_core.requests import RecommendationsRequest  # noqa: E402
+from personalize_core.serving import operations  # noqa: E402
 from personalize_core.settings import get_settings  # noqa: E402
-from personalize_core.store import get_store, preload  # noqa: E402
 
-app = wire.create_app()
+app = api.create_app()
 # Only when PRELOAD_CAMPAIGNS is set (the template's SnapStart option): load during init, so the
 # snapshot holds the model and a restored function answers its first request warm.
 preload(get_store(), get_settings().preload_campaigns)
@@ -22,15 +23,15 @@ preload(get_store(), get_settings().preload_campaigns)
 
 @app.post("/recommendations")
 @tracer.capture_method
-def get_recommendations() -> wire.Response:
-    request = RecommendationsRequest.parse(wire.json_body(app))
-    answer = recommender.get_recommendations(request, get_store())
+def get_recommendations() -> api.Response:
+    request = RecommendationsRequest.parse(api.json_body(app))
+    answer = operations.get_recommendations(request, get_store())
     metrics.add_metric(name="Recommendations", unit="Count", value=1)
-    return wire.respond(
+    return api.respond(
         app,
         200,
-        {"itemList": answer.items, "recommendationId": f"RID-{wire.request_id(app)}"},
-        {wire.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
+        {"itemList": answer.items, "recommendationId": f"RID-{api.request_id(app)}"},
+        {api.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
     )
 
 

@@ -18,24 +18,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.writer import list_versions, put_campaign, read_manifest
 
-from .publish import (
-    PublishError,
-    count_interactions,
-    list_versions,
-    prepare_extras,
-    prepare_version,
-    put_campaign,
-    read_context_factors,
-    read_ids,
-    read_interaction_events,
-    read_items_csv,
-    read_manifest,
-    read_matrix,
-    read_users_csv,
-    upload_version,
-)
+from .publish import PublishError, PublishInputs, publish_files
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,59 +50,37 @@ def _region(args: argparse.Namespace) -> str:
     return str(_session(args).region_name or "us-east-1")
 
 
+def _bucket(args: argparse.Namespace) -> ModelBucket:
+    return ModelBucket(_s3(args), args.bucket)
+
+
 def cmd_publish(args: argparse.Namespace) -> dict[str, Any]:
-    recipe = Recipe(args.recipe)
-    item_ids = read_ids(args.item_ids)
-    popularity = None
-    if args.popularity:
-        popularity = read_matrix(args.popularity)
-    elif args.interactions:
-        popularity = count_interactions(args.interactions, item_ids)
-    item_factors = read_matrix(args.item_factors) if args.item_factors else None
-    extras = prepare_extras(
-        item_ids,
-        item_factors.shape[1] if item_factors is not None and item_factors.ndim == 2 else 0,
-        items=read_items_csv(args.items, item_ids) if args.items else None,
-        users=read_users_csv(args.users) if args.users else None,
-        interactions=read_interaction_events(args.interactions) if args.interactions else None,
-        context=read_context_factors(args.context_factors) if args.context_factors else None,
-    )
-    prepared = prepare_version(
+    inputs = PublishInputs(
         solution=args.solution,
-        recipe=recipe,
-        region=_region(args),
-        account=_account(args),
-        item_ids=item_ids,
-        item_factors=item_factors,
-        user_ids=read_ids(args.user_ids) if args.user_ids else (),
-        user_factors=read_matrix(args.user_factors) if args.user_factors else None,
-        popularity=popularity,
+        recipe=Recipe(args.recipe),
+        item_ids=args.item_ids,
+        item_factors=args.item_factors,
+        user_ids=args.user_ids,
+        user_factors=args.user_factors,
+        interactions=args.interactions,
+        items=args.items,
+        users=args.users,
+        context_factors=args.context_factors,
+        popularity=args.popularity,
         version=args.version,
-        extra_files=extras,
     )
-    s3 = _s3(args)
-    manifest = upload_version(s3, args.bucket, prepared)
-    out: dict[str, Any] = {
-        "solutionVersionArn": manifest.solution_version_arn,
-        "recipe": manifest.recipe.value,
-        "items": manifest.num_items,
-        "users": manifest.num_users,
-        "dimensions": manifest.dimensions,
-    }
-    if args.campaign:
-        out["campaignArn"] = put_campaign(s3, args.bucket, args.campaign, manifest).campaign_arn
-    return out
+    return publish_files(
+        _bucket(args), inputs, region=_region(args), account=_account(args), campaign=args.campaign
+    )
 
 
 def cmd_campaign(args: argparse.Namespace) -> dict[str, Any]:
-    s3 = _s3(args)
-    manifest = read_manifest(s3, args.bucket, args.solution_version_arn)
-    return put_campaign(s3, args.bucket, args.name, manifest).to_json()
+    bucket = _bucket(args)
+    return put_campaign(bucket, args.name, read_manifest(bucket, args.solution_version_arn)).to_json()
 
 
 def cmd_versions(args: argparse.Namespace) -> dict[str, Any]:
-    s3 = _s3(args)
-    return {"solutionVersions": [prefix.rstrip("/") for prefix in list_versions(s3, args.bucket)]}
+    return {"solutionVersions": [prefix.rstrip("/") for prefix in list_versions(_bucket(args))]}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""A synthetic but realistic demo catalog, and its publication through the CLI's own code.
+"""A synthetic but realistic demo catalog, and its publication through the publish module.
 
 Items have a title, one to three genres (Personalize's pipe-separated categorical column), a
 year and a price. Users have tastes over genres; each interaction is drawn from a softmax of
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
 
-from .cli import build_parser
-from .publish import PublishError
+from .publish import PublishInputs, publish_files
 
 GENRES = [
     "action",
@@ -275,36 +275,28 @@ def _sample_interactions(
 
 
 def publish_demo(
-    files: DemoFiles, bucket: str, endpoint_url: str, region: str, account: str
+    bucket: ModelBucket, files: DemoFiles, region: str, account: str
 ) -> dict[str, dict[str, Any]]:
-    """Publish one campaign per recipe through the ``lambda-personalize publish`` command's code.
+    """Publish one campaign per recipe through ``publish_files``, as ``lambda-personalize publish`` does.
 
     Versions are content-addressed, so publishing the same files again gives the same ARNs; a
     version that exists already is not uploaded again, only its campaign pointer is written.
     """
-    parser = build_parser()
-    common = ["--bucket", bucket, "--endpoint-url", endpoint_url, "--region", region, "--account-id", account]
     published: dict[str, dict[str, Any]] = {}
     for campaign, recipe in DEMO_CAMPAIGNS.items():
-        argv = ["publish", *common, "--solution", campaign, "--recipe", recipe.value]
-        argv += ["--item-ids", str(files.item_ids), "--interactions", str(files.interactions_csv)]
-        argv += ["--items", str(files.items_csv)]  # TITLE, GENRES, YEAR, PRICE: filters and metadata
-        if recipe.needs_item_factors:
-            argv += ["--item-factors", str(files.item_factors)]
-        if recipe.needs_user_factors:
-            argv += ["--user-ids", str(files.user_ids), "--user-factors", str(files.user_factors)]
-            argv += ["--context-factors", str(files.context_json)]
-        argv += ["--campaign", campaign]
-        args = parser.parse_args(argv)
-        try:
-            published[campaign] = args.run(args)
-        except PublishError as exc:
-            if "already exists" not in str(exc):
-                raise
-            arn = str(exc).split()[2]  # "solution version <arn> already exists ..."
-            again = parser.parse_args(
-                ["campaign", *common, "--name", campaign, "--solution-version-arn", arn]
-            )
-            pointer = again.run(again)
-            published[campaign] = {"solutionVersionArn": arn, "recipe": recipe.value, **pointer}
+        users = recipe.needs_user_factors
+        inputs = PublishInputs(
+            solution=campaign,
+            recipe=recipe,
+            item_ids=files.item_ids,
+            item_factors=files.item_factors if recipe.needs_item_factors else None,
+            user_ids=files.user_ids if users else None,
+            user_factors=files.user_factors if users else None,
+            interactions=files.interactions_csv,
+            items=files.items_csv,  # TITLE, GENRES, YEAR, PRICE: filters and metadata
+            context_factors=files.context_json if users else None,
+        )
+        published[campaign] = publish_files(
+            bucket, inputs, region=region, account=account, campaign=campaign, exist_ok=True
+        )
     return published

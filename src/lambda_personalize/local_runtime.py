@@ -33,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from personalize_core.modelstore.bucket import ModelBucket
+
 from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
 from .local_api import Handler, LocalApiServer
@@ -290,7 +292,9 @@ class LocalRuntime:
             # A ModelBucketName override names a bucket the template does not create: make it here.
             s3.create_bucket(Bucket=bucket)
         files, _ = ensure_demo_data(self.options.data_dir, spec)
-        self.campaigns = publish_demo(files, bucket, self.aws_url, self.options.region, self.options.account)
+        self.campaigns = publish_demo(
+            ModelBucket(s3, bucket), files, self.options.region, self.options.account
+        )
 
     def _routes(self) -> dict[tuple[str, str], tuple[str, Handler]]:
         routes: dict[tuple[str, str], tuple[str, Handler]] = {}

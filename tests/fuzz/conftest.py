@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 
-from personalize_core import batch
-from personalize_core.settings import get_settings
-from personalize_core.store import get_store
 from tests.conftest import EVENT_CAMPAIGNS, BatchEnv, new_bucket, publish
-from tests.utils import random_model
+from tests.utils import clear_process_caches, random_model
 
 
 @pytest.fixture
@@ -23,8 +20,6 @@ def fuzz_plane(batch_env: BatchEnv, s3: Any, monkeypatch: pytest.MonkeyPatch) ->
         publish(s3, bucket, campaign, recipe, model, campaign=campaign)
     publish(s3, bucket, "demo-batch", EVENT_CAMPAIGNS["demo-user-personalization"], model, version="v1")
     monkeypatch.setenv("MODEL_BUCKET", bucket)
-    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
-        cached.cache_clear()
+    clear_process_caches()
     yield bucket
-    for cached in (get_settings, get_store, batch.get_batch_jobs, batch.get_worker):
-        cached.cache_clear()
+    clear_process_caches()

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambda_personalize.local_api import proxy_event
-from personalize_core.control_plane import TARGET_PREFIX
+from personalize_core.control.registry import TARGET_PREFIX
 from personalize_core.errors import PersonalizeError
 from tests.fuzz.test_runtime_fuzz import json_values, odd_text
 from tests.utils import ACCOUNT, REGION, invoke, load_function, response_headers

@@ -16,11 +16,11 @@ import pytest
 from botocore.config import Config
 
 from personalize_core import batch
-from personalize_core.artifacts import Recipe
 from personalize_core.batch import storage as batch_storage
 from personalize_core.batch.jobs import JobStatus
 from personalize_core.batch.queue import Message, ShardQueue
 from personalize_core.batch.storage import JobStorage
+from personalize_core.modelstore.layout import Recipe
 from tests.conftest import BatchEnv, publish
 from tests.utils import ACCOUNT, REGION, campaign_arn, random_model
 

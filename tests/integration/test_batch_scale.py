@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.layout import Recipe
 from tests.batch_worker_process import PROBE
 from tests.conftest import BatchEnv, publish
 from tests.integration.test_batch_jobs import ROLE

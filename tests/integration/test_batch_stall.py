@@ -13,6 +13,7 @@ import pytest
 
 from personalize_core import batch
 from personalize_core.batch.queue import Message, ShardQueue
+from personalize_core.control.batch_jobs import get_batch_jobs
 from personalize_core.settings import Settings, get_settings
 from tests.conftest import BatchEnv, template_properties
 from tests.integration.test_batch_jobs import _user_job, describe
@@ -24,13 +25,13 @@ STALL_TIMEOUT = 120.0
 def short_stall(batch_env: BatchEnv, monkeypatch: pytest.MonkeyPatch) -> BatchEnv:
     monkeypatch.setenv("BATCH_STALL_TIMEOUT_SECONDS", str(STALL_TIMEOUT))
     get_settings.cache_clear()
-    batch.get_batch_jobs.cache_clear()
+    get_batch_jobs.cache_clear()
     return batch_env
 
 
 def _later(seconds: float) -> None:
     """Every later Describe / List sees the clock ``seconds`` ahead."""
-    batch.get_batch_jobs().clock = lambda: time.time() + seconds
+    get_batch_jobs().clock = lambda: time.time() + seconds
 
 
 def _dead_letter(batch_env: BatchEnv, monkeypatch: pytest.MonkeyPatch, kind: str) -> list[Message]:

@@ -24,7 +24,7 @@ import pytest
 from benchmarks.local_load import run_load, start_runtime
 from botocore.config import Config
 
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.layout import Recipe
 from tests.conftest import LocalStack, publish
 from tests.utils import REGION, campaign_arn, random_model, softmax_reference
 

@@ -24,8 +24,9 @@ from lambda_personalize.local_runtime import (
     RuntimeOptions,
     merged_environment,
 )
-from lambda_personalize.publish import list_versions
 from lambda_personalize.template import FunctionSpec, LocalTemplate, TemplateError
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.writer import list_versions
 from tests.utils import REGION, ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "local_template.yaml"
@@ -204,14 +205,14 @@ def test_demo_data_is_reused_while_its_spec_matches(tmp_path: Path) -> None:
 def test_publishing_the_demo_again_gives_the_same_campaigns(
     tmp_path: Path, s3: Any, bucket: str, moto_url: str
 ) -> None:
-    # Given a demo published once through the CLI's code
+    # Given a demo published once through the publish module
     files, _ = ensure_demo_data(tmp_path, DemoSpec(items=200, users=50, interactions_per_user=8))
-    first = publish_demo(files, bucket, moto_url, REGION, "123456789012")
+    first = publish_demo(ModelBucket(s3, bucket), files, REGION, "123456789012")
     # When it is published again (a second `make run` against a kept AWS)
-    again = publish_demo(files, bucket, moto_url, REGION, "123456789012")
+    again = publish_demo(ModelBucket(s3, bucket), files, REGION, "123456789012")
     # Then nothing is refused, and the same versions serve the same campaigns
     assert set(first) == set(again) == set(DEMO_CAMPAIGNS)
     for name in DEMO_CAMPAIGNS:
         assert again[name]["campaignArn"] == first[name]["campaignArn"]
         assert again[name]["solutionVersionArn"] == first[name]["solutionVersionArn"]
-    assert len(list(list_versions(s3, bucket))) == len(DEMO_CAMPAIGNS)
+    assert len(list(list_versions(ModelBucket(s3, bucket)))) == len(DEMO_CAMPAIGNS)

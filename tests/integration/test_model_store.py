@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lambda_personalize.publish import prepare_version, put_campaign, read_manifest, upload_version
-from personalize_core.artifacts import Recipe
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
-from personalize_core.npy import encode_npy
-from personalize_core.scoring import user_top_k
-from personalize_core.store import ModelStore
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.npy import encode_npy
+from personalize_core.modelstore.store import ModelStore
+from personalize_core.modelstore.writer import prepare_version, put_campaign, read_manifest, upload_version
+from personalize_core.serving.scoring import user_top_k
 from tests.conftest import publish
 from tests.utils import ACCOUNT, REGION, CountingObjects, campaign_arn, random_model, softmax_reference
 
@@ -72,7 +73,7 @@ def test_switch_to_a_new_version_after_the_ttl(setup: Any, s3: Any, bucket: str)
     first = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
     second = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(30, 5, 4, seed=3))
     old = store.campaign(campaign_arn("c"))[1]
-    put_campaign(s3, bucket, "c", read_manifest(s3, bucket, second))
+    put_campaign(ModelBucket(s3, bucket), "c", read_manifest(ModelBucket(s3, bucket), second))
     # Within the TTL the old version still answers; a request holds its model for its whole life
     assert store.campaign(campaign_arn("c"))[1] is old
     assert old.arn == first
@@ -144,9 +145,9 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     good = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
     bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
     assert store.campaign(campaign_arn("c"))[1].arn == good
-    manifest = read_manifest(s3, bucket, bad)
+    manifest = read_manifest(ModelBucket(s3, bucket), bad)
     corrupt(s3, bucket, bad, file_name, change)
-    put_campaign(s3, bucket, "c", manifest)
+    put_campaign(ModelBucket(s3, bucket), "c", manifest)
     clock.now = 10
     # The corrupt version is refused; the good one answers
     assert store.campaign(campaign_arn("c"))[1].arn == good
@@ -211,12 +212,12 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
         user_factors=model["user_factors"],
         precompute_normalisers=normalisers,
     )
-    manifest = upload_version(s3, bucket, prepared)
+    manifest = upload_version(ModelBucket(s3, bucket), prepared)
     assert manifest.files["item_factors.npy"].fortran_order
     if order == "C":
         key = f"solutions/sol/{manifest.version}/item_factors.npy"
         replace_array(s3, bucket, key, model["item_factors"], fortran_order=False)
-    put_campaign(s3, bucket, "c", manifest)
+    put_campaign(ModelBucket(s3, bucket), "c", manifest)
     # When a store reads it (a C-order matrix in chunks that split rows and the header)
     objects = SmallChunks(bucket)
     loaded = ModelStore(objects).campaign(campaign_arn("c"))[1]

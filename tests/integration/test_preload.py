@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from personalize_core.artifacts import Recipe
 from personalize_core.errors import ResourceNotFoundException
-from personalize_core.objects import Received, S3Objects
-from personalize_core.s3_reader import S3Error
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.objects import Received, S3Objects
+from personalize_core.modelstore.s3_reader import S3Error
+from personalize_core.modelstore.store import ModelStore, get_store, preload
+from personalize_core.modelstore.warm_start import begin_preload, take_objects
 from personalize_core.settings import get_settings
-from personalize_core.store import ModelStore, get_store, preload
-from personalize_core.warm_start import begin_preload, take_objects
 from tests.conftest import publish
 from tests.utils import CountingObjects, campaign_arn, random_model
 
@@ -163,7 +163,10 @@ def test_campaigns_that_cannot_be_read_ahead_leave_the_others_and_init_alone(
 
 def test_the_head_start_imports_no_numpy() -> None:
     # The point of it: it runs before numpy is imported, and must not import it itself
-    probe = "import sys, personalize_core.warm_start; print(sorted(m for m in sys.modules if 'numpy' in m))"
+    probe = (
+        "import sys, personalize_core.modelstore.warm_start; "
+        "print(sorted(m for m in sys.modules if 'numpy' in m))"
+    )
     layer = str(Path(__file__).resolve().parents[2] / "layers" / "core")
     result = subprocess.run(
         [sys.executable, "-c", probe],

@@ -21,16 +21,14 @@ import pytest
 from botocore.config import Config
 
 from lambda_personalize.publish import (
-    prepare_extras,
-    prepare_version,
-    put_campaign,
     read_context_factors,
     read_interaction_events,
     read_items_csv,
     read_users_csv,
-    upload_version,
 )
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.writer import prepare_extras, prepare_version, put_campaign, upload_version
 from tests.conftest import BatchEnv
 from tests.utils import ACCOUNT, REGION, campaign_arn
 
@@ -95,12 +93,8 @@ def solution(s3: Any, serving_bucket: str, tmp_path_factory: pytest.TempPathFact
             version=recipe.value.lower().replace("_", "-"),
             extra_files=extras,
         )
-        put_campaign(
-            s3,
-            serving_bucket,
-            f"{name}-{prepared.manifest.version}",
-            upload_version(s3, serving_bucket, prepared),
-        )
+        bucket = ModelBucket(s3, serving_bucket)
+        put_campaign(bucket, f"{name}-{prepared.manifest.version}", upload_version(bucket, prepared))
     return name
 
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from botocore.config import Config
 
-from lambda_personalize.publish import put_campaign, read_manifest
-from personalize_core.artifacts import Recipe
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.writer import put_campaign, read_manifest
 from tests.conftest import publish
 from tests.utils import REGION, campaign_arn, random_model, softmax_reference
 
@@ -213,7 +214,9 @@ def test_a_campaign_switch_under_requests_is_atomic(runtime: Any, serving_env: s
     with ThreadPoolExecutor(4) as pool:
         for future in [pool.submit(ask) for _ in range(20)]:
             future.result()
-        put_campaign(s3, serving_env, "switching", read_manifest(s3, serving_env, arn_b))
+        put_campaign(
+            ModelBucket(s3, serving_env), "switching", read_manifest(ModelBucket(s3, serving_env), arn_b)
+        )
 
         deadline = time.monotonic() + 10
         while (not seen or seen[-1] != arn_b) and time.monotonic() < deadline:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from personalize_core import s3_reader
-from personalize_core.s3_reader import S3Error, S3NotFound, S3Reader, S3SizeMismatch
+from personalize_core.modelstore import s3_reader
+from personalize_core.modelstore.s3_reader import S3Error, S3NotFound, S3Reader, S3SizeMismatch
 from tests.faults import Fault, FaultProxy
 
 BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: chunks never divide it evenly

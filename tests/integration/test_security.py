@@ -14,13 +14,12 @@ import pytest
 from botocore.config import Config
 
 from lambda_personalize.local_api import proxy_event
-from personalize_core import batch, management
+from personalize_core.modelstore.store import get_store
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
-from personalize_core.store import get_store
 from tests.conftest import BatchEnv
 from tests.faults import FaultProxy
-from tests.utils import invoke, response_headers
+from tests.utils import clear_process_caches, invoke, response_headers
 
 
 @pytest.fixture
@@ -119,8 +118,7 @@ def watched_plane(
     """A boto3 personalize client that skips its own checks, and the control plane's S3 traffic."""
     proxy = FaultProxy(moto_url).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-    for cached in (get_settings, get_store, management._s3_client, batch.get_batch_jobs):
-        cached.cache_clear()
+    clear_process_caches()
     client = boto3.client(
         "personalize",
         endpoint_url=control_plane.meta.endpoint_url,
@@ -129,8 +127,7 @@ def watched_plane(
     )
     yield client, proxy
     proxy.stop()
-    for cached in (get_settings, get_store, management._s3_client, batch.get_batch_jobs):
-        cached.cache_clear()
+    clear_process_caches()
 
 
 CRAFTED = [

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from personalize_core.artifacts import Recipe
 from personalize_core.errors import ModelUnavailableError
-from personalize_core.objects import S3Objects
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.objects import S3Objects
+from personalize_core.modelstore.store import ModelStore
 from personalize_core.settings import get_settings
-from personalize_core.store import ModelStore
 from tests.conftest import publish
 from tests.faults import Fault, FaultProxy
 from tests.utils import campaign_arn, random_model

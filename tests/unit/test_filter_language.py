@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from personalize_core.errors import InvalidInputException
-from personalize_core.filter_language import (
+from personalize_core.serving.filter_language import (
     Action,
     Dataset,
     FilterSyntaxError,

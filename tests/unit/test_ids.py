@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personalize_core import ids as ids_module
 from personalize_core.errors import ArtifactError
-from personalize_core.ids import load_ids
+from personalize_core.modelstore import ids as ids_module
+from personalize_core.modelstore.ids import load_ids
 
 ID_TEXT = st.text(
     st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), min_size=1, max_size=12

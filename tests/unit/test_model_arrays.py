@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from personalize_core.artifacts import FileEntry
 from personalize_core.errors import ArtifactError
-from personalize_core.model import popularity_order
-from personalize_core.npy import decode_npy, encode_npy, npy_header
+from personalize_core.modelstore.layout import FileEntry
+from personalize_core.modelstore.model import popularity_order
+from personalize_core.modelstore.npy import decode_npy, encode_npy, npy_header
 
 
 @pytest.mark.parametrize("fortran_order", [True, False])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from personalize_core.arns import make_arn, parse_arn
 from personalize_core.errors import InvalidInputException
-from personalize_core.names import make_arn, parse_arn
 
 
 def test_parse_campaign_and_solution_version_arns() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from personalize_core import native
+from personalize_core.serving import native
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from personalize_core.edge.requests import RankingRequest, RecommendationsRequest
 from personalize_core.errors import InvalidInputException
-from personalize_core.requests import RankingRequest, RecommendationsRequest
 
 ARN = "arn:aws:personalize:us-east-1:123456789012:campaign/movies"
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from personalize_core import native
-from personalize_core.scoring import (
+from personalize_core.serving import native
+from personalize_core.serving.scoring import (
     batch_user_top_k,
     log_normalisers,
     logsumexp,

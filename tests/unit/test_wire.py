@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from lambda_personalize.local_api import proxy_event
-from personalize_core import wire
+from personalize_core.edge import api as wire
 from personalize_core.errors import ResourceNotFoundException
 
 

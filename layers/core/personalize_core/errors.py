@@ -58,3 +58,8 @@ class ModelUnavailableError(PersonalizeError):
 
 class ArtifactError(Exception):
     """A model artifact is missing or does not match its manifest (raised by loading and publishing)."""
+
+
+class TooManyTagsException(PersonalizeError):
+    code = "TooManyTagsException"
+    status = 400

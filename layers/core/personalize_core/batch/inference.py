@@ -14,13 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Recipe
-from ..errors import InvalidInputException
-from ..filters import CompiledFilter
-from ..filters import allowed_items as filter_mask
-from ..model import SolutionVersionModel
-from ..requests import ID_MAX, INPUT_LIST_MAX, _Fields, _filter_values
-from ..scoring import batch_user_top_k, popular_top_k, rank_items, related_top_k, user_top_k
+from personalize_core.edge.fields import ID_MAX, Fields
+from personalize_core.edge.requests import INPUT_LIST_MAX, filter_values
+from personalize_core.errors import InvalidInputException
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.serving.filter_store import CompiledFilter
+from personalize_core.serving.filters import allowed_items as filter_mask
+from personalize_core.serving.scoring import (
+    batch_user_top_k,
+    popular_top_k,
+    rank_items,
+    related_top_k,
+    user_top_k,
+)
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {
@@ -59,7 +66,7 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
         return Line(given=text, error="The line is not valid JSON")
     line = Line(given=given)
     try:
-        fields = _Fields(given, "", LINE_FIELDS[recipe])
+        fields = Fields(given, "", LINE_FIELDS[recipe])
         if recipe is Recipe.RELATED_ITEMS:
             line.item_id = fields.string("itemId", max_len=ID_MAX, min_len=1, required=True)
         else:
@@ -70,7 +77,7 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
             )
             if not line.item_list:
                 raise InvalidInputException("itemList must contain at least one item")
-        line.filter_values = _filter_values(fields)
+        line.filter_values = filter_values(fields)
     except InvalidInputException as exc:
         line.error = exc.message
     return line

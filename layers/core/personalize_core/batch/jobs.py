@@ -11,8 +11,6 @@ backwards or mark it twice:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import json
 import re
@@ -20,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidNextTokenException, ResourceAlreadyExistsException
-from ..names import is_valid_name
+from personalize_core.arns import is_valid_name
+from personalize_core.errors import ResourceAlreadyExistsException
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -218,36 +216,23 @@ def _from_item(item: dict[str, Any]) -> Job:
     )
 
 
-# -- page tokens ---------------------------------------------------------------------------------
+# -- list positions ------------------------------------------------------------------------------
 
 
-def encode_token(job: Job, solution_version_arn: str | None) -> str:
-    raw = {"n": job.name, "s": _sort_key(job), "v": solution_version_arn or ""}
-    return base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode()).decode()
+def list_position(job: Job) -> dict[str, str]:
+    """Where a listing continues after ``job`` (the control plane wraps it in a nextToken)."""
+    return {"n": job.name, "s": _sort_key(job)}
 
 
-def decode_token(token: str, solution_version_arn: str | None) -> dict[str, Any]:
-    """The ExclusiveStartKey a token stands for; anything we did not issue is InvalidNextTokenException."""
-    invalid = InvalidNextTokenException("nextToken is not valid for this request")
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
-        raise invalid from None
-    if not isinstance(raw, dict) or set(raw) != {"n", "s", "v"}:
-        raise invalid
-    name, sort_key, version = raw["n"], raw["s"], raw["v"]
-    if not (isinstance(name, str) and isinstance(sort_key, str) and isinstance(version, str)):
-        raise invalid
-    if version != (solution_version_arn or "") or not is_valid_name(name):
-        raise invalid
-    if _SORT_KEY.fullmatch(sort_key) is None or not sort_key.endswith("#" + name):
-        raise invalid
-    key = {"jobName": {"S": name}, "sortKey": {"S": sort_key}}
-    if solution_version_arn:
-        key["solutionVersionArn"] = {"S": solution_version_arn}
-    else:
-        key["kind"] = {"S": KIND}
-    return key
+def is_list_position(position: dict[str, str]) -> bool:
+    """Whether ``position`` is one ``list_position`` gives (a token is never trusted as a key)."""
+    name, sort_key = position.get("n", ""), position.get("s", "")
+    return (
+        set(position) == {"n", "s"}
+        and is_valid_name(name)
+        and _SORT_KEY.fullmatch(sort_key) is not None
+        and sort_key.endswith("#" + name)
+    )
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -293,9 +278,10 @@ class JobsTable:
         return _from_item(item) if item else None
 
     def list(
-        self, solution_version_arn: str | None, max_results: int, next_token: str | None
-    ) -> tuple[list[Job], str | None]:
-        """A page of jobs, newest first, and the token of the next page (None on the last one)."""
+        self, solution_version_arn: str | None, max_results: int, after: dict[str, str] | None
+    ) -> tuple[list[Job], Job | None]:
+        """A page of jobs, newest first, after the position ``after`` (``list_position``), and the
+        last job of the page when another page follows (None on the last one)."""
         query: dict[str, Any] = {
             "TableName": self.table_name,
             "ScanIndexForward": False,
@@ -314,11 +300,16 @@ class JobsTable:
                 "ExpressionAttributeNames": {"#kind": "kind"},
                 "ExpressionAttributeValues": {":k": {"S": KIND}},
             }
-        if next_token:
-            query["ExclusiveStartKey"] = decode_token(next_token, solution_version_arn)
+        if after is not None:
+            key = {"jobName": {"S": after["n"]}, "sortKey": {"S": after["s"]}}
+            if solution_version_arn:
+                key["solutionVersionArn"] = {"S": solution_version_arn}
+            else:
+                key["kind"] = {"S": KIND}
+            query["ExclusiveStartKey"] = key
         jobs = [_from_item(item) for item in self.client.query(**query).get("Items", [])]
         if len(jobs) > max_results:
-            return jobs[:max_results], encode_token(jobs[max_results - 1], solution_version_arn)
+            return jobs[:max_results], jobs[max_results - 1]
         return jobs, None
 
     def _update(self, name: str, expression: str, condition: str, values: dict[str, Any]) -> Job | None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from personalize_core.errors import InvalidInputException
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,6 +35,32 @@ PERMANENT_CODES = frozenset(
     }
 )
 SESSION_NAME = re.compile(r"[^\w+=,.@-]")
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Path:
+    bucket: str
+    key: str
+
+    @property
+    def is_prefix(self) -> bool:
+        """A path ending in ``/`` (or a bare bucket) names every object under it."""
+        return self.key == "" or self.key.endswith("/")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_path(value: str, field: str) -> S3Path:
+    if not value.startswith("s3://"):
+        raise InvalidInputException(
+            f"{field} must be an s3:// location (s3://bucket/key or s3://bucket/prefix/)"
+        )
+    bucket, _, key = value[len("s3://") :].partition("/")
+    if BUCKET_NAME.fullmatch(bucket) is None:
+        raise InvalidInputException(f"{field} {value!r} does not name a valid S3 bucket")
+    return S3Path(bucket, key)
 
 
 class StorageError(Exception):

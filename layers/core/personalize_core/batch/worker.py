@@ -21,18 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..artifacts import Manifest
-from ..errors import ArtifactError, ResourceNotFoundException
-from ..filters import CompiledFilter
-from ..model import SolutionVersionModel
-from ..names import parse_arn
-from ..observability import logger
-from .inference import Line, answer_lines, parse_line
-from .jobs import InputFile, Job, JobsTable, JobStatus, Plan
-from .queue import Message, ShardQueue
-from .sharding import owned_lines, read_start, shard_count
-from .storage import JobStorage, StorageError
-from .validation import S3Path, parse_s3_path
+from personalize_core.arns import parse_arn
+from personalize_core.batch.inference import Line, answer_lines, parse_line
+from personalize_core.batch.jobs import InputFile, Job, JobsTable, JobStatus, Plan
+from personalize_core.batch.queue import Message, ShardQueue
+from personalize_core.batch.sharding import owned_lines, read_start, shard_count
+from personalize_core.batch.storage import JobStorage, S3Path, StorageError, parse_s3_path
+from personalize_core.errors import ArtifactError, ResourceNotFoundException
+from personalize_core.modelstore.layout import Manifest
+from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.observability import logger
+from personalize_core.serving.filter_store import CompiledFilter
 
 #: Where a job keeps its parts until the .out files are assembled (under its output path).
 PARTS_FOLDER = ".batch-parts"

@@ -15,7 +15,7 @@ import mmap
 import zlib
 from typing import Any, NamedTuple, Protocol
 
-from .errors import ArtifactError
+from personalize_core.errors import ArtifactError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -257,3 +257,41 @@ class CampaignPointer(NamedTuple):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"campaign record is malformed: {exc!r}") from None
+
+
+#: The status of every record this service keeps (filters, campaigns, solution versions).
+ACTIVE = "ACTIVE"
+
+
+class FilterRecord(NamedTuple):
+    filter_arn: str
+    name: str
+    dataset_group_arn: str
+    filter_expression: str
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filterArn": self.filter_arn,
+            "name": self.name,
+            "datasetGroupArn": self.dataset_group_arn,
+            "filterExpression": self.filter_expression,
+            "status": ACTIVE,
+            "creationDateTime": self.created_at,
+            "lastUpdatedDateTime": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FilterRecord:
+        try:
+            return cls(
+                filter_arn=str(raw["filterArn"]),
+                name=str(raw["name"]),
+                dataset_group_arn=str(raw["datasetGroupArn"]),
+                filter_expression=str(raw["filterExpression"]),
+                created_at=float(raw["creationDateTime"]),
+                updated_at=float(raw["lastUpdatedDateTime"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"filter record is malformed: {exc!r}") from None

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .artifacts import FileEntry
-from .errors import ArtifactError
+from personalize_core.errors import ArtifactError
+from personalize_core.modelstore.layout import FileEntry
 
 
 def encode_npy(array: np.ndarray, fortran_order: bool = False) -> bytes:

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from . import native
+from personalize_core.serving import native
 
 #: float32 unit roundoff.
 _UNIT_ROUNDOFF = 2.0**-24

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .artifacts import FileEntry
-from .errors import ArtifactError
-from .npy import NpyHeader, npy_header
-from .objects import Received
+from personalize_core.errors import ArtifactError
+from personalize_core.modelstore.layout import FileEntry
+from personalize_core.modelstore.npy import NpyHeader, npy_header
+from personalize_core.modelstore.objects import Received
 
 _MAX_HEADER = 1 << 16
 

@@ -20,7 +20,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidInputException
+from personalize_core.errors import InvalidInputException
 
 EXPRESSION_MAX = 2500
 

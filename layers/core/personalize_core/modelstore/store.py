@@ -15,34 +15,25 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
-from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, read_plan, version_prefix
-from .errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
-from .model import SolutionVersionModel, build_model
-from .names import parse_arn
-from .objects import ObjectMissing, S3Objects
-from .observability import logger
-from .s3_reader import S3SizeMismatch
-from .settings import get_settings
-from .warm_start import take_objects
+from personalize_core.arns import parse_arn
+from personalize_core.errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
+from personalize_core.modelstore.layout import (
+    MANIFEST,
+    CampaignPointer,
+    Manifest,
+    campaign_key,
+    read_plan,
+    version_prefix,
+)
+from personalize_core.modelstore.model import SolutionVersionModel, build_model
+from personalize_core.modelstore.objects import ObjectMissing, S3Objects
+from personalize_core.modelstore.s3_reader import S3SizeMismatch
+from personalize_core.modelstore.warm_start import take_objects
+from personalize_core.observability import logger
+from personalize_core.settings import get_settings
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-
-def create_s3_client() -> S3Client:
-    """A full boto3 S3 client (the control plane's: lists, writes). The serving path uses S3Reader."""
-    # Imported here, not at module level: boto3 costs ~100 ms of cold start that a warm
-    # request never pays again, and moto must be able to patch it in tests.
-    import boto3
-    from botocore.config import Config
-
-    settings = get_settings()
-    config = Config(
-        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
-        connect_timeout=settings.s3_connect_timeout_seconds,
-        read_timeout=settings.s3_read_timeout_seconds,
-    )
-    return boto3.client("s3", config=config)
+    pass
 
 
 class _CachedPointer(NamedTuple):

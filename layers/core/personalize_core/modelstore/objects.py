@@ -15,11 +15,11 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, NamedTuple
 
-from .artifacts import RunningCrc32
-from .background import in_background
-from .errors import ArtifactError
-from .s3_reader import S3NotFound, S3Reader
-from .settings import get_settings
+from personalize_core.errors import ArtifactError
+from personalize_core.modelstore.background import in_background
+from personalize_core.modelstore.layout import RunningCrc32
+from personalize_core.modelstore.s3_reader import S3NotFound, S3Reader
+from personalize_core.settings import get_settings
 
 
 class ObjectMissing(Exception):

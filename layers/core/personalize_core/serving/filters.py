@@ -12,18 +12,16 @@ not hold for the user, is skipped.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .artifacts import filter_key
-from .attributes import Column, DataSchema, Table, schema_of_extras
-from .errors import ArtifactError, InvalidInputException, ModelUnavailableError, ResourceNotFoundException
-from .filter_language import (
+from personalize_core.errors import (
+    InvalidInputException,
+)
+from personalize_core.modelstore.attributes import Column, DataSchema, Table, schema_of_extras
+from personalize_core.serving.filter_language import (
     COMPARISONS,
     Action,
     Condition,
@@ -32,18 +30,11 @@ from .filter_language import (
     FilterProgram,
     UserCondition,
     Value,
-    parse_filter,
     parse_filter_value,
 )
-from .names import parse_arn
-from .objects import ObjectMissing, S3Objects
-from .observability import logger
-from .store import ModelStore
 
 if TYPE_CHECKING:
-    from .model import SolutionVersionModel
-
-ACTIVE = "ACTIVE"
+    from personalize_core.modelstore.model import SolutionVersionModel
 
 
 # -- checking a filter against what a model holds ---------------------------------------------------
@@ -325,99 +316,3 @@ def _expression_mask(
 
 def check_filter_for_model(program: FilterProgram, model: SolutionVersionModel, where: str) -> None:
     check_filter(program, schema_of_extras(model.extras), where)
-
-
-# -- filter records (filters/<name>.json) ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FilterRecord:
-    filter_arn: str
-    name: str
-    dataset_group_arn: str
-    filter_expression: str
-    created_at: float
-    updated_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "filterArn": self.filter_arn,
-            "name": self.name,
-            "datasetGroupArn": self.dataset_group_arn,
-            "filterExpression": self.filter_expression,
-            "status": ACTIVE,
-            "creationDateTime": self.created_at,
-            "lastUpdatedDateTime": self.updated_at,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any) -> FilterRecord:
-        try:
-            return cls(
-                filter_arn=str(raw["filterArn"]),
-                name=str(raw["name"]),
-                dataset_group_arn=str(raw["datasetGroupArn"]),
-                filter_expression=str(raw["filterExpression"]),
-                created_at=float(raw["creationDateTime"]),
-                updated_at=float(raw["lastUpdatedDateTime"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"filter record is malformed: {exc!r}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledFilter:
-    record: FilterRecord
-    program: FilterProgram
-
-
-@dataclass(slots=True)
-class _Cached:
-    compiled: CompiledFilter
-    read_at: float
-
-
-class FilterStore:
-    """Filters as the serving functions see them: read from S3, parsed once, re-read after the TTL."""
-
-    def __init__(
-        self, objects: S3Objects, ttl_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.objects = objects
-        self.ttl_seconds = ttl_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._cache: dict[str, _Cached] = {}
-
-    def get(self, filter_arn: str, field: str = "filterArn") -> CompiledFilter:
-        name = parse_arn(filter_arn, field, "filter").path[0]
-        with self._lock:
-            cached = self._cache.get(name)
-        if cached is None or self._clock() - cached.read_at >= self.ttl_seconds:
-            try:
-                record = FilterRecord.from_json(self.objects.read_json(filter_key(name)))
-            except ObjectMissing:
-                with self._lock:
-                    self._cache.pop(name, None)
-                raise ResourceNotFoundException(f"Filter {filter_arn} does not exist") from None
-            except Exception as exc:
-                if cached is None:
-                    logger.exception("cannot read filter", extra={"filter": name})
-                    raise ModelUnavailableError(f"Filter {name} cannot be read now; try again") from exc
-                record = cached.compiled.record  # a transient fault: keep the one we have
-            if cached is not None and cached.compiled.record == record:
-                compiled = cached.compiled
-            else:
-                compiled = CompiledFilter(record, parse_filter(record.filter_expression))
-            cached = _Cached(compiled, self._clock())
-            with self._lock:
-                self._cache[name] = cached
-        if cached.compiled.record.filter_arn != filter_arn:
-            raise ResourceNotFoundException(f"Filter {filter_arn} does not exist")
-        return cached.compiled
-
-
-@cache
-def filter_store_for(store: ModelStore) -> FilterStore:
-    """The filter store beside a model store (same bucket, same TTL): one per warm function."""
-    return FilterStore(store.objects, store.pointer_ttl_seconds)

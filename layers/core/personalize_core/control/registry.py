@@ -1,20 +1,19 @@
 """Personalize's control plane (JSON 1.1 at ``POST /``): one dispatcher, operations registered by name.
 
 A client sends ``X-Amz-Target: AmazonPersonalize.<Operation>`` and a JSON object; the operation
-gets the object and returns the response object. Feature modules register their operations:
+gets the object and returns the response object. Each resource module registers its operations
+with the data access they use, resolved per call (so a warm function builds its clients once,
+on first use):
 
-    plane = ControlPlane()
-
-    @plane.operation("DescribeBatchInferenceJob")
-    def describe(body: dict[str, Any]) -> dict[str, Any]: ...
+    register_all(plane, {"DescribeFilter": describe_filter, ...}, get_model_bucket)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import InvalidInputException, UnknownOperationException
+from personalize_core.errors import InvalidInputException, UnknownOperationException
 
 TARGET_PREFIX = "AmazonPersonalize."
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
@@ -43,3 +42,19 @@ class ControlPlane:
         if not isinstance(body, dict):
             raise InvalidInputException("The request body must be a JSON object")
         return operation(body)
+
+
+def register_all[T](
+    plane: ControlPlane,
+    operations: Mapping[str, Callable[[T, dict[str, Any]], dict[str, Any]]],
+    resource: Callable[[], T],
+) -> None:
+    """Register operations that take a resource (a bucket, a service) and the request body."""
+    for name, function in operations.items():
+
+        def operation(
+            body: dict[str, Any], function: Callable[[T, dict[str, Any]], dict[str, Any]] = function
+        ) -> dict[str, Any]:
+            return function(resource(), body)
+
+        plane.operation(name)(operation)

@@ -7,15 +7,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .arrays import read_dimension_major, receive_matrix
-from .artifacts import ArrayName, FileEntry, Manifest, Recipe
-from .attributes import NO_EXTRAS, ModelExtras, load_extras
-from .background import in_background
-from .errors import ArtifactError
-from .ids import load_ids
-from .npy import decode_npy
-from .objects import Received
-from .scoring import max_row_norm, remember_max_row_norm
+from personalize_core.errors import ArtifactError
+from personalize_core.modelstore.attributes import NO_EXTRAS, ModelExtras, load_extras
+from personalize_core.modelstore.background import in_background
+from personalize_core.modelstore.ids import load_ids
+from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, Recipe
+from personalize_core.modelstore.matrices import read_dimension_major, receive_matrix
+from personalize_core.modelstore.npy import decode_npy
+from personalize_core.modelstore.objects import Received
+from personalize_core.serving.scoring import max_row_norm, remember_max_row_norm
 
 
 class SolutionVersionModel(NamedTuple):

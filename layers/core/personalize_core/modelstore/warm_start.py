@@ -18,10 +18,17 @@ from __future__ import annotations
 import json
 import threading
 
-from .artifacts import MANIFEST, CampaignPointer, Manifest, campaign_key, read_plan, version_prefix
-from .names import parse_arn
-from .objects import S3Objects
-from .settings import get_settings
+from personalize_core.arns import parse_arn
+from personalize_core.modelstore.layout import (
+    MANIFEST,
+    CampaignPointer,
+    Manifest,
+    campaign_key,
+    read_plan,
+    version_prefix,
+)
+from personalize_core.modelstore.objects import S3Objects
+from personalize_core.settings import get_settings
 
 _lock = threading.Lock()
 #: The S3 objects the head start reads into (by bucket), until the store takes them over.

@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .artifacts import FileEntry, Manifest, decode_ids, encode_ids
-from .errors import ArtifactError
-from .npy import decode_npy, encode_npy
+from personalize_core.errors import ArtifactError
+from personalize_core.modelstore.layout import FileEntry, Manifest, decode_ids, encode_ids
+from personalize_core.modelstore.npy import decode_npy, encode_npy
 
 ITEMS = "items/"
 USERS = "users/"

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .errors import InvalidInputException, PersonalizeError, UnknownOperationException
-from .observability import logger, metrics
-from .settings import get_settings
+from personalize_core.errors import InvalidInputException, PersonalizeError, UnknownOperationException
+from personalize_core.observability import logger, metrics
+from personalize_core.settings import get_settings
 
 __all__ = [
     "ProxyEvent",

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .artifacts import Recipe
-from .attributes import Column
-from .errors import InvalidInputException
-from .model import SolutionVersionModel
-from .requests import RankingRequest, RecommendationsRequest
-from .scoring import popular_top_k, rank_items, related_top_k, user_top_k
-from .store import ModelStore
+from personalize_core.edge.requests import RankingRequest, RecommendationsRequest
+from personalize_core.errors import InvalidInputException
+from personalize_core.modelstore.attributes import Column
+from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.modelstore.store import ModelStore
+from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:
-    from .filters import FilterStore
+    from personalize_core.serving.filter_store import FilterStore
 
 PredictedItem = dict[str, Any]
 
@@ -98,7 +98,7 @@ def _filter_store(store: ModelStore, given: FilterStore | None) -> Callable[[], 
     request that names one, not by every cold start."""
 
     def get() -> FilterStore:
-        from .filters import filter_store_for  # noqa: PLC0415
+        from personalize_core.serving.filter_store import filter_store_for  # noqa: PLC0415
 
         return given or filter_store_for(store)
 
@@ -118,7 +118,7 @@ def _allowed(
         if filter_values:
             raise InvalidInputException(f"{field.replace('filterArn', 'filterValues')} needs a filterArn")
         return None
-    from .filters import allowed_items  # noqa: PLC0415 - see _filter_store
+    from personalize_core.serving.filters import allowed_items  # noqa: PLC0415 - see _filter_store
 
     compiled = filters().get(filter_arn, field)
     if item_id is None and any(e.uses_current_item for e in compiled.program.expressions):

@@ -20,7 +20,7 @@ from typing import overload
 
 import numpy as np
 
-from .errors import ArtifactError
+from personalize_core.errors import ArtifactError
 
 #: Ids hashed per Python-level batch while building: bounds the bytes objects alive at a time.
 _HASH_BATCH = 65_536

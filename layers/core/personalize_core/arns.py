@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from .errors import InvalidInputException
+from personalize_core.errors import InvalidInputException
 
 #: Personalize's own name rule (jobs, campaigns, filters, solutions, promotions).
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]*")

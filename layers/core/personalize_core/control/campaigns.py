@@ -1,0 +1,153 @@
+"""CreateCampaign, DescribeCampaign, ListCampaigns, UpdateCampaign, DeleteCampaign.
+
+A campaign is a pointer, ``campaigns/<name>.json``, to the solution version it serves; the
+serving functions follow it (re-reading it after the pointer TTL). Switching a campaign is one
+atomic write of the pointer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from personalize_core.arns import check_name, make_arn, parse_arn
+from personalize_core.control.paging import PageRequest, key_page, paged
+from personalize_core.edge.fields import Fields
+from personalize_core.errors import (
+    InvalidInputException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+)
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import ACTIVE, CampaignPointer, campaign_key
+
+CAMPAIGN_FIELDS = frozenset({"name", "solutionVersionArn", "minProvisionedTPS", "campaignConfig", "tags"})
+#: What a campaign record keeps beside its pointer (Describe gives them back).
+OPTIONS = ("minProvisionedTPS", "campaignConfig")
+
+
+def timestamps(created: float, updated: float) -> dict[str, float]:
+    return {"creationDateTime": created, "lastUpdatedDateTime": updated}
+
+
+def _options(fields: Fields) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    tps = fields.integer("minProvisionedTPS", minimum=1, maximum=2**31 - 1)
+    if tps is not None:
+        options["minProvisionedTPS"] = tps
+    config = fields.body.get("campaignConfig")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise InvalidInputException("campaignConfig must be an object")
+        options["campaignConfig"] = config
+    return options
+
+
+def read_campaign(bucket: ModelBucket, arn: str) -> tuple[CampaignPointer, dict[str, Any]]:
+    name = parse_arn(arn, "campaignArn", "campaign").path[0]
+    raw = bucket.read_json(campaign_key(name))
+    pointer = CampaignPointer.from_json(raw) if raw is not None else None
+    if raw is None or pointer is None or pointer.campaign_arn != arn:
+        raise ResourceNotFoundException(f"Campaign {arn} does not exist")
+    return pointer, dict(raw)
+
+
+def _campaign_json(raw: dict[str, Any], summary: bool = False) -> dict[str, Any]:
+    pointer = CampaignPointer.from_json(raw)
+    out: dict[str, Any] = {
+        "name": pointer.name,
+        "campaignArn": pointer.campaign_arn,
+        "status": ACTIVE,
+        **timestamps(pointer.created_at, pointer.updated_at),
+    }
+    if summary:
+        return out
+    tps = raw.get("minProvisionedTPS", 1)
+    out |= {"solutionVersionArn": pointer.solution_version_arn, "minProvisionedTPS": tps}
+    if "campaignConfig" in raw:
+        out["campaignConfig"] = raw["campaignConfig"]
+    out["latestCampaignUpdate"] = {
+        "solutionVersionArn": pointer.solution_version_arn,
+        "minProvisionedTPS": tps,
+        "status": ACTIVE,
+        **timestamps(pointer.updated_at, pointer.updated_at),
+    }
+    return out
+
+
+def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", CAMPAIGN_FIELDS)
+    name = check_name(fields.required_string("name", max_len=63), "name")
+    version_arn = fields.required_arn("solutionVersionArn")
+    options = _options(fields)
+    manifest = bucket.manifest(version_arn)
+    parsed = parse_arn(version_arn, "solutionVersionArn", "solution", parts=2)
+    arn = str(make_arn(parsed.region, parsed.account, "campaign", name))
+    now = time.time()
+    pointer = CampaignPointer(arn, name, version_arn, manifest.solution, manifest.version, now, now)
+    bucket.create_json(
+        campaign_key(name),
+        {**pointer.to_json(), **options},
+        ResourceAlreadyExistsException(f"Campaign {arn} already exists"),
+    )
+    return {"campaignArn": arn}
+
+
+def describe_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"campaignArn"}))
+    _, raw = read_campaign(bucket, fields.required_arn("campaignArn"))
+    return {"campaign": _campaign_json(raw)}
+
+
+def list_campaigns(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"solutionArn", "nextToken", "maxResults"}))
+    solution_arn = fields.arn("solutionArn")
+    solution = parse_arn(solution_arn, "solutionArn", "solution").path[0] if solution_arn else None
+
+    def summary(key: str) -> dict[str, Any] | None:
+        raw = bucket.read_json(key)
+        if raw is None or (solution is not None and raw.get("solution") != solution):
+            return None
+        return _campaign_json(raw, summary=True)
+
+    prefix = "campaigns/"
+    items, token = key_page(lambda after: bucket.keys(prefix, after), prefix, PageRequest(fields), summary)
+    return paged("campaigns", items, token)
+
+
+def update_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(
+        body, "", frozenset({"campaignArn", "solutionVersionArn", "minProvisionedTPS", "campaignConfig"})
+    )
+    arn = fields.required_arn("campaignArn")
+    version_arn = fields.arn("solutionVersionArn")
+    options = _options(fields)
+    pointer, raw = read_campaign(bucket, arn)
+    if version_arn is not None:
+        manifest = bucket.manifest(version_arn)
+        solution, version = manifest.solution, manifest.version
+    else:
+        version_arn, solution, version = pointer.solution_version_arn, pointer.solution, pointer.version
+    kept = {k: raw[k] for k in OPTIONS if k in raw}
+    updated = CampaignPointer(
+        arn, pointer.name, version_arn, solution, version, pointer.created_at, time.time()
+    )
+    # One atomic write: the serving functions switch within the pointer TTL.
+    bucket.write_json(campaign_key(updated.name), {**updated.to_json(), **kept, **options})
+    return {"campaignArn": arn}
+
+
+def delete_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"campaignArn"}))
+    pointer, _ = read_campaign(bucket, fields.required_arn("campaignArn"))
+    bucket.delete(campaign_key(pointer.name))
+    return {}
+
+
+OPERATIONS = {
+    "CreateCampaign": create_campaign,
+    "DescribeCampaign": describe_campaign,
+    "ListCampaigns": list_campaigns,
+    "UpdateCampaign": update_campaign,
+    "DeleteCampaign": delete_campaign,
+}

@@ -1,0 +1,95 @@
+"""CreateFilter, DescribeFilter, ListFilters, DeleteFilter: records at ``filters/<name>.json``.
+
+A dataset group is a solution here: ``arn:...:dataset-group/<solution>`` checks a new filter's
+expression against that solution's newest version (its schema files only; docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from personalize_core.arns import check_name, make_arn, parse_arn
+from personalize_core.control.paging import PageRequest, key_page, paged
+from personalize_core.edge.fields import Fields
+from personalize_core.errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from personalize_core.modelstore.attributes import read_schema
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.layout import FilterRecord, filter_key, version_prefix
+from personalize_core.serving.filter_language import EXPRESSION_MAX, parse_filter
+from personalize_core.serving.filters import check_filter
+
+
+def read_filter(bucket: ModelBucket, arn: str, field: str = "filterArn") -> FilterRecord:
+    name = parse_arn(arn, field, "filter").path[0]
+    raw = bucket.read_json(filter_key(name))
+    record = FilterRecord.from_json(raw) if raw is not None else None
+    if record is None or record.filter_arn != arn:
+        raise ResourceNotFoundException(f"Filter {arn} does not exist")
+    return record
+
+
+def create_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"name", "datasetGroupArn", "filterExpression", "tags"}))
+    name = check_name(fields.required_string("name", max_len=63), "name")
+    group_arn = fields.required_arn("datasetGroupArn")
+    expression = fields.required_string("filterExpression", max_len=EXPRESSION_MAX)
+    group = parse_arn(group_arn, "datasetGroupArn", "dataset-group")
+    solution = group.path[0]
+    filter_arn = str(make_arn(group.region, group.account, "filter", name))
+    program = parse_filter(expression)
+    manifest = bucket.newest_manifest(solution)
+    if manifest is None:
+        raise ResourceNotFoundException(
+            f"Dataset group {group_arn} does not exist: no version of solution {solution} is published"
+        )
+    prefix = version_prefix(manifest.solution, manifest.version)
+    schema = read_schema(manifest, lambda file_name: bucket.read(prefix + file_name))
+    check_filter(program, schema, f"checked against {manifest.solution_version_arn}")
+    now = time.time()
+    bucket.create_json(
+        filter_key(name),
+        FilterRecord(filter_arn, name, group_arn, expression, now, now).to_json(),
+        ResourceAlreadyExistsException(f"Filter {filter_arn} already exists"),
+    )
+    return {"filterArn": filter_arn}
+
+
+def describe_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"filterArn"}))
+    return {"filter": read_filter(bucket, fields.required_arn("filterArn")).to_json()}
+
+
+def list_filters(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"datasetGroupArn", "nextToken", "maxResults"}))
+    group_arn = fields.arn("datasetGroupArn")
+
+    def summary(key: str) -> dict[str, Any] | None:
+        raw = bucket.read_json(key) if key.endswith(".json") else None
+        if raw is None:
+            return None
+        record = FilterRecord.from_json(raw)
+        if group_arn is not None and record.dataset_group_arn != group_arn:
+            return None
+        out = record.to_json()
+        del out["filterExpression"]
+        return out
+
+    prefix = "filters/"
+    items, token = key_page(lambda after: bucket.keys(prefix, after), prefix, PageRequest(fields), summary)
+    return paged("Filters", items, token)
+
+
+def delete_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
+    fields = Fields(body, "", frozenset({"filterArn"}))
+    record = read_filter(bucket, fields.required_arn("filterArn"))
+    bucket.delete(filter_key(record.name))
+    return {}
+
+
+OPERATIONS = {
+    "CreateFilter": create_filter,
+    "DescribeFilter": describe_filter,
+    "ListFilters": list_filters,
+    "DeleteFilter": delete_filter,
+}

@@ -1,0 +1,6 @@
+"""The HTTP edge: API Gateway proxy events in, Personalize's wire shapes out.
+
+http.py       the one-route app, the request body, responses and the one error mapping
+fields.py     typed, limit-checked access to a JSON request's fields (public validators)
+requests.py   the runtime requests (GetRecommendations, GetPersonalizedRanking)
+"""

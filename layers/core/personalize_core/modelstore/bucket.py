@@ -1,0 +1,135 @@
+"""The model bucket through boto3: the control plane's and the publisher's reads and writes.
+
+The serving path reads the same bucket through ``objects.S3Objects`` (no boto3 on its cold path);
+everything that lists, writes or deletes records goes through ``ModelBucket``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from personalize_core.arns import parse_arn
+from personalize_core.errors import ArtifactError, ResourceNotFoundException
+from personalize_core.modelstore.layout import MANIFEST, Manifest, version_prefix
+from personalize_core.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def create_s3_client() -> S3Client:
+    """A boto3 S3 client with the settings' retries and timeouts."""
+    # Imported here: boto3 costs ~100 ms of cold start, and moto must be able to patch it in tests.
+    import boto3
+    from botocore.config import Config
+
+    settings = get_settings()
+    config = Config(
+        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+    )
+    return boto3.client("s3", config=config)
+
+
+class ModelBucket:
+    """Reads and writes of the model bucket's records and versions."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def read_json(self, key: str) -> Any | None:
+        """The object as JSON; None if it does not exist; ArtifactError if it is not JSON."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise ArtifactError(f"{key} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def upload(self, key: str, data: bytes) -> None:
+        """Write a file of any size (multipart past boto3's threshold)."""
+        self.client.upload_fileobj(io.BytesIO(data), self.bucket, key)
+
+    def write_json(self, key: str, value: dict[str, Any]) -> None:
+        body = json.dumps(value, indent=2).encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def create_json(self, key: str, value: dict[str, Any], exists: Exception) -> None:
+        """Write a new record, atomically refusing (``exists``) if one is there: two concurrent
+        creates of one name cannot both succeed (an S3 conditional write, If-None-Match: *)."""
+        body = json.dumps(value, indent=2).encode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+            )
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise exists from None
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """Every key under ``prefix``, in key order, after ``start_after``."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after or prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    # -- solution versions -----------------------------------------------------------------------
+
+    def manifests(self, prefix: str = "solutions/") -> Iterator[Manifest]:
+        for key in self.keys(prefix):
+            if key.endswith("/" + MANIFEST):
+                raw = self.read_json(key)
+                if raw is not None:
+                    yield Manifest.from_json(raw)
+
+    def newest_manifest(self, solution: str) -> Manifest | None:
+        found = [m for m in self.manifests(f"solutions/{solution}/") if m.solution == solution]
+        return max(found, key=lambda m: m.created_at) if found else None
+
+    def manifest(self, solution_version_arn: str, field: str = "solutionVersionArn") -> Manifest:
+        """The manifest of a solution version, by ARN; ResourceNotFoundException if there is none."""
+        solution, version = parse_arn(solution_version_arn, field, "solution", parts=2).path
+        raw = self.read_json(version_prefix(solution, version) + MANIFEST)
+        manifest = Manifest.from_json(raw) if raw is not None else None
+        if manifest is None or manifest.solution_version_arn != solution_version_arn:
+            raise ResourceNotFoundException(f"Solution version {solution_version_arn} does not exist")
+        return manifest
+
+
+@cache
+def get_model_bucket() -> ModelBucket:
+    """The process-wide model bucket (the settings' bucket, one boto3 client)."""
+    return ModelBucket(create_s3_client(), get_settings().model_bucket)

@@ -1,0 +1,268 @@
+"""The one writer of solution versions: the publish CLI, the local demo and training all write
+through here, so the files serving reads have one producer.
+
+Everything is validated before the first byte is uploaded; the manifest is written last, so a
+version that failed half-way does not exist for the serving functions. A solution version is
+immutable and content-addressed by default: the same inputs give the same version ARN.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from personalize_core.arns import check_name, make_arn, parse_arn
+from personalize_core.edge.fields import ID_MAX
+from personalize_core.errors import ArtifactError, InvalidInputException, ResourceNotFoundException
+from personalize_core.modelstore.attributes import ITEMS as ITEMS_PREFIX
+from personalize_core.modelstore.attributes import (
+    encode_context,
+    encode_interactions,
+    encode_table,
+    encode_users,
+)
+from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.ids import CompactIds, hash_index
+from personalize_core.modelstore.layout import (
+    MANIFEST,
+    ArrayName,
+    CampaignPointer,
+    FileEntry,
+    Manifest,
+    Recipe,
+    campaign_key,
+    crc32_hex,
+    encode_ids,
+    sha256_hex,
+    version_prefix,
+)
+from personalize_core.modelstore.npy import encode_npy, npy_header
+from personalize_core.serving.scoring import log_normalisers
+
+
+class PublishError(Exception):
+    """Input that cannot become a solution version; nothing has been uploaded."""
+
+
+def prepare_extras(
+    item_ids: Sequence[str],
+    dimensions: int,
+    *,
+    items: Mapping[str, Sequence[str]] | None = None,
+    users: tuple[Sequence[str], Mapping[str, Sequence[str]]] | None = None,
+    interactions: Sequence[tuple[str, str, float, str]] | None = None,
+    context: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> dict[str, bytes]:
+    """The optional files of a version (see personalize_core.modelstore.attributes for the layout)."""
+    files: dict[str, bytes] = {}
+    if items:
+        files.update(encode_table(ITEMS_PREFIX, items, len(item_ids)))
+    if users is not None:
+        files.update(encode_users(*users))
+    if interactions:
+        files.update(encode_interactions({item: i for i, item in enumerate(item_ids)}, interactions))
+    if context:
+        if not dimensions:
+            raise PublishError("context vectors need a model with item factors")
+        try:
+            files.update(encode_context(context, dimensions))
+        except ValueError as exc:
+            raise PublishError(f"context factors: {exc}") from None
+    return files
+
+
+# -- validating --------------------------------------------------------------------------------
+
+
+def check_ids(ids: Sequence[str], what: str) -> list[str]:
+    if not ids:
+        raise PublishError(f"{what} is empty")
+    seen: set[str] = set()
+    for i, value in enumerate(ids):
+        if not value or len(value) > ID_MAX or "\n" in value or "\r" in value:
+            raise PublishError(
+                f"{what}[{i}] {value[:40]!r} must be 1-{ID_MAX} characters without line breaks"
+            )
+        if value in seen:
+            raise PublishError(f"{what} has a duplicate id {value!r}")
+        seen.add(value)
+    return list(ids)
+
+
+def check_matrix(array: np.ndarray, rows: int, what: str, dims: int | None = None) -> np.ndarray:
+    if array.dtype.kind != "f":
+        raise PublishError(f"{what} must hold floats, not {array.dtype}")
+    if array.ndim != 2:
+        raise PublishError(f"{what} must be 2-dimensional [rows, dims], got shape {list(array.shape)}")
+    if array.shape[0] != rows:
+        raise PublishError(f"{what} has {array.shape[0]} rows but there are {rows} ids")
+    if array.shape[1] == 0 or (dims is not None and array.shape[1] != dims):
+        raise PublishError(f"{what} has {array.shape[1]} dimensions, expected {dims or 'at least 1'}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
+        matrix = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise PublishError(f"{what} holds NaN or infinite values (after conversion to float32)")
+    return matrix
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedVersion:
+    manifest: Manifest
+    files: dict[str, bytes]
+
+
+def prepare_version(
+    *,
+    solution: str,
+    recipe: Recipe,
+    region: str,
+    account: str,
+    item_ids: Sequence[str],
+    item_factors: np.ndarray | None = None,
+    user_ids: Sequence[str] = (),
+    user_factors: np.ndarray | None = None,
+    popularity: np.ndarray | None = None,
+    version: str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+    precompute_normalisers: bool = True,
+) -> PreparedVersion:
+    """Validate the inputs and encode the files of a solution version. No I/O.
+
+    ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
+    ``precompute_normalisers`` (USER_PERSONALIZATION): store every user's softmax log-normaliser,
+    so serving runs no exp over the catalog; it costs a float64 users x items product here.
+    """
+    try:
+        check_name(solution, "solution")
+        if version is not None:
+            check_name(version, "version")
+    except InvalidInputException as exc:
+        raise PublishError(exc.message) from None
+    items = check_ids(item_ids, "item ids")
+    files: dict[str, bytes] = {ArrayName.ITEM_IDS.value: encode_ids(items)}
+    files[ArrayName.ITEM_IDS_INDEX.value] = _id_index(files[ArrayName.ITEM_IDS.value], len(items))
+    dims = 0
+    users: list[str] = []
+
+    if recipe.needs_item_factors:
+        if item_factors is None:
+            raise PublishError(f"a {recipe.value} solution needs item factors")
+        matrix = check_matrix(item_factors, len(items), "item factors")
+        dims = matrix.shape[1]
+        # Column after column: [d, items] in bytes, the layout the scorer streams (loaded without a copy).
+        files[ArrayName.ITEM_FACTORS.value] = encode_npy(matrix, fortran_order=True)
+    if recipe.needs_user_factors:
+        if user_factors is None or not user_ids:
+            raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
+        users = check_ids(user_ids, "user ids")
+        files[ArrayName.USER_IDS.value] = encode_ids(users)
+        files[ArrayName.USER_IDS_INDEX.value] = _id_index(files[ArrayName.USER_IDS.value], len(users))
+        user_matrix = check_matrix(user_factors, len(users), "user factors", dims)
+        files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
+        if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
+            files[ArrayName.USER_LOG_NORMALISERS.value] = encode_npy(log_normalisers(matrix, user_matrix))
+
+    if popularity is None:
+        if recipe is Recipe.POPULAR_ITEMS:
+            raise PublishError(
+                "a POPULAR_ITEMS solution needs popularity (an Interactions CSV or a .npy vector)"
+            )
+        popularity = np.zeros(len(items), dtype=np.float32)
+    popularity = np.asarray(popularity)
+    if popularity.shape != (len(items),) or popularity.dtype.kind not in "fiu":
+        raise PublishError(
+            f"popularity must be a numeric vector of {len(items)} values, got {popularity.dtype}"
+            f"{list(popularity.shape)}"
+        )
+    popularity = popularity.astype(np.float32)
+    if not np.isfinite(popularity).all() or (popularity < 0).any():
+        raise PublishError("popularity must be finite and non-negative")
+    files[ArrayName.POPULARITY.value] = encode_npy(popularity)
+    files.update(extra_files or {})
+
+    entries = {name: _entry(name, data) for name, data in files.items()}
+    if version is None:
+        # Content-addressed by default: the same inputs give the same version id.
+        fingerprint = sha256_hex("".join(f"{n}:{e.sha256}" for n, e in sorted(entries.items())).encode())
+        version = fingerprint[:16]
+    arn = str(make_arn(region, account, "solution", solution, version))
+    manifest = Manifest(arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries)
+    return PreparedVersion(manifest, files)
+
+
+def _id_index(encoded_ids: bytes, count: int) -> bytes:
+    """The ids' sorted hashes, so that a load need not hash them (personalize_core.modelstore.ids)."""
+    return encode_npy(hash_index(CompactIds(encoded_ids, count)))
+
+
+def _entry(name: str, data: bytes) -> FileEntry:
+    crc32 = crc32_hex(zlib.crc32(data))
+    if not name.endswith(".npy"):
+        return FileEntry(sha256_hex(data), len(data), crc32=crc32)
+    header = npy_header(data)  # our own encode_npy wrote it: always complete
+    assert header is not None
+    return FileEntry(
+        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32=crc32
+    )
+
+
+# -- writing to the bucket --------------------------------------------------------------------
+
+
+def upload_version(bucket: ModelBucket, prepared: PreparedVersion, exist_ok: bool = False) -> Manifest:
+    """Upload a version's files, then its manifest. A version that exists already is refused, or
+    (``exist_ok``, for content-addressed versions) left as it is and its manifest returned."""
+    manifest = prepared.manifest
+    prefix = version_prefix(manifest.solution, manifest.version)
+    if bucket.exists(prefix + MANIFEST):
+        if exist_ok:
+            return read_manifest(bucket, manifest.solution_version_arn)
+        raise PublishError(
+            f"solution version {manifest.solution_version_arn} already exists (versions are immutable)"
+        )
+    for name, data in prepared.files.items():
+        bucket.upload(prefix + name, data)
+    bucket.write_json(prefix + MANIFEST, manifest.to_json())
+    return manifest
+
+
+def read_manifest(bucket: ModelBucket, solution_version_arn: str) -> Manifest:
+    try:
+        return bucket.manifest(solution_version_arn)
+    except InvalidInputException as exc:
+        raise PublishError(exc.message) from None
+    except ResourceNotFoundException:
+        raise PublishError(
+            f"solution version {solution_version_arn} does not exist in s3://{bucket.bucket}"
+        ) from None
+    except ArtifactError as exc:
+        raise PublishError(f"solution version {solution_version_arn}: {exc}") from None
+
+
+def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> CampaignPointer:
+    """Create the campaign, or switch it to ``manifest``'s version (one atomic S3 write)."""
+    try:
+        check_name(name, "campaign")
+    except InvalidInputException as exc:
+        raise PublishError(exc.message) from None
+    version_arn = parse_arn(manifest.solution_version_arn, "solutionVersionArn", "solution", parts=2)
+    arn = str(make_arn(version_arn.region, version_arn.account, "campaign", name))
+    now = time.time()
+    current = bucket.read_json(campaign_key(name))
+    created = CampaignPointer.from_json(current).created_at if current is not None else now
+    pointer = CampaignPointer(
+        arn, name, manifest.solution_version_arn, manifest.solution, manifest.version, created, now
+    )
+    bucket.write_json(campaign_key(name), pointer.to_json())
+    return pointer
+
+
+def list_versions(bucket: ModelBucket) -> Iterator[str]:
+    """The prefix of every published version (``solutions/<solution>/<version>/``)."""
+    for key in bucket.keys("solutions/"):
+        if key.endswith("/" + MANIFEST):
+            yield key[: -len(MANIFEST)]
