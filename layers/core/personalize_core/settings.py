@@ -1,4 +1,10 @@
-"""Every setting of the functions, read from the environment once (the template sets them)."""
+"""Every setting of the functions: the one module that reads the environment.
+
+``get_settings()`` and ``get_observability()`` read it once per process (the template sets these
+variables). Two kinds of value change while a process lives and are read on each use instead:
+the invocation's X-Ray trace header, and the credentials Lambda refreshes (a SnapStart restore
+brings new ones).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ class Settings(NamedTuple):
     batch_stall_timeout_seconds: float = 6 * 3600.0
     #: S3 endpoint of the serving path's reader (the local runtime and tests); empty: AWS's own.
     s3_endpoint_url: str = ""
+    #: PERSONALIZE_NATIVE_KERNELS=0 scores with numpy only (serving/native.py: for comparison).
+    native_kernels: bool = True
 
 
 def _float(name: str, default: float) -> float:
@@ -71,4 +79,50 @@ def get_settings() -> Settings:
         account_id=os.environ.get("ACCOUNT_ID", ""),
         batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
+        native_kernels=os.environ.get(NATIVE_KERNELS_VARIABLE, "1") != "0",
     )
+
+
+#: The variable that switches the compiled selection off (serving/native.py).
+NATIVE_KERNELS_VARIABLE = "PERSONALIZE_NATIVE_KERNELS"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in _TRUE
+
+
+class Observability(NamedTuple):
+    """Powertools' variables, which observability.py honours as Powertools does."""
+
+    service: str
+    metrics_namespace: str
+    log_level: str
+    metrics_disabled: bool
+    #: Tracing runs only inside Lambda (not SAM local) and unless POWERTOOLS_TRACE_DISABLED is set.
+    tracing: bool
+
+
+@cache
+def get_observability() -> Observability:
+    in_lambda = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL")
+    return Observability(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "service_undefined",
+        metrics_namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaPersonalize",
+        log_level=os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO",
+        metrics_disabled=_flag("POWERTOOLS_METRICS_DISABLED"),
+        tracing=in_lambda and not _flag("POWERTOOLS_TRACE_DISABLED"),
+    )
+
+
+def trace_header() -> str:
+    """The current invocation's X-Ray trace header (Lambda sets it per invocation)."""
+    return os.environ.get("_X_AMZN_TRACE_ID", "")
+
+
+def environment_credentials() -> tuple[str, str, str | None] | None:
+    """(access key, secret key, session token) from the environment, as Lambda provides them now."""
+    access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (access_key and secret_key):
+        return None
+    return access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None

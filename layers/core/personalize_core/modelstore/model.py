@@ -15,7 +15,7 @@ from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, R
 from personalize_core.modelstore.matrices import read_dimension_major, receive_matrix
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
-from personalize_core.serving.scoring import max_row_norm, remember_max_row_norm
+from personalize_core.serving.scoring import max_row_norm
 
 
 class SolutionVersionModel(NamedTuple):
@@ -41,6 +41,8 @@ class SolutionVersionModel(NamedTuple):
     extras: ModelExtras = NO_EXTRAS
     #: log Σ_j exp(u·j) per user, from the publisher; None for versions published without it.
     user_log_normalisers: np.ndarray | None = None
+    #: The largest row norm of the item factors: the scorer's float32 error bound is proportional to it.
+    item_max_norm: float = 0.0
 
     @property
     def arn(self) -> str:
@@ -149,8 +151,9 @@ class _VersionFiles:
             return self.decoded_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)
         return self.received_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)[0]
 
-    def item_matrix(self) -> np.ndarray:
-        """[items, d] laid out dimension-major, however the version stored it."""
+    def item_matrix(self) -> tuple[np.ndarray, float]:
+        """[items, d] laid out dimension-major, however the version stored it, and its largest row
+        norm (computed as it arrives where it can be)."""
         name, rows, dims = ArrayName.ITEM_FACTORS, self.manifest.num_items, self.manifest.dimensions
         entry = self.entry(name)
         if self.receive is not None and entry.fortran_order:
@@ -163,8 +166,7 @@ class _VersionFiles:
         else:  # from bytes: a C-order matrix takes one transposing copy
             factors = np.ascontiguousarray(self.decoded_matrix(name, rows).T).T
             largest = max_row_norm(factors)
-        remember_max_row_norm(factors, largest)
-        return factors
+        return factors, largest
 
 
 def build_model(
@@ -206,7 +208,9 @@ def build_model(
             if receiving is not None:
                 receiving.exception()  # the receives end before the error is reported
         raise
-    item_factors = items.result() if items is not None else files.item_matrix() if wants_items else None
+    item_factors, item_max_norm = None, 0.0
+    if wants_items:
+        item_factors, item_max_norm = items.result() if items is not None else files.item_matrix()
     user_factors = users.result() if users is not None else files.user_matrix() if wants_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
@@ -237,4 +241,5 @@ def build_model(
         item_norms=item_norms,
         extras=load_extras(manifest, fetch),
         user_log_normalisers=user_log_normalisers,
+        item_max_norm=item_max_norm,
     )
