@@ -61,7 +61,13 @@ typecheck: $(STAMP) ## mypy (strict): the layer, the tooling, and each function 
 	$(BIN)/mypy
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-pytest: $(STAMP) native chromium ## every test (unit + integration), in parallel
+unit: $(STAMP) native ## the unit tests (tests/unit: no AWS, no network; seconds)
+	$(BIN)/pytest -n auto -q tests/unit
+
+integration: $(STAMP) native chromium ## the integration tests (tests/integration: moto's server, real HTTP, chromium)
+	$(BIN)/pytest -n auto -q tests/integration
+
+pytest: $(STAMP) native chromium ## every test (unit + integration + the fuzz suites' CI size), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs
