@@ -15,7 +15,7 @@ import mmap
 import zlib
 from typing import Any, NamedTuple, Protocol
 
-from personalize_core.errors import ArtifactError
+from personalize_core.errors import ArtifactError, InvalidInputException
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -51,6 +51,10 @@ class ArrayName(enum.StrEnum):
     #: so that a load does not hash every id. Versions without them get them computed at load.
     ITEM_IDS_INDEX = "item_ids.index.npy"
     USER_IDS_INDEX = "user_ids.index.npy"
+    #: Optional (user recipes): float64 [d + 1], the cold-user vector (the mean user vector) that
+    #: scores users the model does not know, then its log Σ_j exp(v·j). Versions without it get the
+    #: mean of their user factors at load, without a stored normaliser.
+    COLD_USER = "cold_user.npy"
 
 
 def version_prefix(solution: str, version: str) -> str:
@@ -167,8 +171,20 @@ class Manifest(NamedTuple):
     dimensions: int
     created_at: float
     files: dict[str, FileEntry]
+    #: The dataset group the version belongs to (a trained version's); None: a published version,
+    #: whose dataset group is its solution (``dataset-group/<solution>``).
+    dataset_group_arn: str | None = None
+
+    @property
+    def dataset_group(self) -> str:
+        """The ARN of the dataset group the version belongs to (filters must come from it)."""
+        if self.dataset_group_arn is not None:
+            return self.dataset_group_arn
+        head, _, _ = self.solution_version_arn.partition(":solution/")
+        return f"{head}:dataset-group/{self.solution}"
 
     def to_json(self) -> dict[str, Any]:
+        group = {"datasetGroupArn": self.dataset_group_arn} if self.dataset_group_arn is not None else {}
         return {
             "formatVersion": FORMAT_VERSION,
             "solutionVersionArn": self.solution_version_arn,
@@ -180,7 +196,7 @@ class Manifest(NamedTuple):
             "dimensions": self.dimensions,
             "createdAt": self.created_at,
             "files": {name: entry.to_json() for name, entry in sorted(self.files.items())},
-        }
+        } | group
 
     @classmethod
     def from_json(cls, raw: Any) -> Manifest:
@@ -197,6 +213,7 @@ class Manifest(NamedTuple):
                 dimensions=int(raw["dimensions"]),
                 created_at=float(raw["createdAt"]),
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
+                dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc!r}") from None
@@ -281,6 +298,15 @@ class FilterRecord(NamedTuple):
             "creationDateTime": self.created_at,
             "lastUpdatedDateTime": self.updated_at,
         }
+
+    def check_applies_to(self, manifest: Manifest, where: str) -> None:
+        """A filter applies only to the campaigns and jobs of its own dataset group, as in Personalize."""
+        if self.dataset_group_arn != manifest.dataset_group:
+            raise InvalidInputException(
+                f"{where} belongs to dataset group {self.dataset_group_arn}, but solution version "
+                f"{manifest.solution_version_arn} is in dataset group {manifest.dataset_group}: "
+                "use a filter created in that dataset group"
+            )
 
     @classmethod
     def from_json(cls, raw: Any) -> FilterRecord:

@@ -129,12 +129,16 @@ def prepare_version(
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
     precompute_normalisers: bool = True,
+    dataset_group_arn: str | None = None,
 ) -> PreparedVersion:
     """Validate the inputs and encode the files of a solution version. No I/O.
 
     ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
     ``precompute_normalisers`` (USER_PERSONALIZATION): store every user's softmax log-normaliser,
     so serving runs no exp over the catalog; it costs a float64 users x items product here.
+    User recipes also get the cold-user vector (the mean user vector and its normaliser), which
+    scores users the model does not know. ``dataset_group_arn``: the dataset group a trained version
+    belongs to (None: its solution's, as for every published version).
     """
     try:
         check_name(solution, "solution")
@@ -165,6 +169,7 @@ def prepare_version(
         files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
         if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
             files[ArrayName.USER_LOG_NORMALISERS.value] = encode_npy(log_normalisers(matrix, user_matrix))
+        files[ArrayName.COLD_USER.value] = encode_npy(cold_user(matrix, user_matrix))
 
     if popularity is None:
         if recipe is Recipe.POPULAR_ITEMS:
@@ -190,8 +195,17 @@ def prepare_version(
         fingerprint = sha256_hex("".join(f"{n}:{e.sha256}" for n, e in sorted(entries.items())).encode())
         version = fingerprint[:16]
     arn = str(make_arn(region, account, "solution", solution, version))
-    manifest = Manifest(arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries)
+    manifest = Manifest(
+        arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries, dataset_group_arn
+    )
     return PreparedVersion(manifest, files)
+
+
+def cold_user(item_factors: np.ndarray, user_factors: np.ndarray) -> np.ndarray:
+    """The cold-user vector and its log-normaliser, float64 [d + 1] (``ArrayName.COLD_USER``): the
+    mean of the user factors, the users' centre, scores users the model has no vector for."""
+    mean = np.asarray(user_factors, dtype=np.float64).mean(axis=0)
+    return np.append(mean, log_normalisers(item_factors, mean[None, :]))
 
 
 def _id_index(encoded_ids: bytes, count: int) -> bytes:
