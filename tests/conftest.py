@@ -59,7 +59,7 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     # The serving code uses boto3's defaults; these service endpoints send it to the embedded AWS.
-    for service in ("S3", "STS", "DYNAMODB", "SQS"):
+    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER"):
         os.environ[f"AWS_ENDPOINT_URL_{service}"] = url
     yield url
     server.stop()
@@ -119,16 +119,25 @@ def serving_bucket(s3: Any) -> str:
     return bucket
 
 
+@pytest.fixture(scope="session")
+def records_table(moto_url: str) -> str:
+    """template.yaml's RecordsTable (dataset groups ... recommenders) in the embedded AWS."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    name = f"records-{uuid.uuid4().hex[:10]}"
+    properties = {k: v for k, v in template_properties("RecordsTable").items() if k in _TABLE_API_FIELDS}
+    dynamodb.create_table(TableName=name, **properties)
+    return name
+
+
 @pytest.fixture
-def serving_env(serving_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def serving_env(serving_bucket: str, records_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The environment template.yaml gives the serving functions, with a fresh (cold) store."""
     monkeypatch.setenv("MODEL_BUCKET", serving_bucket)
     monkeypatch.setenv("CAMPAIGN_CACHE_TTL_SECONDS", "0.2")
-    get_settings.cache_clear()
-    get_store.cache_clear()
+    monkeypatch.setenv("RECORDS_TABLE", records_table)
+    clear_process_caches()
     yield serving_bucket
-    get_settings.cache_clear()
-    get_store.cache_clear()
+    clear_process_caches()
 
 
 @pytest.fixture

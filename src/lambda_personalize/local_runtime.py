@@ -50,7 +50,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER")
 
 
 class LocalRuntimeError(Exception):

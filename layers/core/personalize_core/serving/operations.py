@@ -162,18 +162,16 @@ def spread_positions(promoted: int, total: int) -> list[int]:
 def get_recommendations(
     request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
-    if request.recommender_arn is not None:
-        raise InvalidInputException(
-            "recommenderArn is not supported: this service serves campaigns; publish the model and "
-            "send its campaignArn instead"
-        )
-    assert request.campaign_arn is not None
-    _, model = store.campaign(request.campaign_arn)
+    if request.recommender_arn is not None:  # a recommender is served as a campaign is
+        _, model = store.recommender(request.recommender_arn)
+    else:
+        assert request.campaign_arn is not None
+        _, model = store.campaign(request.campaign_arn)
     filter_store = _filter_store(store, filters)
     recipe, k, options = model.manifest.recipe, request.num_results, request.options
     if recipe is Recipe.PERSONALIZED_RANKING:
         raise _wrong_operation(
-            request.campaign_arn, recipe, "answers GetPersonalizedRanking, not GetRecommendations"
+            request.campaign_arn or "", recipe, "answers GetPersonalizedRanking, not GetRecommendations"
         )
     if recipe is Recipe.USER_PERSONALIZATION and request.user_id is None:
         raise InvalidInputException("userId is required for a USER_PERSONALIZATION campaign")
