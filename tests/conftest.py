@@ -38,9 +38,7 @@ from lambda_personalize.local_process import LocalStack, start_local_stack  # no
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
 from personalize_core.modelstore.bucket import ModelBucket  # noqa: E402
 from personalize_core.modelstore.layout import Recipe  # noqa: E402
-from personalize_core.modelstore.store import get_store  # noqa: E402
 from personalize_core.modelstore.writer import prepare_version, put_campaign, upload_version  # noqa: E402
-from personalize_core.settings import get_settings  # noqa: E402
 from tests.utils import ACCOUNT, REGION, ROOT, clear_process_caches, load_function, random_model  # noqa: E402
 
 #: The campaigns that events/*.json name; the session publishes them.

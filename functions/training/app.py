@@ -25,5 +25,7 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor)
-    metrics.add_metric(name="TrainingMessagesFailed", unit="Count", value=len(response.get("batchItemFailures", [])))
+    metrics.add_metric(
+        name="TrainingMessagesFailed", unit="Count", value=len(response.get("batchItemFailures", []))
+    )
     return dict(response)

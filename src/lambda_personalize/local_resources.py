@@ -8,6 +8,7 @@ Creating is idempotent: a resource that already exists is left as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -175,8 +176,6 @@ def _create_queue(sqs: Any, resource: ResourceSpec) -> set[str]:
 
 def _create_schedule_group(scheduler: Any, resource: ResourceSpec) -> set[str]:
     # The embedded AWS keeps schedules (the control plane creates them) but does not fire them.
-    try:
+    with contextlib.suppress(scheduler.exceptions.ConflictException):
         scheduler.create_schedule_group(Name=resource.physical_name)
-    except scheduler.exceptions.ConflictException:
-        pass
     return set()

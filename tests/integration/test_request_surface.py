@@ -358,10 +358,14 @@ def test_metadata_columns(runtime: Any, raw_runtime: Any, solution: str) -> None
 def test_an_unknown_recommender_is_not_found(raw_runtime: Any) -> None:
     # recommenderArn is served (tests/integration/test_training.py); one that names nothing is a 404
     arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r"
-    with pytest.raises(raw_runtime.exceptions.ResourceNotFoundException, match=f"Recommender {arn} does not exist"):
+    with pytest.raises(
+        raw_runtime.exceptions.ResourceNotFoundException, match=f"Recommender {arn} does not exist"
+    ):
         raw_runtime.get_recommendations(recommenderArn=arn, userId="u")
     with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="not a recommender ARN"):
-        raw_runtime.get_recommendations(recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/r", userId="u")
+        raw_runtime.get_recommendations(
+            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/r", userId="u"
+        )
 
 
 # -- the management API ---------------------------------------------------------------------------

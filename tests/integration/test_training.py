@@ -9,6 +9,7 @@ and the runtime are the real handlers on loopback HTTP; datasets are small (a fe
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from lambda_personalize.demo_data import DemoFiles, DemoSpec, write_demo_data
 from lambda_personalize.sqs_poller import SqsPoller
 from personalize_core.control.workspace import get_workspace
+from personalize_core.training import worker as worker_module
 from personalize_core.training.evaluation import METRIC_NAMES
 from tests.conftest import new_bucket, template_properties
 from tests.utils import ACCOUNT, REGION, clear_process_caches, load_function
@@ -53,7 +55,9 @@ ITEMS_SCHEMA = {
 
 
 class Training:
-    def __init__(self, personalize: Any, s3: Any, poller: SqsPoller, data_bucket: str, files: DemoFiles) -> None:
+    def __init__(
+        self, personalize: Any, s3: Any, poller: SqsPoller, data_bucket: str, files: DemoFiles
+    ) -> None:
         self.personalize = personalize
         self.s3 = s3
         self.poller = poller
@@ -75,7 +79,9 @@ class Training:
         dataset = p.create_dataset(
             name=f"d-{uuid.uuid4().hex[:8]}", schemaArn=schema_arn, datasetGroupArn=group, datasetType=kind
         )["datasetArn"]
-        job = self.import_job(dataset, self.upload(f"{uuid.uuid4().hex[:8]}/{source.name}", source.read_bytes()))
+        job = self.import_job(
+            dataset, self.upload(f"{uuid.uuid4().hex[:8]}/{source.name}", source.read_bytes())
+        )
         assert job["status"] == "ACTIVE", job.get("failureReason")
         return str(dataset)
 
@@ -130,7 +136,12 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> DemoFiles:
 
 @pytest.fixture
 def training(
-    personalize: Any, runtime: Any, moto_url: str, s3: Any, demo_files: DemoFiles, monkeypatch: pytest.MonkeyPatch
+    personalize: Any,
+    runtime: Any,
+    moto_url: str,
+    s3: Any,
+    demo_files: DemoFiles,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Training]:
     """template.yaml's TrainingQueue (+ DLQ) and a schedule group, the functions' environment, and a
     poller driving the training function."""
@@ -138,8 +149,12 @@ def training(
     scheduler = boto3.client("scheduler", endpoint_url=moto_url, region_name=REGION)
     suffix = uuid.uuid4().hex[:10]
     redrive = template_properties("TrainingQueue")["RedrivePolicy"]
-    queue_url = sqs.create_queue(QueueName=f"training-{suffix}", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(QueueName=f"training-{suffix}", Attributes={"VisibilityTimeout": "1"})[
+        "QueueUrl"
+    ]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     scheduler.create_schedule_group(Name=f"training-{suffix}")
     monkeypatch.setenv("TRAINING_QUEUE_URL", queue_url)
     monkeypatch.setenv("TRAINING_QUEUE_ARN", queue_arn)
@@ -149,7 +164,9 @@ def training(
     monkeypatch.setenv("ACCOUNT_ID", ACCOUNT)
     monkeypatch.setenv("TRAINING_THREADS", "1")
     clear_process_caches()
-    poller = SqsPoller(queue_url, load_function("training").lambda_handler, "TrainingFunction", 1, sqs_client=sqs)
+    poller = SqsPoller(
+        queue_url, load_function("training").lambda_handler, "TrainingFunction", 1, sqs_client=sqs
+    )
     yield Training(personalize, s3, poller, new_bucket(s3), demo_files)
     clear_process_caches()
 
@@ -174,25 +191,41 @@ def test_the_personalize_workflow_ends_in_a_served_campaign(training: Training, 
     record = get_workspace().records.get(version["solutionVersionArn"])
     assert record is not None
     baseline = record.attributes["popularityBaselineMetrics"]
-    for name in ("precision_at_10", "normalized_discounted_cumulative_gain_at_10", "mean_reciprocal_rank_at_25"):
+    for name in (
+        "precision_at_10",
+        "normalized_discounted_cumulative_gain_at_10",
+        "mean_reciprocal_rank_at_25",
+    ):
         assert metrics[name] > 1.5 * baseline[name], (name, metrics[name], baseline[name])
     # When a campaign serves it, Then GetRecommendations answers from the trained version
-    campaign = p.create_campaign(name=f"c-{uuid.uuid4().hex[:8]}", solutionVersionArn=version["solutionVersionArn"])
+    campaign = p.create_campaign(
+        name=f"c-{uuid.uuid4().hex[:8]}", solutionVersionArn=version["solutionVersionArn"]
+    )
     answer = runtime.get_recommendations(campaignArn=campaign["campaignArn"], userId="user-3", numResults=5)
-    assert len(answer["itemList"]) == 5 and all(0 < i["score"] < 1 for i in answer["itemList"])
+    assert len(answer["itemList"]) == 5
+    assert all(0 < i["score"] < 1 for i in answer["itemList"])
     # And a filter in the dataset group is checked against its datasets' schemas, and applies
     with pytest.raises(p.exceptions.InvalidInputException, match=r"Items\.COLOUR is not a column"):
-        p.create_filter(name=f"f-{uuid.uuid4().hex[:8]}", datasetGroupArn=group,
-                        filterExpression='INCLUDE ItemID WHERE Items.COLOUR IN ("red")')
+        p.create_filter(
+            name=f"f-{uuid.uuid4().hex[:8]}",
+            datasetGroupArn=group,
+            filterExpression='INCLUDE ItemID WHERE Items.COLOUR IN ("red")',
+        )
     filter_arn = p.create_filter(
-        name=f"f-{uuid.uuid4().hex[:8]}", datasetGroupArn=group,
+        name=f"f-{uuid.uuid4().hex[:8]}",
+        datasetGroupArn=group,
         filterExpression="INCLUDE ItemID WHERE Items.GENRES IN ($G)",
     )["filterArn"]
     filtered = runtime.get_recommendations(
-        campaignArn=campaign["campaignArn"], userId="user-3", numResults=5, filterArn=filter_arn,
-        filterValues={"G": '"comedy"'}, metadataColumns={"ITEMS": ["GENRES"]},
+        campaignArn=campaign["campaignArn"],
+        userId="user-3",
+        numResults=5,
+        filterArn=filter_arn,
+        filterValues={"G": '"comedy"'},
+        metadataColumns={"ITEMS": ["GENRES"]},
     )["itemList"]
-    assert filtered and all("comedy" in i["metadata"]["GENRES"].split("|") for i in filtered)
+    assert filtered
+    assert all("comedy" in i["metadata"]["GENRES"].split("|") for i in filtered)
 
 
 def test_bad_csvs_and_bad_schemas_are_refused_with_a_clear_reason(training: Training) -> None:
@@ -210,7 +243,9 @@ def test_bad_csvs_and_bad_schemas_are_refused_with_a_clear_reason(training: Trai
     with pytest.raises(p.exceptions.InvalidInputException, match="needs a non-null TIMESTAMP field"):
         p.create_dataset(name="d", schemaArn=schema, datasetGroupArn=group, datasetType="INTERACTIONS")
     # A CSV whose row breaks the schema fails its import job, naming the row and the column
-    schema = p.create_schema(name=f"s-{uuid.uuid4().hex[:8]}", schema=json.dumps(INTERACTIONS_SCHEMA))["schemaArn"]
+    schema = p.create_schema(name=f"s-{uuid.uuid4().hex[:8]}", schema=json.dumps(INTERACTIONS_SCHEMA))[
+        "schemaArn"
+    ]
     dataset = p.create_dataset(name="d", schemaArn=schema, datasetGroupArn=group, datasetType="INTERACTIONS")[
         "datasetArn"
     ]
@@ -222,13 +257,16 @@ def test_bad_csvs_and_bad_schemas_are_refused_with_a_clear_reason(training: Trai
     job = training.import_job(dataset, training.upload("bad/colour.csv", unknown))
     assert "column 'COLOUR' is not a field of the dataset's schema" in job["failureReason"]
     missing = training.import_job(dataset, f"s3://{training.data_bucket}/nothing/here.csv")
-    assert missing["status"] == "CREATE FAILED" and "does not exist" in missing["failureReason"]
+    assert missing["status"] == "CREATE FAILED"
+    assert "does not exist" in missing["failureReason"]
     # And nothing of them became the dataset's data: a version cannot train on it
     solution = training.solution(group, performAutoTraining=False)
     with pytest.raises(p.exceptions.InvalidInputException, match="no imported Interactions data"):
         p.create_solution_version(solutionArn=solution)
     # Unknown recipes are refused clearly
-    with pytest.raises(p.exceptions.InvalidInputException, match="Recipe aws-hrnn-coldstart is not supported"):
+    with pytest.raises(
+        p.exceptions.InvalidInputException, match="Recipe aws-hrnn-coldstart is not supported"
+    ):
         training.solution(group, "aws-hrnn-coldstart")
 
 
@@ -240,11 +278,11 @@ def test_a_stopped_version_never_goes_active(training: Training) -> None:
     arn = p.create_solution_version(solutionArn=solution)["solutionVersionArn"]
     p.stop_solution_version_creation(solutionVersionArn=arn)
     training.poller.drain()
-    assert p.describe_solution_version(solutionVersionArn=arn)["solutionVersion"]["status"] == "CREATE STOPPED"
+    assert (
+        p.describe_solution_version(solutionVersionArn=arn)["solutionVersion"]["status"] == "CREATE STOPPED"
+    )
     # Stopped while it trains (the stop lands between two ALS iterations)
     worker = load_function("training")
-    from personalize_core.training import worker as worker_module
-
     stopped: list[str] = []
     real_train = worker_module.train
 
@@ -265,12 +303,15 @@ def test_a_stopped_version_never_goes_active(training: Training) -> None:
         training.poller.drain()
     finally:
         trainer.trainer = real_train
-    assert worker is not None and stopped
+    assert worker is not None
+    assert stopped
     described = p.describe_solution_version(solutionVersionArn=arn2)["solutionVersion"]
     assert described["status"] == "CREATE STOPPED"
     # And neither was published: no manifest, no campaign can serve them, no metrics
     solution_name = solution.rsplit("/", 1)[1]
-    assert not training.s3.list_objects_v2(Bucket=get_workspace().bucket.bucket, Prefix=f"solutions/{solution_name}/").get("Contents")
+    assert not training.s3.list_objects_v2(
+        Bucket=get_workspace().bucket.bucket, Prefix=f"solutions/{solution_name}/"
+    ).get("Contents")
     with pytest.raises(p.exceptions.ResourceNotFoundException):
         p.create_campaign(name=f"c-{uuid.uuid4().hex[:8]}", solutionVersionArn=arn2)
     with pytest.raises(p.exceptions.ResourceInUseException):
@@ -281,10 +322,15 @@ def test_a_recommender_is_served_through_its_arn(training: Training, runtime: An
     p = training.personalize
     group = training.group_with_data(domain="VIDEO_ON_DEMAND")
     with pytest.raises(p.exceptions.InvalidInputException, match="is a ECOMMERCE use case"):
-        p.create_recommender(name="x", datasetGroupArn=group,
-                             recipeArn="arn:aws:personalize:::recipe/aws-ecomm-recommended-for-you")
+        p.create_recommender(
+            name="x",
+            datasetGroupArn=group,
+            recipeArn="arn:aws:personalize:::recipe/aws-ecomm-recommended-for-you",
+        )
     arn = p.create_recommender(
-        name=f"r-{uuid.uuid4().hex[:8]}", datasetGroupArn=group, recipeArn="arn:aws:personalize:::recipe/aws-vod-top-picks"
+        name=f"r-{uuid.uuid4().hex[:8]}",
+        datasetGroupArn=group,
+        recipeArn="arn:aws:personalize:::recipe/aws-vod-top-picks",
     )["recommenderArn"]
     assert p.describe_recommender(recommenderArn=arn)["recommender"]["status"] == "CREATE PENDING"
     training.poller.drain()
@@ -297,10 +343,7 @@ def test_a_recommender_is_served_through_its_arn(training: Training, runtime: An
     # Stopped, it answers no more; started again, it does
     p.stop_recommender(recommenderArn=arn)
     assert p.describe_recommender(recommenderArn=arn)["recommender"]["status"] == "INACTIVE"
-    get_workspace()  # the store re-reads the pointer after its TTL (0.2 s in tests)
-    import time
-
-    time.sleep(0.3)
+    time.sleep(0.3)  # the store re-reads the pointer after its TTL (0.2 s in tests)
     with pytest.raises(runtime.exceptions.InvalidInputException, match="is not ACTIVE"):
         runtime.get_recommendations(recommenderArn=arn, userId="user-3")
     p.start_recommender(recommenderArn=arn)
@@ -315,7 +358,9 @@ def test_a_recommender_is_served_through_its_arn(training: Training, runtime: An
         p.describe_recommender(recommenderArn=arn)
 
 
-def test_automatic_training_is_a_schedule_and_synced_campaigns_follow(training: Training, runtime: Any, moto_url: str) -> None:
+def test_automatic_training_is_a_schedule_and_synced_campaigns_follow(
+    training: Training, runtime: Any, moto_url: str
+) -> None:
     p = training.personalize
     group = training.group_with_data()
     # Given a solution with automatic training every 2 days
@@ -334,10 +379,14 @@ def test_automatic_training_is_a_schedule_and_synced_campaigns_follow(training: 
     # And a campaign on <solution>/$LATEST with syncWithLatestSolutionVersion follows new versions
     first = training.trained_version(solution)
     campaign = p.create_campaign(
-        name=f"c-{uuid.uuid4().hex[:8]}", solutionVersionArn=f"{solution}/$LATEST",
+        name=f"c-{uuid.uuid4().hex[:8]}",
+        solutionVersionArn=f"{solution}/$LATEST",
         campaignConfig={"syncWithLatestSolutionVersion": True},
     )["campaignArn"]
-    assert p.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"] == first["solutionVersionArn"]
+    assert (
+        p.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"]
+        == first["solutionVersionArn"]
+    )
     # When the schedule fires (its message delivered as EventBridge Scheduler would send it)
     boto3.client("sqs", endpoint_url=moto_url, region_name=REGION).send_message(
         QueueUrl=training.poller.queue_url, MessageBody=schedule["Target"]["Input"]
@@ -345,10 +394,14 @@ def test_automatic_training_is_a_schedule_and_synced_campaigns_follow(training: 
     training.poller.drain()
     # Then a new AUTOMATIC version is trained and the campaign moved to it
     versions = p.list_solution_versions(solutionArn=solution)["solutionVersions"]
-    assert len(versions) == 2 and all(v["status"] == "ACTIVE" for v in versions)
+    assert len(versions) == 2
+    assert all(v["status"] == "ACTIVE" for v in versions)
     newest = next(v for v in versions if v["solutionVersionArn"] != first["solutionVersionArn"])
     assert newest["trainingType"] == "AUTOMATIC"
-    assert p.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"] == newest["solutionVersionArn"]
+    assert (
+        p.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"]
+        == newest["solutionVersionArn"]
+    )
     # Turned off, the schedule is gone
     p.update_solution(solutionArn=solution, performAutoTraining=False)
     with pytest.raises(scheduler.exceptions.ResourceNotFoundException):

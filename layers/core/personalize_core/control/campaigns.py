@@ -62,7 +62,8 @@ def _manifest(bucket: ModelBucket, version_arn: str, options: dict[str, Any]) ->
         return bucket.manifest(version_arn)
     if not _syncs(options):
         raise InvalidInputException(
-            "solutionVersionArn <solution ARN>/$LATEST needs campaignConfig.syncWithLatestSolutionVersion true"
+            "solutionVersionArn <solution ARN>/$LATEST needs "
+            "campaignConfig.syncWithLatestSolutionVersion true"
         )
     solution = parse_arn(version_arn[: -len(LATEST)], "solutionVersionArn", "solution").path[0]
     manifest = bucket.newest_manifest(solution)
@@ -83,7 +84,9 @@ def sync_campaigns(bucket: ModelBucket, manifest: Manifest) -> list[str]:
         if pointer.version == manifest.version:
             continue
         updated = pointer._replace(
-            solution_version_arn=manifest.solution_version_arn, version=manifest.version, updated_at=time.time()
+            solution_version_arn=manifest.solution_version_arn,
+            version=manifest.version,
+            updated_at=time.time(),
         )
         kept = {k: raw[k] for k in OPTIONS if k in raw}
         bucket.write_json(campaign_key(pointer.name), {**updated.to_json(), **kept})

@@ -110,7 +110,7 @@ def describe_dataset_group(ws: Workspace, body: dict[str, Any]) -> dict[str, Any
 
 def list_dataset_groups(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     page = PageRequest(Fields(body, "", frozenset({"nextToken", "maxResults"})))
-    records, token = ws.records.list(DATASET_GROUP, None, page.max_results, page.token)
+    records, token = ws.records.page(DATASET_GROUP, None, page.max_results, page.token)
     return paged("datasetGroups", [_group_json(r, summary=True) for r in records], token)
 
 
@@ -119,9 +119,7 @@ def delete_dataset_group(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     record = ws.record(fields.required_arn("datasetGroupArn"), DATASET_GROUP)
     for kind in (DATASET, SOLUTION, RECOMMENDER):
         if ws.records.children(record.arn, kind):
-            raise ResourceInUseException(
-                f"Dataset group {record.arn} still has {kind}s: delete them first"
-            )
+            raise ResourceInUseException(f"Dataset group {record.arn} still has {kind}s: delete them first")
     ws.records.delete(record)
     return {}
 
@@ -158,7 +156,7 @@ def describe_schema(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
 
 def list_schemas(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     page = PageRequest(Fields(body, "", frozenset({"nextToken", "maxResults"})))
-    records, token = ws.records.list(SCHEMA, None, page.max_results, page.token)
+    records, token = ws.records.page(SCHEMA, None, page.max_results, page.token)
     return paged("schemas", [_schema_json(r, summary=True) for r in records], token)
 
 
@@ -167,7 +165,7 @@ def delete_schema(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     record = ws.record(fields.required_arn("schemaArn"), SCHEMA)
     token = None
     while True:
-        datasets, token = ws.records.list(DATASET, None, 100, token)
+        datasets, token = ws.records.page(DATASET, None, 100, token)
         using = next((d for d in datasets if d.attributes.get("schemaArn") == record.arn), None)
         if using is not None:
             raise ResourceInUseException(f"Schema {record.arn} is used by dataset {using.arn}")

@@ -82,7 +82,7 @@ def list_datasets(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"datasetGroupArn", "nextToken", "maxResults"}))
     group_arn = fields.arn("datasetGroupArn")
     page = PageRequest(fields)
-    records, token = ws.records.list(DATASET, group_arn, page.max_results, page.token)
+    records, token = ws.records.page(DATASET, group_arn, page.max_results, page.token)
     return paged("datasets", [_dataset_json(r, summary=True) for r in records], token)
 
 
@@ -123,7 +123,15 @@ def create_dataset_import_job(ws: Workspace, body: dict[str, Any]) -> dict[str, 
         body,
         "",
         frozenset(
-            {"jobName", "datasetArn", "dataSource", "roleArn", "tags", "importMode", "publishAttributionMetricsToS3"}
+            {
+                "jobName",
+                "datasetArn",
+                "dataSource",
+                "roleArn",
+                "tags",
+                "importMode",
+                "publishAttributionMetricsToS3",
+            }
         ),
     )
     name = check_name(fields.required_string("jobName", max_len=63), "jobName")
@@ -141,7 +149,9 @@ def create_dataset_import_job(ws: Workspace, body: dict[str, Any]) -> dict[str, 
     if mode not in IMPORT_MODES:
         raise InvalidInputException("importMode must be FULL or INCREMENTAL")
     if fields.body.get("publishAttributionMetricsToS3") not in (None, False):
-        raise InvalidInputException("publishAttributionMetricsToS3 is not supported: there are no metric attributions")
+        raise InvalidInputException(
+            "publishAttributionMetricsToS3 is not supported: there are no metric attributions"
+        )
     check_tags(fields)
     dataset = ws.record(dataset_arn, DATASET)
     parse_arn(dataset_arn, "datasetArn", DATASET, parts=2)
@@ -170,7 +180,7 @@ def list_dataset_import_jobs(ws: Workspace, body: dict[str, Any]) -> dict[str, A
     fields = Fields(body, "", frozenset({"datasetArn", "nextToken", "maxResults"}))
     dataset_arn = fields.arn("datasetArn")
     page = PageRequest(fields)
-    records, token = ws.records.list(IMPORT_JOB, dataset_arn, page.max_results, page.token)
+    records, token = ws.records.page(IMPORT_JOB, dataset_arn, page.max_results, page.token)
     return paged("datasetImportJobs", [_job_json(r, summary=True) for r in records], token)
 
 

@@ -65,7 +65,9 @@ def _group_record(group_arn: str) -> Any:
     return get_records().get(group_arn, "dataset-group")
 
 
-def _create(bucket: ModelBucket, name: str, filter_arn: str, group_arn: str, expression: str) -> dict[str, Any]:
+def _create(
+    bucket: ModelBucket, name: str, filter_arn: str, group_arn: str, expression: str
+) -> dict[str, Any]:
     now = time.time()
     bucket.create_json(
         filter_key(name),

@@ -33,7 +33,12 @@ from personalize_core.training.config import domain_recipe
 
 INACTIVE = "INACTIVE"
 CONFIG_FIELDS = frozenset(
-    {"itemExplorationConfig", "minRecommendationRequestsPerSecond", "trainingDataConfig", "enableMetadataWithRecommendations"}
+    {
+        "itemExplorationConfig",
+        "minRecommendationRequestsPerSecond",
+        "trainingDataConfig",
+        "enableMetadataWithRecommendations",
+    }
 )
 
 
@@ -51,7 +56,9 @@ def _config(fields: Fields, key: str = "recommenderConfig") -> dict[str, Any]:
     config = Fields(raw, f"{key}.", CONFIG_FIELDS)
     config.integer("minRecommendationRequestsPerSecond", minimum=1, maximum=2**31 - 1)
     if config.body.get("itemExplorationConfig"):
-        raise InvalidInputException(f"{key}.itemExplorationConfig is not supported: scores are exact, not explored")
+        raise InvalidInputException(
+            f"{key}.itemExplorationConfig is not supported: scores are exact, not explored"
+        )
     if config.body.get("trainingDataConfig"):
         raise InvalidInputException(f"{key}.trainingDataConfig is not supported by this deployment")
     return dict(raw)
@@ -78,7 +85,9 @@ def _json(record: Record, summary: bool = False) -> dict[str, Any]:
 
 
 def create_recommender(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
-    fields = Fields(body, "", frozenset({"name", "datasetGroupArn", "recipeArn", "recommenderConfig", "tags"}))
+    fields = Fields(
+        body, "", frozenset({"name", "datasetGroupArn", "recipeArn", "recommenderConfig", "tags"})
+    )
     name = check_name(fields.required_string("name", max_len=63), "name")
     group_arn = fields.required_arn("datasetGroupArn")
     recipe_arn = fields.required_arn("recipeArn")
@@ -96,7 +105,9 @@ def create_recommender(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     if ws.records.get(arn) is not None:
         raise ResourceAlreadyExistsException(f"Recommender {arn} already exists")
     if ws.records.get(ws.arn(SOLUTION, solution_name)) or ws.bucket.newest_manifest(solution_name):
-        raise ResourceAlreadyExistsException(f"Solution {solution_name}, which recommender {name} trains, exists")
+        raise ResourceAlreadyExistsException(
+            f"Solution {solution_name}, which recommender {name} trains, exists"
+        )
     now = ws.now()
     attributes = {
         "recipeArn": recipe_arn,
@@ -106,14 +117,25 @@ def create_recommender(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     }
     record = Record(RECOMMENDER, arn, name, CREATE_PENDING, now, now, group.arn, attributes=attributes)
     # The recommender's model is a solution version like any other, of a solution never listed.
-    solution = Record(SOLUTION, ws.arn(SOLUTION, solution_name), solution_name, ACTIVE, now, now, group.arn, attributes=attributes)
+    solution = Record(
+        SOLUTION,
+        ws.arn(SOLUTION, solution_name),
+        solution_name,
+        ACTIVE,
+        now,
+        now,
+        group.arn,
+        attributes=attributes,
+    )
     ws.records.create(record)
     try:
         version = new_version(ws, solution, extra={"recommenderArn": arn})
     except Exception:
         ws.records.delete(record)
         raise
-    ws.records.transition(arn, (CREATE_PENDING,), CREATE_PENDING, ws.now(), attributes={"solutionVersionArn": version.arn})
+    ws.records.transition(
+        arn, (CREATE_PENDING,), CREATE_PENDING, ws.now(), attributes={"solutionVersionArn": version.arn}
+    )
     return {"recommenderArn": arn}
 
 
@@ -126,7 +148,7 @@ def list_recommenders(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"datasetGroupArn", "nextToken", "maxResults"}))
     group_arn = fields.arn("datasetGroupArn")
     page = PageRequest(fields)
-    records, token = ws.records.list(RECOMMENDER, group_arn, page.max_results, page.token)
+    records, token = ws.records.page(RECOMMENDER, group_arn, page.max_results, page.token)
     return paged("recommenders", [_json(r, summary=True) for r in records], token)
 
 
@@ -137,10 +159,20 @@ def update_recommender(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputException("recommenderConfig is required")
     config = _config(fields)
     if record.status not in (ACTIVE, INACTIVE):
-        raise ResourceInUseException(f"Recommender {record.arn} is {record.status}: it can be updated once ACTIVE")
+        raise ResourceInUseException(
+            f"Recommender {record.arn} is {record.status}: it can be updated once ACTIVE"
+        )
     now = ws.now()
-    update = {"recommenderConfig": config, "status": ACTIVE, "creationDateTime": now, "lastUpdatedDateTime": now}
-    changed = replace(record.with_attributes(recommenderConfig=config, latestUpdate=update), updated_at=max(now, record.updated_at + 0.001))
+    update = {
+        "recommenderConfig": config,
+        "status": ACTIVE,
+        "creationDateTime": now,
+        "lastUpdatedDateTime": now,
+    }
+    changed = replace(
+        record.with_attributes(recommenderConfig=config, latestUpdate=update),
+        updated_at=max(now, record.updated_at + 0.001),
+    )
     if ws.records.replace(record, changed) is None:
         raise ResourceInUseException(f"Recommender {record.arn} changed meanwhile; try again")
     return {"recommenderArn": record.arn}

@@ -194,9 +194,11 @@ class RecordsTable:
                 },
             )
         except self.client.exceptions.ConditionalCheckFailedException:
-            raise ResourceInUseException(in_use or f"{record.arn} changed while it was being deleted") from None
+            raise ResourceInUseException(
+                in_use or f"{record.arn} changed while it was being deleted"
+            ) from None
 
-    def list(
+    def page(
         self, kind: str, parent_arn: str | None = None, limit: int = 100, token: str | None = None
     ) -> tuple[list[Record], str | None]:
         """A page of ``kind`` records in name order (under ``parent_arn``, when given) and the token
@@ -240,8 +242,8 @@ class RecordsTable:
         found: list[Record] = []
         token = None
         while True:
-            page, token = self.list(kind, parent_arn, 100, token)
-            found += page
+            records, token = self.page(kind, parent_arn, 100, token)
+            found += records
             if token is None:
                 return found
 

@@ -55,7 +55,9 @@ def _manifest_json(manifest: Manifest, summary: bool = False) -> dict[str, Any]:
     if summary:
         return out
     arn = parse_arn(manifest.solution_version_arn, "solutionVersionArn", "solution", parts=2)
-    group = manifest.dataset_group_arn or str(make_arn(arn.region, arn.account, "dataset-group", manifest.solution))
+    group = manifest.dataset_group_arn or str(
+        make_arn(arn.region, arn.account, "dataset-group", manifest.solution)
+    )
     return out | {
         "name": manifest.version,
         "solutionArn": str(make_arn(arn.region, arn.account, "solution", manifest.solution)),
@@ -94,15 +96,24 @@ def new_version(
 ) -> Record:
     """Record a new version of ``solution`` (CREATE PENDING) and queue its training."""
     group_arn = solution.parent_arn or ""
-    interactions = ws.records.get(ws.arn(DATASET, parse_arn(group_arn, "datasetGroupArn", "dataset-group").path[0], "INTERACTIONS"), DATASET)
+    interactions = ws.records.get(
+        ws.arn(DATASET, parse_arn(group_arn, "datasetGroupArn", "dataset-group").path[0], "INTERACTIONS"),
+        DATASET,
+    )
     if interactions is None or not interactions.attributes.get("imports"):
         raise InvalidInputException(
             f"Dataset group {group_arn} has no imported Interactions data: create an INTERACTIONS dataset "
             "and import data into it first"
         )
-    busy = [v for v in ws.records.children(solution.arn, SOLUTION_VERSION) if v.status in UNFINISHED + (CREATE_STOPPING,)]
+    busy = [
+        v
+        for v in ws.records.children(solution.arn, SOLUTION_VERSION)
+        if v.status in (*UNFINISHED, CREATE_STOPPING)
+    ]
     if busy:
-        raise ResourceInUseException(f"Solution {solution.arn} has a version in training already: {busy[0].arn}")
+        raise ResourceInUseException(
+            f"Solution {solution.arn} has a version in training already: {busy[0].arn}"
+        )
     version = name or uuid.uuid4().hex[:8]
     now = ws.now()
     attributes = {
@@ -139,7 +150,9 @@ def create_solution_version(ws: Workspace, body: dict[str, Any]) -> dict[str, An
     solution_arn = fields.required_arn("solutionArn")
     mode = fields.string("trainingMode", max_len=16) or "FULL"
     if mode != "FULL":
-        raise InvalidInputException(f"trainingMode {mode[:16]} is not supported: this deployment trains FULL versions")
+        raise InvalidInputException(
+            f"trainingMode {mode[:16]} is not supported: this deployment trains FULL versions"
+        )
     check_tags(fields)
     solution = ws.record(solution_arn, SOLUTION)
     return {"solutionVersionArn": new_version(ws, solution, name).arn}
@@ -179,12 +192,16 @@ def list_solution_versions(ws: Workspace, body: dict[str, Any]) -> dict[str, Any
         solution = parse_arn(solution_arn, "solutionArn", "solution").path[0]
         prefix = f"solutions/{solution}/"
         records = ws.records.children(solution_arn, SOLUTION_VERSION)
-        if not records and ws.records.get(solution_arn, SOLUTION) is None and not _manifest_arns(ws.bucket, prefix):
+        if (
+            not records
+            and ws.records.get(solution_arn, SOLUTION) is None
+            and not _manifest_arns(ws.bucket, prefix)
+        ):
             raise ResourceNotFoundException(f"Solution {solution_arn} does not exist")
     else:
         token = None
         while True:
-            batch, token = ws.records.list(SOLUTION_VERSION, None, 100, token)
+            batch, token = ws.records.page(SOLUTION_VERSION, None, 100, token)
             records += batch
             if token is None:
                 break
@@ -205,7 +222,9 @@ def list_solution_versions(ws: Workspace, body: dict[str, Any]) -> dict[str, Any
             raw = ws.bucket.read_json(entry)
             if raw is not None:
                 items.append(_manifest_json(Manifest.from_json(raw), summary=True))
-    token_out = encode_token(prefix, {"k": chosen[page.max_results - 1]}) if len(chosen) > page.max_results else None
+    token_out = (
+        encode_token(prefix, {"k": chosen[page.max_results - 1]}) if len(chosen) > page.max_results else None
+    )
     return paged("solutionVersions", items, token_out)
 
 
@@ -223,7 +242,9 @@ def stop_solution_version_creation(ws: Workspace, body: dict[str, Any]) -> dict[
     ):
         current = ws.record(arn, SOLUTION_VERSION)
         if current.status not in (CREATE_STOPPING, CREATE_STOPPED):
-            raise ResourceInUseException(f"Solution version {arn} is {current.status}: it is not being created")
+            raise ResourceInUseException(
+                f"Solution version {arn} is {current.status}: it is not being created"
+            )
     return {}
 
 
@@ -235,7 +256,9 @@ def get_solution_metrics(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         ws.bucket.manifest(arn)
         return {"solutionVersionArn": arn, "metrics": {}}  # published with the CLI: never evaluated here
     if record.status != ACTIVE:
-        raise ResourceInUseException(f"Solution version {arn} is {record.status}: metrics come once it is ACTIVE")
+        raise ResourceInUseException(
+            f"Solution version {arn} is {record.status}: metrics come once it is ACTIVE"
+        )
     return {"solutionVersionArn": arn, "metrics": record.attributes.get("metrics", {})}
 
 

@@ -133,7 +133,9 @@ def create_solution(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         "solutionConfig": config or {},
         "eventType": event_type,
     }
-    record = Record(SOLUTION, ws.arn(SOLUTION, name), name, ACTIVE, now, now, group.arn, attributes=attributes)
+    record = Record(
+        SOLUTION, ws.arn(SOLUTION, name), name, ACTIVE, now, now, group.arn, attributes=attributes
+    )
     ws.records.create(record)
     _schedule(ws, record)
     return {"solutionArn": record.arn}
@@ -148,13 +150,15 @@ def list_solutions(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"datasetGroupArn", "nextToken", "maxResults"}))
     group_arn = fields.arn("datasetGroupArn")
     page = PageRequest(fields)
-    records, token = ws.records.list(SOLUTION, group_arn, page.max_results, page.token)
+    records, token = ws.records.page(SOLUTION, group_arn, page.max_results, page.token)
     return paged("solutions", [_solution_json(ws, r, summary=True) for r in records], token)
 
 
 def update_solution(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(
-        body, "", frozenset({"solutionArn", "performAutoTraining", "performIncrementalUpdate", "solutionUpdateConfig"})
+        body,
+        "",
+        frozenset({"solutionArn", "performAutoTraining", "performIncrementalUpdate", "solutionUpdateConfig"}),
     )
     record = ws.record(fields.required_arn("solutionArn"), SOLUTION)
     if _boolean(fields, "performIncrementalUpdate", False):

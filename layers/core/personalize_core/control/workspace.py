@@ -7,6 +7,7 @@ tests build one over moto.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,10 +93,8 @@ class Schedules:
         return answer
 
     def delete(self, solution: str) -> None:
-        try:
+        with contextlib.suppress(self.client.exceptions.ResourceNotFoundException):
             self.client.delete_schedule(Name=solution, GroupName=self.group)
-        except self.client.exceptions.ResourceNotFoundException:
-            pass
 
 
 @dataclass
@@ -143,7 +142,9 @@ def get_workspace() -> Workspace:
     settings = get_settings()
     schedules = None
     if settings.schedule_group:
-        schedules = Schedules(settings.schedule_group, settings.scheduler_role_arn, settings.training_queue_arn)
+        schedules = Schedules(
+            settings.schedule_group, settings.scheduler_role_arn, settings.training_queue_arn
+        )
     return Workspace(
         get_records(),
         get_model_bucket(),

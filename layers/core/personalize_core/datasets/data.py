@@ -118,8 +118,12 @@ def merge_interactions(parts: Iterable[Interactions]) -> Interactions:
     type_index: dict[str, int] = {}
     columns: list[list[np.ndarray]] = [[], [], [], [], []]
     for part in parts:
-        user_map = np.array([user_index.setdefault(u, len(user_index)) for u in part.user_ids], dtype=np.int32)
-        item_map = np.array([item_index.setdefault(i, len(item_index)) for i in part.item_ids], dtype=np.int32)
+        user_map = np.array(
+            [user_index.setdefault(u, len(user_index)) for u in part.user_ids], dtype=np.int32
+        )
+        item_map = np.array(
+            [item_index.setdefault(i, len(item_index)) for i in part.item_ids], dtype=np.int32
+        )
         type_map = np.array([type_index.setdefault(t, len(type_index)) for t in part.event_types] + [-1])
         columns[0].append(user_map[part.user_codes] if part.rows else part.user_codes)
         columns[1].append(item_map[part.item_codes] if part.rows else part.item_codes)

@@ -56,7 +56,9 @@ def input_objects(storage: JobStorage, location: S3Path) -> list[tuple[str, int,
         if found is None:
             raise ImportFailed(f"{location} does not exist")
         return [(location.key, found[0], found[1])]
-    listed = [o for o in storage.list_objects(location.bucket, location.key) if o[0].lower().endswith(CSV_SUFFIXES)]
+    listed = [
+        o for o in storage.list_objects(location.bucket, location.key) if o[0].lower().endswith(CSV_SUFFIXES)
+    ]
     if not listed:
         raise ImportFailed(f"{location} holds no .csv objects")
     return listed
@@ -70,7 +72,9 @@ def _columns(header: list[str], schema: Schema, where: str) -> list[int]:
     known = {f.name.upper() for f in schema.fields}
     for name in header:
         if name.strip().upper() not in known:
-            raise ImportFailed(f"{where}: column {name.strip()[:60]!r} is not a field of the dataset's schema")
+            raise ImportFailed(
+                f"{where}: column {name.strip()[:60]!r} is not a field of the dataset's schema"
+            )
     at = [upper.index(f.name.upper()) if f.name.upper() in upper else -1 for f in schema.fields]
     for field, column in zip(schema.fields, at, strict=True):
         if column < 0 and not field.nullable:
@@ -82,7 +86,9 @@ def _rows(storage: JobStorage, bucket: str, key: str, etag: str, schema: Schema)
     """The object's rows as the schema's values (in schema order), each checked."""
     where = f"s3://{bucket}/{key}"
     text = io.TextIOWrapper(
-        io.BufferedReader(_ChunkStream(storage.read_from(bucket, key, 0, etag))), encoding="utf-8-sig", newline=""
+        io.BufferedReader(_ChunkStream(storage.read_from(bucket, key, 0, etag))),
+        encoding="utf-8-sig",
+        newline="",
     )
     reader = csv.reader(text, strict=True)
     try:
@@ -96,7 +102,8 @@ def _rows(storage: JobStorage, bucket: str, key: str, etag: str, schema: Schema)
                 continue
             if len(row) != width:
                 raise ImportFailed(
-                    f"{where} row {number} (line {reader.line_num}) has {len(row)} values; the header has {width}"
+                    f"{where} row {number} (line {reader.line_num}) has {len(row)} values; "
+                    f"the header has {width}"
                 )
             values = []
             for field, column in zip(schema.fields, at, strict=True):

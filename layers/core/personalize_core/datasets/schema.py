@@ -99,7 +99,7 @@ def _field(raw: Any, index: int) -> Field:
     if isinstance(kind, list):
         others = [t for t in kind if t != "null"]
         if len(kind) != 2 or len(others) != 1:
-            raise InvalidInputException(f"{where} ({name}): a union type must be [\"null\", <type>]")
+            raise InvalidInputException(f'{where} ({name}): a union type must be ["null", <type>]')
         nullable, kind = True, others[0]
     if not isinstance(kind, str) or kind not in PRIMITIVES:
         raise InvalidInputException(
@@ -122,7 +122,9 @@ def parse_schema(text: str) -> Schema:
     except ValueError as exc:
         raise InvalidInputException(f"schema is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("type") != "record":
-        raise InvalidInputException('schema must be an Avro record: {"type": "record", "name": ..., "fields": [...]}')
+        raise InvalidInputException(
+            'schema must be an Avro record: {"type": "record", "name": ..., "fields": [...]}'
+        )
     if not isinstance(raw.get("name"), str) or not raw["name"]:
         raise InvalidInputException("schema must have a name")
     fields = raw.get("fields")
@@ -134,7 +136,9 @@ def parse_schema(text: str) -> Schema:
     seen: set[str] = set()
     for f in parsed:
         if f.name.upper() in seen:
-            raise InvalidInputException(f"schema field {f.name} appears twice (names are compared without case)")
+            raise InvalidInputException(
+                f"schema field {f.name} appears twice (names are compared without case)"
+            )
         seen.add(f.name.upper())
     return Schema(parsed)
 
@@ -149,10 +153,10 @@ def check_dataset_type(schema: Schema, dataset_type: DatasetType, schema_arn: st
                 f"{name} field of type {' or '.join(sorted(types))}"
             )
     for f in schema.fields:
-        types = RESERVED.get(f.name)
-        if types is not None and dataset_type is DatasetType.INTERACTIONS and f.type not in types:
+        allowed = RESERVED.get(f.name)
+        if allowed is not None and dataset_type is DatasetType.INTERACTIONS and f.type not in allowed:
             raise InvalidInputException(
-                f"Schema {schema_arn}: {f.name} must be of type {' or '.join(sorted(types))}, not {f.type}"
+                f"Schema {schema_arn}: {f.name} must be of type {' or '.join(sorted(allowed))}, not {f.type}"
             )
     if dataset_type is not DatasetType.INTERACTIONS and len(schema.fields) < 2:
         raise InvalidInputException(

@@ -286,9 +286,7 @@ def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> Campaign
     return pointer
 
 
-def put_recommender(
-    bucket: ModelBucket, pointer: RecommenderPointer
-) -> RecommenderPointer:
+def put_recommender(bucket: ModelBucket, pointer: RecommenderPointer) -> RecommenderPointer:
     """Write a recommender's pointer (one atomic S3 write, as a campaign's)."""
     bucket.write_json(recommender_key(pointer.name), pointer.to_json())
     return pointer

@@ -50,7 +50,9 @@ DOMAIN_RECIPES: dict[str, DomainRecipe] = {
 def _recipe_name(arn: str, field: str) -> str:
     match = RECIPE_ARN.fullmatch(arn)
     if match is None:
-        raise InvalidInputException(f"{field} {arn[:120]!r} is not a recipe ARN (arn:aws:personalize:::recipe/<name>)")
+        raise InvalidInputException(
+            f"{field} {arn[:120]!r} is not a recipe ARN (arn:aws:personalize:::recipe/<name>)"
+        )
     return match["name"]
 
 
@@ -163,7 +165,12 @@ def training_config(config: dict[str, Any] | None, event_type: str | None = None
         values[target] = int(number) if kind is int else number
     events = []
     events_config = fields.body.get("eventsConfig") or {}
-    for i, raw in enumerate(Fields(events_config, "solutionConfig.eventsConfig.", frozenset({"eventParametersList"})).body.get("eventParametersList") or []):
+    for i, raw in enumerate(
+        Fields(events_config, "solutionConfig.eventsConfig.", frozenset({"eventParametersList"})).body.get(
+            "eventParametersList"
+        )
+        or []
+    ):
         where = f"solutionConfig.eventsConfig.eventParametersList[{i}]"
         entry = Fields(raw, where + ".", frozenset({"eventType", "eventValueThreshold", "weight"}))
         kind_name = entry.required_string("eventType", max_len=256)
@@ -172,13 +179,19 @@ def training_config(config: dict[str, Any] | None, event_type: str | None = None
             raise InvalidInputException(f"{where}.weight must be between 0 and 1")
         threshold = entry.body.get("eventValueThreshold")
         events.append(
-            EventWeight(kind_name, weight, None if threshold is None else _number(threshold, where + ".eventValueThreshold"))
+            EventWeight(
+                kind_name,
+                weight,
+                None if threshold is None else _number(threshold, where + ".eventValueThreshold"),
+            )
         )
     threshold = fields.body.get("eventValueThreshold")
     return TrainingConfig(
         **values,
         events=tuple(events),
-        value_threshold=None if threshold is None else _number(threshold, "solutionConfig.eventValueThreshold"),
+        value_threshold=None
+        if threshold is None
+        else _number(threshold, "solutionConfig.eventValueThreshold"),
         event_type=event_type,
     )
 
@@ -186,9 +199,9 @@ def training_config(config: dict[str, Any] | None, event_type: str | None = None
 def scheduling_expression(config: dict[str, Any] | None) -> str:
     """The solution's automatic-training rate (Personalize's default: every 7 days)."""
     auto = (config or {}).get("autoTrainingConfig") or {}
-    expression = Fields(auto, "solutionConfig.autoTrainingConfig.", frozenset({"schedulingExpression"})).string(
-        "schedulingExpression", max_len=16, min_len=1
-    )
+    expression = Fields(
+        auto, "solutionConfig.autoTrainingConfig.", frozenset({"schedulingExpression"})
+    ).string("schedulingExpression", max_len=16, min_len=1)
     if expression is None:
         return "rate(7 days)"
     match = SCHEDULING_EXPRESSION.fullmatch(expression)

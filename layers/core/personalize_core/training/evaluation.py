@@ -76,7 +76,9 @@ def split(user_ids: list[str], users: np.ndarray, timestamps: np.ndarray) -> Spl
 Recommender = Callable[[np.ndarray], np.ndarray]
 
 
-def top_items(scores: np.ndarray, exclude_rows: np.ndarray, exclude_items: np.ndarray, k: int = TOP) -> np.ndarray:
+def top_items(
+    scores: np.ndarray, exclude_rows: np.ndarray, exclude_items: np.ndarray, k: int = TOP
+) -> np.ndarray:
     """The k best items per row of ``scores`` (excluded (row, item) pairs get -inf), best first."""
     scores = scores.astype(np.float64, copy=True)
     scores[exclude_rows, exclude_items] = -np.inf
@@ -95,8 +97,8 @@ def metrics(recommended: list[np.ndarray], relevant: list[set[int]], catalog: in
     totals = dict.fromkeys(METRIC_NAMES, 0.0)
     discounts = 1.0 / np.log2(np.arange(2, TOP + 2))
     seen: set[int] = set()
-    for items, wanted in zip(recommended, relevant, strict=True):
-        items = items[items >= 0]
+    for found, wanted in zip(recommended, relevant, strict=True):
+        items = found[found >= 0]
         seen.update(items.tolist())
         hits = np.fromiter((i in wanted for i in items.tolist()), dtype=bool, count=items.size)
         first = np.flatnonzero(hits)

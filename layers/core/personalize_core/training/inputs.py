@@ -56,7 +56,9 @@ def interaction_sources(bucket: ModelBucket, datasets: dict[str, Record]) -> lis
     return [ImportedInteractions(bucket, interactions)] if interactions is not None else []
 
 
-def _rows(bucket: ModelBucket, dataset: Record | None, kind: DatasetType) -> tuple[list[str], dict[str, list[str]]] | None:
+def _rows(
+    bucket: ModelBucket, dataset: Record | None, kind: DatasetType
+) -> tuple[list[str], dict[str, list[str]]] | None:
     if dataset is None or not dataset.attributes.get("imports"):
         return None
     group = parse_arn(dataset.arn, "datasetArn", "dataset", parts=2).path[0]

@@ -83,7 +83,12 @@ def _matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray, shape: tu
 
 
 def _recent_interactions(
-    data: Interactions, rows: np.ndarray, user_ids: list[str], item_ids: list[str], users: np.ndarray, items: np.ndarray
+    data: Interactions,
+    rows: np.ndarray,
+    user_ids: list[str],
+    item_ids: list[str],
+    users: np.ndarray,
+    items: np.ndarray,
 ) -> list[tuple[str, str, float, str]]:
     """The rows filters read (each user's 100 most recent per event type), as the writer takes them."""
     codes = data.event_codes[rows].astype(np.int64)
@@ -97,7 +102,11 @@ def _recent_interactions(
     return [
         (user_ids[u], item_ids[i], float(t), types[c])
         for u, i, t, c in zip(
-            users[kept].tolist(), items[kept].tolist(), stamps[kept].tolist(), codes[kept].tolist(), strict=True
+            users[kept].tolist(),
+            items[kept].tolist(),
+            stamps[kept].tolist(),
+            codes[kept].tolist(),
+            strict=True,
         )
     ]
 
@@ -122,7 +131,9 @@ def train(
     weights = weigh(interactions, config)
     rows = np.flatnonzero(weights > 0)
     if rows.size == 0:
-        raise TrainingFailed("No interactions are left to train on after the solution's event type and weights")
+        raise TrainingFailed(
+            "No interactions are left to train on after the solution's event type and weights"
+        )
     # Compact: only users and items with weighed interactions.
     user_codes, users = np.unique(interactions.user_codes[rows], return_inverse=True)
     item_codes, items = np.unique(interactions.item_codes[rows], return_inverse=True)
@@ -142,50 +153,21 @@ def train(
         return top_items(scores, known.row, known.col)
 
     pairs = (users[parts.test_input], items[parts.test_input]), (users[parts.holdout], items[parts.holdout])
-    baseline = evaluate(popular, parts.test_users, *pairs, catalog=shape[1])
+    baseline = evaluate(popular, parts.test_users, pairs[0], pairs[1], catalog=shape[1])
     clock["prepare"] = time.perf_counter()
 
     item_factors = user_factors = None
     if recipe is Recipe.POPULAR_ITEMS:
         metrics = baseline
     else:
-        from implicit.cpu.als import AlternatingLeastSquares  # the training layer's
-        from threadpoolctl import threadpool_limits
-
-        train_rows = parts.train
-        # implicit's solver threads do the work; BLAS inside them must not start threads of its own.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=config.factors,
-                regularization=config.regularization,
-                alpha=config.alpha,
-                iterations=config.iterations,
-                num_threads=threads,
-                random_state=20240531,
-            )
-            model.fit(
-                _matrix(users[train_rows], items[train_rows], weights[train_rows], shape),
-                show_progress=False,
-                callback=lambda *_: checkpoint(),
-            )
-            clock["fit"] = time.perf_counter()
-            item_factors = np.asarray(model.item_factors, dtype=np.float32)
-            if recipe is Recipe.RELATED_ITEMS:
-                metrics = evaluate(_related(item_factors, input_matrix, users, items, stamps, parts), parts.test_users, *pairs, catalog=shape[1])
-            else:
-                def personal(block: np.ndarray) -> np.ndarray:
-                    vectors = model.recalculate_user(block, input_matrix[block])
-                    known = input_matrix[block].tocoo()
-                    return top_items(vectors @ item_factors.T, known.row, known.col)
-
-                metrics = evaluate(personal, parts.test_users, *pairs, catalog=shape[1])
-            # The test users' vectors, folded in from all their interactions (they were not trained).
-            user_factors = np.asarray(model.user_factors, dtype=np.float32).copy()
-            test_rows = ~parts.train
-            tested = np.unique(users[test_rows])
-            if tested.size:
-                full = _matrix(users[test_rows], items[test_rows], weights[test_rows], shape)
-                user_factors[tested] = model.recalculate_user(tested, full[tested])
+        item_factors, user_factors, metrics = _fit(
+            _Fit(users, items, weights, stamps, shape, parts, input_matrix, pairs),
+            config,
+            recipe,
+            threads,
+            checkpoint,
+        )
+        clock["fit"] = time.perf_counter()
     clock["evaluate"] = time.perf_counter()
     checkpoint()
 
@@ -214,6 +196,63 @@ def train(
     steps = list(clock.items())
     seconds = {name: round(at - steps[i - 1][1], 3) for i, (name, at) in enumerate(steps) if i}
     return Trained(prepared, metrics, baseline, int(rows.size), seconds)
+
+
+class _Fit(NamedTuple):
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    stamps: np.ndarray
+    shape: tuple[int, int]
+    parts: Any
+    input_matrix: Any
+    pairs: Any
+
+
+def _fit(
+    data: _Fit, config: TrainingConfig, recipe: Recipe, threads: int, checkpoint: Callable[[], None]
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """ALS on the training users; the holdout metrics; every user's vector (test users folded in)."""
+    from implicit.cpu.als import AlternatingLeastSquares  # the training layer's
+    from threadpoolctl import threadpool_limits
+
+    users, items, weights, shape, parts = data.users, data.items, data.weights, data.shape, data.parts
+    train_rows = parts.train
+    # implicit's solver threads do the work; BLAS inside them must not start threads of its own.
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.regularization,
+            alpha=config.alpha,
+            iterations=config.iterations,
+            num_threads=threads,
+            random_state=20240531,
+        )
+        model.fit(
+            _matrix(users[train_rows], items[train_rows], weights[train_rows], shape),
+            show_progress=False,
+            callback=lambda *_: checkpoint(),
+        )
+        item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        input_matrix = data.input_matrix
+        if recipe is Recipe.RELATED_ITEMS:
+            recommend = _related(item_factors, input_matrix, users, items, data.stamps, parts)
+        else:
+
+            def recommend(block: np.ndarray) -> np.ndarray:
+                vectors = model.recalculate_user(block, input_matrix[block])
+                known = input_matrix[block].tocoo()
+                return top_items(vectors @ item_factors.T, known.row, known.col)
+
+        metrics = evaluate(recommend, parts.test_users, data.pairs[0], data.pairs[1], catalog=shape[1])
+        # The test users' vectors, folded in from all their interactions (they were not trained).
+        user_factors = np.asarray(model.user_factors, dtype=np.float32).copy()
+        test_rows = ~parts.train
+        tested = np.unique(users[test_rows])
+        if tested.size:
+            full = _matrix(users[test_rows], items[test_rows], weights[test_rows], shape)
+            user_factors[tested] = model.recalculate_user(tested, full[tested])
+    return item_factors, user_factors, metrics
 
 
 def _aligned(

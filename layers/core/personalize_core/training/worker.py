@@ -2,7 +2,7 @@
 
     import      CREATE PENDING -> CREATE IN_PROGRESS -> ACTIVE | CREATE FAILED (the row and column)
     train       CREATE PENDING -> CREATE IN_PROGRESS -> ACTIVE | CREATE FAILED
-                                               \\-> CREATE STOPPING -> CREATE STOPPED (StopSolutionVersionCreation)
+                          \\-> CREATE STOPPING -> CREATE STOPPED (StopSolutionVersionCreation)
     autotrain   a new version of the solution (trainingType AUTOMATIC), queued as ``train``
 
 Every status change is conditional (control/records.py), so a message delivered twice does its
@@ -63,7 +63,7 @@ class TrainingWorker:
     def __init__(
         self,
         ws: Workspace,
-        storage: Storage = lambda role, session: assume_role_storage(role, session),
+        storage: Storage = assume_role_storage,
         max_receives: int = 3,
         threads: int = 0,
         trainer: Callable[..., Trained] = train,
@@ -91,7 +91,9 @@ class TrainingWorker:
 
     def _fail(self, record: Record, reason: str) -> None:
         logger.warning("training work failed", extra={"arn": record.arn, "reason": reason[:300]})
-        self.ws.records.transition(record.arn, UNFINISHED, CREATE_FAILED, self.ws.now(), failure_reason=reason)
+        self.ws.records.transition(
+            record.arn, UNFINISHED, CREATE_FAILED, self.ws.now(), failure_reason=reason
+        )
 
     # -- import jobs -------------------------------------------------------------------------------
 
@@ -127,7 +129,9 @@ class TrainingWorker:
             if current is None:
                 self._fail(job, "The dataset was deleted while the import ran")
                 return
-            imports = [] if mode == "FULL" else [i for i in current.attributes.get("imports", []) if i != job.name]
+            imports = (
+                [] if mode == "FULL" else [i for i in current.attributes.get("imports", []) if i != job.name]
+            )
             changed = current.with_attributes(imports=[*imports, job.name], lastImport=job.arn)
             if ws.records.replace(current, changed) is not None:
                 break
@@ -249,12 +253,18 @@ class TrainingWorker:
                     ),
                 )
                 ws.records.transition(
-                    recommender.arn, UNFINISHED, ACTIVE, now, attributes={"metrics": version.attributes.get("metrics", {})}
+                    recommender.arn,
+                    UNFINISHED,
+                    ACTIVE,
+                    now,
+                    attributes={"metrics": version.attributes.get("metrics", {})},
                 )
         if self._complete(manifest):
             moved = sync_campaigns(ws.bucket, manifest)
             if moved:
-                logger.info("campaigns moved to the latest version", extra={"campaigns": moved, "arn": version.arn})
+                logger.info(
+                    "campaigns moved to the latest version", extra={"campaigns": moved, "arn": version.arn}
+                )
 
     def _complete(self, manifest: Manifest) -> bool:
         """Every file the manifest lists is in the bucket with its size (the check before a
@@ -274,7 +284,9 @@ class TrainingWorker:
     def autotrain(self, solution_arn: str) -> None:
         solution = self.ws.records.get(solution_arn, SOLUTION)
         if solution is None or not solution.attributes.get("performAutoTraining"):
-            logger.warning("automatic training of a solution that is gone or has it off", extra={"arn": solution_arn})
+            logger.warning(
+                "automatic training of a solution that is gone or has it off", extra={"arn": solution_arn}
+            )
             return
         try:
             version = new_version(self.ws, solution, training_type="AUTOMATIC")
