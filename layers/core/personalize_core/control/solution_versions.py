@@ -93,8 +93,10 @@ def new_version(
     name: str | None = None,
     training_type: str = "MANUAL",
     extra: dict[str, Any] | None = None,
+    enqueue: bool = True,
 ) -> Record:
-    """Record a new version of ``solution`` (CREATE PENDING) and queue its training."""
+    """Record a new version of ``solution`` (CREATE PENDING) and queue its training (unless the
+    caller trains it itself: ``lambda-personalize train``)."""
     group_arn = solution.parent_arn or ""
     interactions = ws.records.get(
         ws.arn(DATASET, parse_arn(group_arn, "datasetGroupArn", "dataset-group").path[0], "INTERACTIONS"),
@@ -138,7 +140,8 @@ def new_version(
     if ws.bucket.exists(f"solutions/{solution.name}/{version}/{MANIFEST}"):
         raise ResourceInUseException(f"Solution version {record.arn} already exists")
     ws.records.create(record)
-    ws.enqueue(TrainingMessage("train", record.arn), record)
+    if enqueue:
+        ws.enqueue(TrainingMessage("train", record.arn), record)
     return record
 
 

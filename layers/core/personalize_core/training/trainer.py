@@ -147,10 +147,18 @@ def train(
     popularity_train = np.bincount(items[parts.train], weights[parts.train], minlength=shape[1])
     input_matrix = _matrix(users[parts.test_input], items[parts.test_input], weights[parts.test_input], shape)
 
+    order = np.argsort(-popularity_train, kind="stable")
+
     def popular(block: np.ndarray) -> np.ndarray:
-        known = input_matrix[block].tocoo()
-        scores = np.broadcast_to(popularity_train, (block.size, shape[1]))
-        return top_items(scores, known.row, known.col)
+        # One order for everyone: each user's top is its first items that are not in the input.
+        rows = input_matrix[block]
+        out = np.full((block.size, TOP), -1, dtype=np.int64)
+        for row in range(block.size):
+            known = rows.indices[rows.indptr[row] : rows.indptr[row + 1]]
+            head = order[: TOP + known.size]
+            picked = head[~np.isin(head, known)][:TOP]
+            out[row, : picked.size] = picked
+        return out
 
     pairs = (users[parts.test_input], items[parts.test_input]), (users[parts.holdout], items[parts.holdout])
     baseline = evaluate(popular, parts.test_users, pairs[0], pairs[1], catalog=shape[1])
