@@ -148,7 +148,10 @@ def training_config(config: dict[str, Any] | None, event_type: str | None = None
         if fields.body.get(unsupported):
             raise InvalidInputException(f"solutionConfig.{unsupported} is not supported by this deployment")
     values: dict[str, Any] = {}
-    for name, raw in (fields.body.get("algorithmHyperParameters") or {}).items():
+    hyperparameters = fields.body.get("algorithmHyperParameters") or {}
+    if not isinstance(hyperparameters, dict):
+        raise InvalidInputException("solutionConfig.algorithmHyperParameters must be an object")
+    for name, raw in hyperparameters.items():
         if name in PERSONALIZE_ONLY:
             continue
         if name not in HYPERPARAMETERS:
@@ -165,12 +168,12 @@ def training_config(config: dict[str, Any] | None, event_type: str | None = None
         values[target] = int(number) if kind is int else number
     events = []
     events_config = fields.body.get("eventsConfig") or {}
-    for i, raw in enumerate(
-        Fields(events_config, "solutionConfig.eventsConfig.", frozenset({"eventParametersList"})).body.get(
-            "eventParametersList"
-        )
-        or []
-    ):
+    listed = Fields(
+        events_config, "solutionConfig.eventsConfig.", frozenset({"eventParametersList"})
+    ).body.get("eventParametersList")
+    if listed is not None and not isinstance(listed, list):
+        raise InvalidInputException("solutionConfig.eventsConfig.eventParametersList must be a list")
+    for i, raw in enumerate(listed or []):
         where = f"solutionConfig.eventsConfig.eventParametersList[{i}]"
         entry = Fields(raw, where + ".", frozenset({"eventType", "eventValueThreshold", "weight"}))
         kind_name = entry.required_string("eventType", max_len=256)
