@@ -117,7 +117,7 @@ def test_ranking_and_errors_in_the_console(page: Page) -> None:
 def test_filter_metadata_and_batch_jobs_in_the_console(page: Page, local_stack: LocalStack) -> None:
     # Given a filter on the demo catalog's GENRES, made through the control plane
     personalize = local_stack.client("personalize")
-    group = "arn:aws:personalize:us-east-1:123456789012:dataset-group/demo-user-personalization"
+    group = "arn:aws:personalize:us-east-1:123456789012:dataset-group/demo"  # the demo's, trained
     filter_arn = personalize.create_filter(
         name=f"genres-{uuid.uuid4().hex[:6]}",
         datasetGroupArn=group,

@@ -384,10 +384,16 @@ def test_metadata_columns(runtime: Any, raw_runtime: Any, solution: str) -> None
         recommend(raw_runtime, solution, numResults=51, metadataColumns={"ITEMS": ["GENRE"]})
 
 
-def test_recommender_arn_is_refused_clearly(raw_runtime: Any) -> None:
-    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="recommenderArn is not supported"):
+def test_an_unknown_recommender_is_not_found(raw_runtime: Any) -> None:
+    # recommenderArn is served (tests/integration/test_training.py); one that names nothing is a 404
+    arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r"
+    with pytest.raises(
+        raw_runtime.exceptions.ResourceNotFoundException, match=f"Recommender {arn} does not exist"
+    ):
+        raw_runtime.get_recommendations(recommenderArn=arn, userId="u")
+    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="not a recommender ARN"):
         raw_runtime.get_recommendations(
-            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r", userId="u"
+            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/r", userId="u"
         )
 
 

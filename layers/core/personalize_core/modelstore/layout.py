@@ -65,6 +65,10 @@ def campaign_key(campaign: str) -> str:
     return f"campaigns/{campaign}.json"
 
 
+def recommender_key(recommender: str) -> str:
+    return f"recommenders/{recommender}.json"
+
+
 def filter_key(name: str) -> str:
     return f"filters/{name}.json"
 
@@ -274,6 +278,59 @@ class CampaignPointer(NamedTuple):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"campaign record is malformed: {exc!r}") from None
+
+
+class RecommenderPointer(NamedTuple):
+    """``recommenders/<name>.json``: the solution version a recommender serves, while it is started."""
+
+    recommender_arn: str
+    name: str
+    solution_version_arn: str
+    solution: str
+    version: str
+    active: bool
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recommenderArn": self.recommender_arn,
+            "name": self.name,
+            "solutionVersionArn": self.solution_version_arn,
+            "solution": self.solution,
+            "version": self.version,
+            "active": self.active,
+            "creationDateTime": self.created_at,
+            "lastUpdatedDateTime": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RecommenderPointer:
+        try:
+            return cls(
+                recommender_arn=str(raw["recommenderArn"]),
+                name=str(raw["name"]),
+                solution_version_arn=str(raw["solutionVersionArn"]),
+                solution=str(raw["solution"]),
+                version=str(raw["version"]),
+                active=bool(raw["active"]),
+                created_at=float(raw["creationDateTime"]),
+                updated_at=float(raw["lastUpdatedDateTime"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"recommender record is malformed: {exc!r}") from None
+
+    def as_campaign(self) -> CampaignPointer:
+        """The same pointer in the shape the store serves campaigns with."""
+        return CampaignPointer(
+            self.recommender_arn,
+            self.name,
+            self.solution_version_arn,
+            self.solution,
+            self.version,
+            self.created_at,
+            self.updated_at,
+        )
 
 
 #: The status of every record this service keeps (filters, campaigns, solution versions).

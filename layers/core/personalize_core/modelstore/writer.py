@@ -34,9 +34,11 @@ from personalize_core.modelstore.layout import (
     FileEntry,
     Manifest,
     Recipe,
+    RecommenderPointer,
     campaign_key,
     crc32_hex,
     encode_ids,
+    recommender_key,
     sha256_hex,
     version_prefix,
 )
@@ -238,10 +240,29 @@ def upload_version(bucket: ModelBucket, prepared: PreparedVersion, exist_ok: boo
         raise PublishError(
             f"solution version {manifest.solution_version_arn} already exists (versions are immutable)"
         )
+    upload_files(bucket, prepared)
+    write_manifest(bucket, manifest)
+    return manifest
+
+
+def upload_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
+    """Every file of a version but its manifest: the version does not exist yet (training writes
+    the manifest only once the version's record is ACTIVE, so a stopped version never appears)."""
+    prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
     for name, data in prepared.files.items():
         bucket.upload(prefix + name, data)
-    bucket.write_json(prefix + MANIFEST, manifest.to_json())
-    return manifest
+
+
+def write_manifest(bucket: ModelBucket, manifest: Manifest) -> None:
+    """The last write of a version: from here on it exists for serving and for the control plane."""
+    bucket.write_json(version_prefix(manifest.solution, manifest.version) + MANIFEST, manifest.to_json())
+
+
+def delete_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
+    """Remove a version's files that never got a manifest (a stopped or failed training)."""
+    prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
+    for name in prepared.files:
+        bucket.delete(prefix + name)
 
 
 def read_manifest(bucket: ModelBucket, solution_version_arn: str) -> Manifest:
@@ -272,6 +293,12 @@ def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> Campaign
         arn, name, manifest.solution_version_arn, manifest.solution, manifest.version, created, now
     )
     bucket.write_json(campaign_key(name), pointer.to_json())
+    return pointer
+
+
+def put_recommender(bucket: ModelBucket, pointer: RecommenderPointer) -> RecommenderPointer:
+    """Write a recommender's pointer (one atomic S3 write, as a campaign's)."""
+    bucket.write_json(recommender_key(pointer.name), pointer.to_json())
     return pointer
 
 

@@ -97,13 +97,11 @@ class _Filters:
 def get_recommendations(
     request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
-    if request.recommender_arn is not None:
-        raise InvalidInputException(
-            "recommenderArn is not supported: this service serves campaigns; publish the model and "
-            "send its campaignArn instead"
-        )
-    assert request.campaign_arn is not None
-    _, model = store.campaign(request.campaign_arn)
+    if request.recommender_arn is not None:  # a recommender is served as a campaign is
+        _, model = store.recommender(request.recommender_arn)
+    else:
+        assert request.campaign_arn is not None
+        _, model = store.campaign(request.campaign_arn)
     recipes.check_query(model, Operation.RECOMMENDATIONS, request.user_id, request.item_id)
     compiled, options, k = _Filters(store, filters), request.options, request.num_results
     metadata = metadata_columns(model, options.metadata_columns)
