@@ -62,6 +62,11 @@ class Settings(NamedTuple):
     training_queue_arn: str = ""
     #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
     training_threads: int = 0
+    #: Users a process keeps fetched from user pages (modelstore/users.py: ~0.5 KB each at d = 64),
+    #: across the versions it has loaded; the least recently used go first.
+    user_cache_size: int = 65_536
+    #: Connections a batch of users' pages is fetched on (batch inference).
+    user_fetch_threads: int = 16
 
 
 def _float(name: str, default: float) -> float:
@@ -101,6 +106,8 @@ def get_settings() -> Settings:
         scheduler_role_arn=os.environ.get("SCHEDULER_ROLE_ARN", ""),
         training_queue_arn=os.environ.get("TRAINING_QUEUE_ARN", ""),
         training_threads=max(0, int(_float("TRAINING_THREADS", 0))),
+        user_cache_size=max(1, int(_float("USER_CACHE_SIZE", 65_536))),
+        user_fetch_threads=max(1, int(_float("USER_FETCH_THREADS", 16))),
     )
 
 

@@ -62,6 +62,15 @@ class CompactIds:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Where each id starts in ``data``, and (last) the length of ``data`` + 1."""
+        return self._starts
+
     def text(self, index: int) -> str:
         start, stop = int(self._starts[index]), int(self._starts[index + 1]) - 1
         return self._data[start:stop].decode("utf-8")

@@ -2,6 +2,9 @@
 
     solutions/<solution>/<version>/manifest.json   written last: a version without it does not exist
     solutions/<solution>/<version>/<array files>   listed with sha256, size, dtype and shape in the manifest
+    solutions/<solution>/<version>/user_pages/NNNNNN.bin   the users' vectors, in pages (user_pages.py);
+                                                   the manifest sums them up (``UserPages``), the
+                                                   page index (a listed file) says where each page is
     campaigns/<campaign>.json                      a pointer to the solution version it serves
 
 A solution version is immutable; switching a campaign rewrites only its pointer.
@@ -55,6 +58,18 @@ class ArrayName(enum.StrEnum):
     #: scores users the model does not know, then its log Σ_j exp(v·j). Versions without it get the
     #: mean of their user factors at load, without a stored normaliser.
     COLD_USER = "cold_user.npy"
+    #: The page index of the user vectors (user_pages.py: uint64 [4, pages]), whose pages are the
+    #: ``user_pages/`` files. Versions published before it hold USER_IDS + USER_FACTORS instead.
+    USER_PAGES_INDEX = "user_pages.index.npy"
+
+
+#: The folder of a version's user pages (files ``user_page_file(n)``), never read whole.
+USER_PAGES_FOLDER = "user_pages/"
+
+
+def user_page_file(number: int) -> str:
+    """The name (under the version's prefix) of the ``number``-th file of user pages."""
+    return f"{USER_PAGES_FOLDER}{number:06d}.bin"
 
 
 def version_prefix(solution: str, version: str) -> str:
@@ -165,6 +180,42 @@ def decode_ids(data: bytes, expected: int) -> list[str]:
     return ids
 
 
+class UserPages(NamedTuple):
+    """The user vectors of a version, as pages of the ``user_pages/`` files (user_pages.py)."""
+
+    files: int
+    pages: int
+    #: Pages per file (the last file may have fewer): page p is in file p // pages_per_file.
+    pages_per_file: int
+    #: The files' bytes in all, and the SHA-256 of their bytes one file after the other (part of
+    #: the version's fingerprint; a page is checked against its CRC-32 in the page index).
+    size: int
+    sha256: str
+    #: The pages carry each user's log-normaliser (else serving computes it on first use).
+    normalisers: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "pages": self.pages,
+            "pagesPerFile": self.pages_per_file,
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "normalisers": self.normalisers,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> UserPages:
+        return cls(
+            files=int(raw["files"]),
+            pages=int(raw["pages"]),
+            pages_per_file=int(raw["pagesPerFile"]),
+            size=int(raw["bytes"]),
+            sha256=str(raw["sha256"]),
+            normalisers=bool(raw.get("normalisers", False)),
+        )
+
+
 class Manifest(NamedTuple):
     solution_version_arn: str
     solution: str
@@ -178,6 +229,9 @@ class Manifest(NamedTuple):
     #: The dataset group the version belongs to (a trained version's); None: a published version,
     #: whose dataset group is its solution (``dataset-group/<solution>``).
     dataset_group_arn: str | None = None
+    #: The user vectors' pages; None in versions published before them (USER_FACTORS instead) and
+    #: in versions without users.
+    user_pages: UserPages | None = None
 
     @property
     def dataset_group(self) -> str:
@@ -188,7 +242,11 @@ class Manifest(NamedTuple):
         return f"{head}:dataset-group/{self.solution}"
 
     def to_json(self) -> dict[str, Any]:
-        group = {"datasetGroupArn": self.dataset_group_arn} if self.dataset_group_arn is not None else {}
+        optional: dict[str, Any] = {}
+        if self.dataset_group_arn is not None:
+            optional["datasetGroupArn"] = self.dataset_group_arn
+        if self.user_pages is not None:
+            optional["userPages"] = self.user_pages.to_json()
         return {
             "formatVersion": FORMAT_VERSION,
             "solutionVersionArn": self.solution_version_arn,
@@ -200,7 +258,7 @@ class Manifest(NamedTuple):
             "dimensions": self.dimensions,
             "createdAt": self.created_at,
             "files": {name: entry.to_json() for name, entry in sorted(self.files.items())},
-        } | group
+        } | optional
 
     @classmethod
     def from_json(cls, raw: Any) -> Manifest:
@@ -218,6 +276,7 @@ class Manifest(NamedTuple):
                 created_at=float(raw["createdAt"]),
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
                 dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
+                user_pages=UserPages.from_json(raw["userPages"]) if raw.get("userPages") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc!r}") from None

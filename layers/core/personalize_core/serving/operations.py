@@ -10,15 +10,18 @@ HTTP; ``edge.api`` turns results and exceptions into responses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from personalize_core.edge.requests import Promotion, RankingRequest, RecommendationsRequest
-from personalize_core.errors import InvalidInputException
+from personalize_core.errors import InvalidInputException, ModelUnavailableError
 from personalize_core.modelstore.attributes import Column
+from personalize_core.modelstore.layout import CampaignPointer
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.store import ModelStore
+from personalize_core.modelstore.user_pages import UserPageError
 from personalize_core.serving import recipes
 from personalize_core.serving.recipes import Operation
 
@@ -94,14 +97,42 @@ class _Filters:
         return (self.given or filter_store_for(self.store)).get(filter_arn, field)
 
 
+def one_version(
+    store: ModelStore,
+    pointer: CampaignPointer,
+    model: SolutionVersionModel,
+    answer: Callable[[SolutionVersionModel], Answer],
+) -> Answer:
+    """``answer(model)``; when a user page of ``model`` is missing or corrupt, the whole answer
+    again from the campaign's last good version (the store refuses the broken one), so that every
+    answer still comes from exactly one version."""
+    try:
+        return answer(model)
+    except UserPageError as exc:
+        fallback = store.fall_back(pointer, model, exc)
+    try:
+        return answer(fallback)
+    except UserPageError as exc:
+        raise ModelUnavailableError(f"Solution version {fallback.arn} cannot answer now: {exc}") from exc
+
+
 def get_recommendations(
     request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
     if request.recommender_arn is not None:  # a recommender is served as a campaign is
-        _, model = store.recommender(request.recommender_arn)
+        pointer, model = store.recommender(request.recommender_arn)
     else:
         assert request.campaign_arn is not None
-        _, model = store.campaign(request.campaign_arn)
+        pointer, model = store.campaign(request.campaign_arn)
+    return one_version(store, pointer, model, lambda one: _recommendations(request, one, store, filters))
+
+
+def _recommendations(
+    request: RecommendationsRequest,
+    model: SolutionVersionModel,
+    store: ModelStore,
+    filters: FilterStore | None,
+) -> Answer:
     recipes.check_query(model, Operation.RECOMMENDATIONS, request.user_id, request.item_id)
     compiled, options, k = _Filters(store, filters), request.options, request.num_results
     metadata = metadata_columns(model, options.metadata_columns)
@@ -153,7 +184,13 @@ def _promote(
 def get_personalized_ranking(
     request: RankingRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
-    _, model = store.campaign(request.campaign_arn)
+    pointer, model = store.campaign(request.campaign_arn)
+    return one_version(store, pointer, model, lambda one: _ranking(request, one, store, filters))
+
+
+def _ranking(
+    request: RankingRequest, model: SolutionVersionModel, store: ModelStore, filters: FilterStore | None
+) -> Answer:
     recipes.check_query(model, Operation.RANKING, request.user_id, None)
     options = request.options
     metadata = metadata_columns(model, options.metadata_columns)

@@ -16,13 +16,14 @@ and normaliser ``recommend`` would use, so the answers are the same by construct
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.modelstore.users import StoredUser
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:  # filters are imported by the first query that names one, not by every cold start
@@ -60,13 +61,20 @@ def check_query(
 # -- users ------------------------------------------------------------------------------------------
 
 
+class UserLookup(Protocol):
+    """Where ``user_vector`` finds stored users: ``model.users``, or a batch's prefetched ones."""
+
+    def get(self, user_id: str, /) -> StoredUser | None: ...
+
+
 class UserVector(NamedTuple):
     #: The vector that scores the user: the stored float32 row, the cold-user vector (float64), or
     #: float64 when context moved either.
     vector: np.ndarray
-    #: log Σ_j exp(vector·j) over the catalog, when the version stores it for this vector.
+    #: log Σ_j exp(vector·j) over the catalog, when known for this vector (stored, or computed on
+    #: the user's first use and cached with the vector).
     log_normaliser: float | None
-    #: The user's row of the stored factors, when ``vector`` is exactly that row.
+    #: The user's row in the version's user list, when ``vector`` is exactly their stored vector.
     row: int | None = None
     #: The model does not know the user: the cold-user vector scores them.
     cold: bool = False
@@ -94,24 +102,29 @@ def context_shift(model: SolutionVersionModel, context: Mapping[str, str]) -> np
 
 
 def user_vector(
-    model: SolutionVersionModel, user_id: str | None, context: Mapping[str, str]
+    model: SolutionVersionModel,
+    user_id: str | None,
+    context: Mapping[str, str],
+    users: UserLookup | None = None,
 ) -> UserVector | None:
     """The vector that scores ``user_id`` (None: the recipe scores no users).
 
-    A user the model does not know is scored with the version's cold-user vector (the mean user
-    vector), so every USER_PERSONALIZATION and PERSONALIZED_RANKING answer carries scores, as
-    Personalize's do. Context adds its vectors to the user's, in float64 (the scorer keeps that
-    precision); the stored normaliser then no longer applies and the scorer computes the vector's own.
+    The stored vector comes from ``model.users`` (a cache hit, or one ranged GET of the user's
+    page: modelstore/users.py), or from ``users``, the same users fetched ahead for a batch. A user
+    the model does not know is scored with the version's cold-user vector (the mean user vector),
+    so every USER_PERSONALIZATION and PERSONALIZED_RANKING answer carries scores, as Personalize's
+    do. Context adds its vectors to the user's, in float64 (the scorer keeps that precision); the
+    stored normaliser then no longer applies and the scorer computes the vector's own.
     """
     shift = context_shift(model, context)  # checked for every request, known user or not
     if model.item_factors is None:
         return None
-    row = model.user_index.get(user_id) if user_id is not None else None
-    if row is not None and model.user_factors is not None:
-        stored: np.ndarray = model.user_factors[row]
+    lookup = users if users is not None else model.users
+    stored = lookup.get(user_id) if lookup is not None and user_id is not None else None
+    if stored is not None:
         if shift is None:
-            return UserVector(stored, model.log_normaliser(row), row)
-        return UserVector(stored.astype(np.float64) + shift, None)
+            return UserVector(stored.vector, stored.log_normaliser, stored.row)
+        return UserVector(stored.vector.astype(np.float64) + shift, None)
     if model.cold_user_vector is None:
         return None
     if shift is None:
