@@ -62,7 +62,7 @@ class Settings(NamedTuple):
     training_queue_arn: str = ""
     #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
     training_threads: int = 0
-    #: Users a process keeps fetched from user pages (modelstore/users.py: ~0.5 KB each at d = 64),
+    #: Users a process keeps fetched from user pages (modelstore/users.py: ~0.7 KB each at d = 64),
     #: across the versions it has loaded; the least recently used go first.
     user_cache_size: int = 65_536
     #: Connections a batch of users' pages is fetched on (batch inference).

@@ -58,7 +58,7 @@ class UserCache:
     """A bounded LRU of fetched users, keyed by (version, user id); None marks an unknown user.
 
     One per process (the store's): its bound is the function's memory for users, whatever the
-    number of versions loaded. ~0.5 KB an entry at d = 64 (docs/DESIGN.md).
+    number of versions loaded. ~0.7 KB an entry at d = 64 (docs/DESIGN.md).
     """
 
     def __init__(self, capacity: int) -> None:
