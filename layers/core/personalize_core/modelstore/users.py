@@ -161,7 +161,7 @@ class PagedUsers:
         span = self.index.span(page_number)
         page = self._page(page_number, self._read(page_number, span.offset, span.length))
         position = page.find(encoded, hashed)
-        stored = None if position is None else self._stored(page, [position])[0]
+        stored = None if position is None else self._stored([(page, position)])[0]
         self._cache.store(key, stored)
         return stored
 
@@ -180,15 +180,16 @@ class PagedUsers:
         by_file: dict[int, list[int]] = {}
         for page_number in sorted(wanted):
             by_file.setdefault(page_number // self.index.pages_per_file, []).append(page_number)
+        located: list[tuple[str, Page, int | None]] = []  # (user id, their page, position)
         for pages in self._fetch(list(by_file.values())):
             for page_number, page in pages:
-                users = wanted[page_number]
-                positions = [page.find(encoded, hashed) for _, encoded, hashed in users]
-                present = [p for p in positions if p is not None]
-                stored_users = iter(self._stored(page, present)) if present else iter(())
-                for (user_id, _, _), position in zip(users, positions, strict=True):
-                    found[user_id] = None if position is None else next(stored_users)
-                    self._cache.store((self.version, user_id), found[user_id])
+                for user_id, encoded, hashed in wanted[page_number]:
+                    located.append((user_id, page, page.find(encoded, hashed)))
+        present = [(page, position) for _, page, position in located if position is not None]
+        fetched = iter(self._stored(present))  # one product for every normaliser to compute
+        for user_id, _, position in located:
+            found[user_id] = None if position is None else next(fetched)
+            self._cache.store((self.version, user_id), found[user_id])
         return found
 
     # -- reading pages -------------------------------------------------------------------------------
@@ -235,19 +236,22 @@ class PagedUsers:
         check_page(data, self.index.span(page_number), where)
         return Page(data, self.dims, where)
 
-    def _stored(self, page: Page, positions: list[int]) -> list[StoredUser]:
-        """The users at ``positions`` of a page, vectors copied out of it (the page is dropped),
-        with their normalisers (stored, or computed now in one product)."""
-        vectors = np.array(page.vectors[positions], dtype=np.float32)
+    def _stored(self, located: list[tuple[Page, int]]) -> list[StoredUser]:
+        """The users at (page, position), vectors copied out of their pages (the pages are
+        dropped), with their normalisers: stored, or computed now in one product."""
+        if not located:
+            return []
+        vectors = np.stack([page.vectors[position] for page, position in located]).astype(np.float32)
         normalisers: list[float | None]
-        if page.log_normalisers is not None:
-            normalisers = page.log_normalisers[positions].tolist()
+        stored = [page.log_normalisers for page, _ in located]
+        if all(column is not None for column in stored):
+            normalisers = [float(c[p]) for c, (_, p) in zip(stored, located, strict=True) if c is not None]
         elif self._normalise is not None:
             normalisers = self._normalise(vectors).tolist()
         else:
-            normalisers = [None] * len(positions)
-        rows = page.rows[positions].tolist()
-        return [StoredUser(_own(vectors[i]), normalisers[i], rows[i]) for i in range(len(positions))]
+            normalisers = [None] * len(located)
+        rows = [int(page.rows[position]) for page, position in located]
+        return [StoredUser(_own(vectors[i]), normalisers[i], rows[i]) for i in range(len(located))]
 
 
 def _own(row: np.ndarray) -> np.ndarray:
