@@ -154,10 +154,10 @@ def cold_starts(
         for campaign, _users in campaigns:
             event = work / f"event-{campaign}.json"
             event.write_text(json.dumps(recommendations_event(arn(campaign), "u1", K)))
+            command = [sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), str(app), str(event)]
             for mode, preload in modes:
                 child = subprocess.run(
-                    [sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), str(app), str(event)]
-                    + [str(WARM_REQUESTS), str(WARM_USERS)],
+                    [*command, str(WARM_REQUESTS), str(WARM_USERS)],
                     capture_output=True,
                     text=True,
                     env={**env, "PRELOAD_CAMPAIGNS": arn(campaign) if preload else ""},
