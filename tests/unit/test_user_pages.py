@@ -15,7 +15,7 @@ from personalize_core.modelstore.inputs import PublishError
 from personalize_core.modelstore.layout import FileEntry, user_page_file
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import ObjectMissing
-from personalize_core.modelstore.user_pages import PageIndex, UserPageError, page_bounds
+from personalize_core.modelstore.user_pages import PageIndex, UserPageError, hash_of, page_bounds
 from personalize_core.modelstore.user_writer import WrittenUsers, write_user_pages
 from personalize_core.modelstore.users import PagedUsers, UserCache
 from personalize_core.serving import normalisers
@@ -159,6 +159,26 @@ def test_get_many_reads_each_page_file_once_and_gives_what_get_gives(
         np.testing.assert_array_equal(batch.vector, one.vector)
         assert batch.row == one.row
         assert batch.log_normaliser == pytest.approx(one.log_normaliser, rel=1e-14)
+
+
+def test_far_apart_pages_are_separate_reads_and_near_ones_one(tmp_path: Path) -> None:
+    # Given 30,000 users in 15 pages of one file
+    users, items = factors(30_000)
+    user_ids = [f"u{u}" for u in range(30_000)]
+    written = write_user_pages(user_ids, users, items, tmp_path)
+    files = Files(written)
+    store = paged(written, files)
+    on_page: dict[int, str] = {}
+    for user_id in user_ids:
+        on_page.setdefault(store.index.page_of(hash_of(user_id)[1]), user_id)
+    # When a batch wants pages 0, 3 (two pages between: one read) and 9 (too far: a read of its own)
+    store.get_many([on_page[0], on_page[3], on_page[9]])
+    # Then two ranged reads: pages 0-3 and page 9
+    spans = [store.index.span(p) for p in (0, 3, 9)]
+    assert sorted((start, length) for _, start, length in files.reads) == [
+        (spans[0].offset, spans[1].offset + spans[1].length - spans[0].offset),
+        (spans[2].offset, spans[2].length),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -94,10 +94,10 @@ def _gather(matrix: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
 
 def _ids_of(ids: CompactIds, rows: np.ndarray) -> tuple[bytes, np.ndarray]:
     """The ids of ``rows`` one after the other, and where each ends."""
-    starts = ids.starts.astype(np.int64)
-    lengths = starts[rows + 1] - 1 - starts[rows]
+    begins = ids.starts[rows].astype(np.int64)  # (only these rows: not the whole offsets array)
+    lengths = ids.starts[rows + 1].astype(np.int64) - 1 - begins
     data = ids.data
-    joined = b"".join([data[s : s + n] for s, n in zip(starts[rows].tolist(), lengths.tolist(), strict=True)])
+    joined = b"".join([data[s : s + n] for s, n in zip(begins.tolist(), lengths.tolist(), strict=True)])
     return joined, np.cumsum(lengths)
 
 
