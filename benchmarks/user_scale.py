@@ -271,6 +271,10 @@ def store_side_by_side(s3: Any, moto_url: str, campaign: str, users: int, sample
         log_normaliser(items, vectors[n])
         normaliser.append(time.perf_counter() - began)
     batched = min(_timed(lambda: log_normalisers(items, vectors[:512])) for _ in range(3)) / 512
+    # ...and at 1M items (the cost grows with the catalog): one user, and per user in a batch
+    big = np.ascontiguousarray(rng.normal(0, 0.25, (DIMS, 1_000_000)).astype(np.float32)).T
+    one_big = [_timed(lambda: log_normaliser(big, vectors[0])) for _ in range(10)]
+    batched_big = min(_timed(lambda: log_normalisers(big, vectors[:256])) for _ in range(2)) / 256
     result = {
         "miss": p50_p99(misses),
         "hit": p50_p99(hits),
@@ -281,6 +285,8 @@ def store_side_by_side(s3: Any, moto_url: str, campaign: str, users: int, sample
         "dynamodb_writes_per_second": write_rate,
         "normaliser_first_use": p50_p99(normaliser),
         "normaliser_batched_per_user": batched,
+        "normaliser_first_use_1m_items": p50_p99(one_big),
+        "normaliser_batched_per_user_1m_items": batched_big,
         "index_bytes": model.users.nbytes,
         "page_bytes": float(np.mean(index.lengths)),
     }
