@@ -26,14 +26,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) native ## create .venv with the project and its dev tools
 
-# The compiled candidate selection (personalize_core/serving/native.py): optional, numpy scores without it.
-# The layer build compiles its own copy for the target (layers/core/Makefile).
+# The compiled kernels (personalize_core/serving/native.py: the item scan and candidate selection):
+# optional, numpy scores without them. The layer build compiles its own copy for the target
+# (layers/core/Makefile), cross-compiling for arm64.
 CC             ?= cc
-NATIVE_SOURCE  := layers/core/personalize_core/serving/_select.c
-NATIVE_LIBRARY := layers/core/personalize_core/serving/_select.so
+NATIVE_DIR     := layers/core/personalize_core/serving
+NATIVE_SOURCE  := $(NATIVE_DIR)/_select.c $(NATIVE_DIR)/_planes.c
+NATIVE_LIBRARY := $(NATIVE_DIR)/_select.so
 NATIVE_CFLAGS  := -O3 -fPIC -shared -Wall -Wextra
-$(NATIVE_LIBRARY): $(NATIVE_SOURCE)
-	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $< && echo "built $@"; \
+$(NATIVE_LIBRARY): $(NATIVE_SOURCE) $(NATIVE_DIR)/_kernels.h
+	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $(NATIVE_SOURCE) && echo "built $@"; \
 	else echo "no C compiler ($(CC)): scoring uses its numpy path"; fi
 native: $(NATIVE_LIBRARY) ## compile the candidate-selection kernel (needs a C compiler; optional)
 

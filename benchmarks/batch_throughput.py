@@ -29,7 +29,8 @@ import numpy as np
 from personalize_core.batch.inference import answer_lines, parse_line
 from personalize_core.modelstore.layout import Manifest, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
-from personalize_core.serving.scoring import batch_user_top_k, log_normalisers, user_top_k
+from personalize_core.serving.batch_scoring import batch_user_top_k
+from personalize_core.serving.scoring import log_normalisers, user_top_k
 
 
 def catalog(items: int, users: int, dims: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

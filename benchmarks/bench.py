@@ -48,7 +48,8 @@ from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.store import get_store
 from personalize_core.modelstore.writer import prepare_version, put_campaign, upload_version
-from personalize_core.serving.scoring import batch_user_top_k, log_normalisers
+from personalize_core.serving.batch_scoring import batch_user_top_k
+from personalize_core.serving.scoring import log_normalisers
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "performance.png"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from personalize_core.serving import native
+from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.scoring import (
-    batch_user_top_k,
     log_normalisers,
     logsumexp,
     popular_top_k,

@@ -77,6 +77,9 @@ class FileEntry(NamedTuple):
     #: CRC-32 of the file (8 hex digits), what a load checks: ~4x cheaper than SHA-256, as good at
     #: catching a corrupt or mixed-up file. None in versions published before: SHA-256 is checked.
     crc32: str | None = None
+    #: How the array's values are laid out, when not as its dtype and shape say: the item matrix
+    #: is published as ``item_matrix.LAYOUT`` (two bfloat16-half planes). None in versions before.
+    layout: str | None = None
 
     @property
     def checksum(self) -> str:
@@ -104,6 +107,8 @@ class FileEntry(NamedTuple):
             out["shape"] = list(self.shape or ())
         if self.fortran_order:
             out["order"] = "F"
+        if self.layout is not None:
+            out["layout"] = self.layout
         return out
 
     @classmethod
@@ -117,6 +122,7 @@ class FileEntry(NamedTuple):
             shape=tuple(int(n) for n in shape) if shape is not None else None,
             fortran_order=raw.get("order", "C") == "F",
             crc32=str(crc32) if crc32 is not None else None,
+            layout=str(raw["layout"]) if raw.get("layout") is not None else None,
         )
 
 
@@ -206,7 +212,7 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     """What loading the version reads: ``(file, None)`` for a file read whole as bytes (the ids
     first: the load indexes them first), then ``(file, size)`` for each factor matrix received into
     its serving memory (the item matrix first: the largest). An item matrix in C order (published
-    before Fortran order) is streamed instead, and not listed."""
+    before Fortran order and the planes) is streamed instead, and not listed."""
     recipe, files = manifest.recipe, manifest.files
     skipped = {ArrayName.ITEM_FACTORS.value, ArrayName.USER_FACTORS.value}
     if not recipe.needs_user_factors:
@@ -216,7 +222,7 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     plan: list[tuple[str, int | None]] = [(name, None) for name in first if name in files]
     plan += [(name, None) for name in files if name not in skipped and name not in first]
     items, users = files.get(ArrayName.ITEM_FACTORS.value), files.get(ArrayName.USER_FACTORS.value)
-    if recipe.needs_item_factors and items is not None and items.fortran_order:
+    if recipe.needs_item_factors and items is not None and (items.fortran_order or items.layout is not None):
         plan.append((ArrayName.ITEM_FACTORS.value, items.size))
     if recipe.needs_user_factors and manifest.num_users > 0 and users is not None:
         plan.append((ArrayName.USER_FACTORS.value, users.size))

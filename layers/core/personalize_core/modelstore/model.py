@@ -12,10 +12,17 @@ from personalize_core.modelstore.attributes import NO_EXTRAS, ModelExtras, load_
 from personalize_core.modelstore.background import in_background
 from personalize_core.modelstore.ids import load_ids
 from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, Recipe
-from personalize_core.modelstore.matrices import read_dimension_major, receive_matrix
+from personalize_core.modelstore.item_matrix import ItemMatrix
+from personalize_core.modelstore.matrices import (
+    item_planes,
+    read_into_planes,
+    receive_item_planes,
+    receive_matrix,
+    to_planes,
+)
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
-from personalize_core.serving.scoring import max_row_norm
+from personalize_core.serving.scoring import max_norm_bound, squared_norms
 
 
 class SolutionVersionModel(NamedTuple):
@@ -27,9 +34,9 @@ class SolutionVersionModel(NamedTuple):
     #: ``item_index.get(id)``: the index of an item id (hash search, no dict of a million ids).
     item_index: Mapping[str, int]
     user_index: Mapping[str, int]
-    #: float32 [items, d], laid out dimension-major in memory (a transposed view of [d, items]: the
-    #: matrix-vector product streams it fastest); None for POPULAR_ITEMS.
-    item_factors: np.ndarray | None
+    #: The float32 [items, d] matrix as two bfloat16-half planes (item_matrix.py: the scorer scans
+    #: the high halves and reads exact rows from both); None for POPULAR_ITEMS.
+    item_factors: ItemMatrix | None
     #: float32 [users, d]; None where the recipe has no users.
     user_factors: np.ndarray | None
     popularity: np.ndarray
@@ -41,7 +48,8 @@ class SolutionVersionModel(NamedTuple):
     extras: ModelExtras = NO_EXTRAS
     #: log Σ_j exp(u·j) per user, from the publisher; None for versions published without it.
     user_log_normalisers: np.ndarray | None = None
-    #: The largest row norm of the item factors: the scorer's float32 error bound is proportional to it.
+    #: An upper bound on the largest row norm of the item factors: the scorer's error bounds are
+    #: proportional to it.
     item_max_norm: float = 0.0
 
     @property
@@ -113,8 +121,6 @@ class _VersionFiles:
         self.fetch = fetch
         self.fetch_chunks = fetch_chunks
         self.receive = receive
-        #: The item matrix's squared row norms, when receiving it computed them.
-        self.item_squared_norms: np.ndarray | None = None
 
     def entry(self, name: ArrayName) -> FileEntry:
         entry = self.manifest.files.get(name.value)
@@ -151,22 +157,30 @@ class _VersionFiles:
             return self.decoded_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)
         return self.received_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)[0]
 
-    def item_matrix(self) -> tuple[np.ndarray, float]:
-        """[items, d] laid out dimension-major, however the version stored it, and its largest row
-        norm (computed as it arrives where it can be)."""
+    def item_matrix(self) -> tuple[ItemMatrix, float, np.ndarray | None]:
+        """The item planes, however the version stored the matrix, an upper bound on its largest row
+        norm, and (RELATED_ITEMS) every row's norm. One pass computes the norms and refuses NaN and
+        infinities; it reads only the high halves unless the recipe needs exact norms."""
         name, rows, dims = ArrayName.ITEM_FACTORS, self.manifest.num_items, self.manifest.dimensions
         entry = self.entry(name)
-        if self.receive is not None and entry.fortran_order:
-            factors, self.item_squared_norms = self.received_matrix(name, rows)
-            largest = float(np.sqrt(self.item_squared_norms.max())) if rows else 0.0
+        if entry.layout is not None:
+            if self.receive is not None:
+                factors = receive_item_planes(name.value, self.receive(name.value, entry.size), entry, rows, dims)
+            else:
+                data = np.frombuffer(self.verified(name)[0], dtype=np.uint8)
+                factors = item_planes(name.value, data, entry, rows, dims)
+        elif self.receive is not None and entry.fortran_order:  # published before the planes
+            factors = to_planes(self.received_matrix(name, rows)[0])
         elif self.fetch_chunks is not None and not entry.fortran_order:
-            factors, largest = read_dimension_major(
-                name.value, self.fetch_chunks(name.value), entry, rows, dims
-            )
-        else:  # from bytes: a C-order matrix takes one transposing copy
-            factors = np.ascontiguousarray(self.decoded_matrix(name, rows).T).T
-            largest = max_row_norm(factors)
-        return factors, largest
+            factors = read_into_planes(name.value, self.fetch_chunks(name.value), entry, rows, dims)
+        else:
+            factors = to_planes(self.decoded_matrix(name, rows))
+        exact = self.manifest.recipe is Recipe.RELATED_ITEMS
+        squared = squared_norms(factors, exact)
+        if not np.isfinite(squared).all():  # a NaN or infinity makes its row's square non-finite
+            raise ArtifactError(f"{name.value} holds NaN or infinite values")
+        largest = max_norm_bound(float(squared.max(initial=0.0)), dims, of_high_halves=not exact)
+        return factors, largest, np.sqrt(squared) if exact else None
 
 
 def build_model(
@@ -208,9 +222,9 @@ def build_model(
             if receiving is not None:
                 receiving.exception()  # the receives end before the error is reported
         raise
-    item_factors, item_max_norm = None, 0.0
+    item_factors, item_max_norm, item_norms = None, 0.0, None
     if wants_items:
-        item_factors, item_max_norm = items.result() if items is not None else files.item_matrix()
+        item_factors, item_max_norm, item_norms = items.result() if items is not None else files.item_matrix()
     user_factors = users.result() if users is not None else files.user_matrix() if wants_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
@@ -223,12 +237,6 @@ def build_model(
         user_log_normalisers = _log_normalisers(raw, manifest)
 
     popular_order = popularity_order(popularity)
-    item_norms = None
-    if item_factors is not None and recipe is Recipe.RELATED_ITEMS:
-        squared = files.item_squared_norms
-        if squared is None:
-            squared = np.einsum("ij,ij->i", item_factors, item_factors)
-        item_norms = np.sqrt(squared, dtype=np.float32)
     return SolutionVersionModel(
         manifest=manifest,
         item_ids=item_ids,

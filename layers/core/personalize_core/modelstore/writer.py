@@ -27,6 +27,7 @@ from personalize_core.modelstore.attributes import (
 )
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.ids import CompactIds, hash_index
+from personalize_core.modelstore.item_matrix import LAYOUT, encode_item_matrix
 from personalize_core.modelstore.layout import (
     MANIFEST,
     ArrayName,
@@ -153,8 +154,8 @@ def prepare_version(
             raise PublishError(f"a {recipe.value} solution needs item factors")
         matrix = check_matrix(item_factors, len(items), "item factors")
         dims = matrix.shape[1]
-        # Column after column: [d, items] in bytes, the layout the scorer streams (loaded without a copy).
-        files[ArrayName.ITEM_FACTORS.value] = encode_npy(matrix, fortran_order=True)
+        # The layout the scorer reads (two bfloat16-half planes, item_matrix.py), loaded without a copy.
+        files[ArrayName.ITEM_FACTORS.value] = encode_item_matrix(matrix)
     if recipe.needs_user_factors:
         if user_factors is None or not user_ids:
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
@@ -205,8 +206,9 @@ def _entry(name: str, data: bytes) -> FileEntry:
         return FileEntry(sha256_hex(data), len(data), crc32=crc32)
     header = npy_header(data)  # our own encode_npy wrote it: always complete
     assert header is not None
+    layout = LAYOUT if name == ArrayName.ITEM_FACTORS.value else None
     return FileEntry(
-        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32=crc32
+        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32, layout
     )
 
 

@@ -1,0 +1,269 @@
+/* The item matrix in two bf16 halves: a scan that reads half the bytes, and exact reads of rows.
+ *
+ * Layout (modelstore/item_matrix.py writes it): every float32 x of the [items, d] matrix is split
+ * into its high 16 bits (x truncated to bfloat16) and its low 16 bits; each half is a plane of
+ * uint16 in blocks of PB items, block b = [d, w_b] (dimension-major, w_b = min(PB, items - b*PB)),
+ * the blocks one after the other. Both planes together hold exactly the float32 bits: the same
+ * memory as the float32 matrix, and (hi << 16 | lo) is x again.
+ *
+ * A scan of the high plane alone gives logits u·hi(i) whose error scoring.py bounds (hi(i) is i
+ * truncated toward zero: |i - hi(i)| < 2^-7 |hi(i)| per element, plus 2^-133 below float32's
+ * normal range); the candidates are then re-ranked exactly from both planes. Summation runs
+ * dimension by dimension for each item, in any vector width (a fused or unfused multiply-add per
+ * step): float32's dot-product error bound gamma_d holds for every loop here.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_kernels.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define ARM64 1
+#endif
+
+#define PB 1024 /* items per block: modelstore/item_matrix.py's BLOCK_ITEMS */
+#define ROWS 4  /* dimensions per pass over a block: 4 sequential streams, the sums kept in L1 */
+
+static inline int64_t width_of(int64_t n, int64_t b) {
+    const int64_t w = n - b * PB;
+    return w < PB ? w : PB;
+}
+
+static inline float join(uint16_t high, uint16_t low) {
+    const uint32_t bits = (uint32_t)high << 16 | low;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+/* Where item i's dimension j is in a plane. */
+static inline int64_t offset_of(int64_t n, int64_t d, int64_t i, int64_t j) {
+    const int64_t b = i / PB;
+    return b * PB * d + j * width_of(n, b) + (i - b * PB);
+}
+
+/* acc[0..w) = u · item for the w items of one block (hb, lb: the block in each plane; lb NULL:
+ * the high halves only). */
+typedef void (*ScanBlock)(const uint16_t *hb, const uint16_t *lb, int64_t w, int64_t d, const float *u,
+                          float *acc);
+
+static void scan_portable(const uint16_t *hb, const uint16_t *lb, int64_t w, int64_t d, const float *u,
+                          float *acc) {
+    for (int64_t t = 0; t < w; t++) acc[t] = 0.0f;
+    for (int64_t j = 0; j < d; j++) {
+        const uint16_t *h = hb + j * w, *l = lb ? lb + j * w : NULL;
+        const float uj = u[j];
+        if (l)
+            for (int64_t t = 0; t < w; t++) acc[t] += uj * join(h[t], l[t]);
+        else
+            for (int64_t t = 0; t < w; t++) acc[t] += uj * join(h[t], 0);
+    }
+}
+
+#ifdef X86
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"), always_inline)) static inline __m512 widen16(
+    const uint16_t *h, const uint16_t *l, __mmask16 m) {
+    __m512i x = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h)), 16);
+    if (l) x = _mm512_or_si512(x, _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, l)));
+    return _mm512_castsi512_ps(x);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) static void scan_avx512(
+    const uint16_t *hb, const uint16_t *lb, int64_t w, int64_t d, const float *u, float *acc) {
+    for (int64_t j = 0; j < d; j += ROWS) {
+        const int64_t rows = d - j < ROWS ? d - j : ROWS;
+        const uint16_t *h = hb + j * w, *l = lb ? lb + j * w : NULL;
+        for (int64_t t = 0; t < w; t += 16) {
+            const __mmask16 m = w - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - t)) - 1);
+            __m512 a = j == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, acc + t);
+            if (rows == ROWS && !l) {
+                a = _mm512_fmadd_ps(_mm512_set1_ps(u[j]), widen16(h + t, NULL, m), a);
+                a = _mm512_fmadd_ps(_mm512_set1_ps(u[j + 1]), widen16(h + w + t, NULL, m), a);
+                a = _mm512_fmadd_ps(_mm512_set1_ps(u[j + 2]), widen16(h + 2 * w + t, NULL, m), a);
+                a = _mm512_fmadd_ps(_mm512_set1_ps(u[j + 3]), widen16(h + 3 * w + t, NULL, m), a);
+            } else {
+                for (int64_t r = 0; r < rows; r++)
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(u[j + r]),
+                                        widen16(h + r * w + t, l ? l + r * w + t : NULL, m), a);
+            }
+            _mm512_mask_storeu_ps(acc + t, m, a);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 widen8(const uint16_t *h,
+                                                                               const uint16_t *l) {
+    __m256i x = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)h)), 16);
+    if (l) x = _mm256_or_si256(x, _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)l)));
+    return _mm256_castsi256_ps(x);
+}
+
+__attribute__((target("avx2,fma"))) static void scan_avx2(const uint16_t *hb, const uint16_t *lb, int64_t w,
+                                                         int64_t d, const float *u, float *acc) {
+    const int64_t vector_end = w - w % 8;
+    for (int64_t j = 0; j < d; j += ROWS) {
+        const int64_t rows = d - j < ROWS ? d - j : ROWS;
+        const uint16_t *h = hb + j * w, *l = lb ? lb + j * w : NULL;
+        for (int64_t t = 0; t < vector_end; t += 8) {
+            __m256 a = j == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + t);
+            if (rows == ROWS && !l) {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(u[j]), widen8(h + t, NULL), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(u[j + 1]), widen8(h + w + t, NULL), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(u[j + 2]), widen8(h + 2 * w + t, NULL), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(u[j + 3]), widen8(h + 3 * w + t, NULL), a);
+            } else {
+                for (int64_t r = 0; r < rows; r++)
+                    a = _mm256_fmadd_ps(_mm256_set1_ps(u[j + r]), widen8(h + r * w + t, l ? l + r * w + t : NULL),
+                                        a);
+            }
+            _mm256_storeu_ps(acc + t, a);
+        }
+        for (int64_t t = vector_end; t < w; t++) {
+            float a = j == 0 ? 0.0f : acc[t];
+            for (int64_t r = 0; r < rows; r++) a += u[j + r] * join(h[r * w + t], l ? l[r * w + t] : 0);
+            acc[t] = a;
+        }
+    }
+}
+#endif
+
+#ifdef ARM64
+static void scan_neon(const uint16_t *hb, const uint16_t *lb, int64_t w, int64_t d, const float *u, float *acc) {
+    const int64_t vector_end = w - w % 8;
+    for (int64_t j = 0; j < d; j += ROWS) {
+        const int64_t rows = d - j < ROWS ? d - j : ROWS;
+        const uint16_t *h = hb + j * w, *l = lb ? lb + j * w : NULL;
+        for (int64_t t = 0; t < vector_end; t += 8) {
+            float32x4_t a0 = j == 0 ? vdupq_n_f32(0.0f) : vld1q_f32(acc + t);
+            float32x4_t a1 = j == 0 ? vdupq_n_f32(0.0f) : vld1q_f32(acc + t + 4);
+            for (int64_t r = 0; r < rows; r++) {
+                const uint16x8_t x = vld1q_u16(h + r * w + t);
+                uint32x4_t x0 = vshll_n_u16(vget_low_u16(x), 16), x1 = vshll_n_u16(vget_high_u16(x), 16);
+                if (l) {
+                    const uint16x8_t y = vld1q_u16(l + r * w + t);
+                    x0 = vorrq_u32(x0, vmovl_u16(vget_low_u16(y)));
+                    x1 = vorrq_u32(x1, vmovl_u16(vget_high_u16(y)));
+                }
+                const float32x4_t ur = vdupq_n_f32(u[j + r]);
+                a0 = vfmaq_f32(a0, ur, vreinterpretq_f32_u32(x0));
+                a1 = vfmaq_f32(a1, ur, vreinterpretq_f32_u32(x1));
+            }
+            vst1q_f32(acc + t, a0);
+            vst1q_f32(acc + t + 4, a1);
+        }
+        for (int64_t t = vector_end; t < w; t++) {
+            float a = j == 0 ? 0.0f : acc[t];
+            for (int64_t r = 0; r < rows; r++) a += u[j + r] * join(h[r * w + t], l ? l[r * w + t] : 0);
+            acc[t] = a;
+        }
+    }
+}
+#endif
+
+static ScanBlock pick_scan(void) {
+    switch (kernel_loop()) {
+#ifdef X86
+        case LOOP_AVX512: return scan_avx512;
+        case LOOP_AVX2: return scan_avx2;
+#endif
+#ifdef ARM64
+        case LOOP_NEON: return scan_neon;
+#endif
+        default: return scan_portable;
+    }
+}
+
+/* One user's scan of all n items, block by block: u · hi(i) (lo NULL) or u · i (both planes).
+ * out (optional): every item's logit. sel (optional, one row): each block's logits are fed to it
+ * while they are in cache, as -inf where allowed (optional, a byte per item) is 0. */
+int pl_scan(Selection *sel, const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, const float *u,
+            const uint8_t *allowed, float *out) {
+    const ScanBlock scan = pick_scan();
+    float block[PB], masked[PB];
+    for (int64_t first = 0; first < n; first += PB) {
+        const int64_t w = width_of(n, first / PB);
+        float *acc = out ? out + first : block;
+        scan(hi + first * d, lo ? lo + first * d : NULL, w, d, u, acc);
+        if (!sel) continue;
+        const float *values = acc;
+        if (allowed) {
+            for (int64_t t = 0; t < w; t++) masked[t] = allowed[first + t] ? acc[t] : -INFINITY;
+            values = masked;
+        }
+        if (sel_feed_row(sel, 0, values, w, first)) return -1;
+    }
+    return 0;
+}
+
+/* out[m][d] = the float32 rows of items idx[0..m), exactly. */
+void pl_rows(const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, const int64_t *idx, int64_t m,
+             float *out) {
+    for (int64_t k = 0; k < m; k++) {
+        const int64_t i = idx[k], b = i / PB, w = width_of(n, b), at = b * PB * d + (i - b * PB);
+        for (int64_t j = 0; j < d; j++) out[k * d + j] = join(hi[at + j * w], lo[at + j * w]);
+    }
+}
+
+/* out[k] = users[rows[k]] · item cols[k] in float64 (the exact re-rank of candidates). */
+void pl_exact(const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, const float *users,
+              const int64_t *rows, const int64_t *cols, int64_t count, double *out) {
+    for (int64_t k = 0; k < count; k++) {
+        const int64_t i = cols[k], b = i / PB, w = width_of(n, b), at = b * PB * d + (i - b * PB);
+        const float *user = users + rows[k] * d;
+        double sum = 0.0;
+        for (int64_t j = 0; j < d; j++) sum += (double)join(hi[at + j * w], lo[at + j * w]) * (double)user[j];
+        out[k] = sum;
+    }
+}
+
+/* Blocks first_block.. (count of them) as float32 [d][their items] at out (row stride out_stride):
+ * a tile of the dimension-major matrix, for the batch scorer's matrix products. */
+void pl_columns(const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, int64_t first_block,
+                int64_t count, float *out, int64_t out_stride) {
+    for (int64_t c = 0; c < count; c++) {
+        const int64_t b = first_block + c, w = width_of(n, b), base = b * PB * d;
+        for (int64_t j = 0; j < d; j++) {
+            const uint16_t *h = hi + base + j * w, *l = lo + base + j * w;
+            float *row = out + j * out_stride + c * PB;
+            for (int64_t t = 0; t < w; t++) row[t] = join(h[t], l[t]);
+        }
+    }
+}
+
+/* sq[i] = the squared norm of item i in float32 (of its high halves when lo is NULL): a
+ * non-finite value (NaN, infinity, or too large to square) makes it non-finite. */
+#ifdef X86
+#define CLONED __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONED
+#endif
+CLONED void pl_norms(
+    const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, float *sq) {
+    for (int64_t first = 0; first < n; first += PB) {
+        const int64_t w = width_of(n, first / PB), base = first * d;
+        float *s = sq + first;
+        for (int64_t t = 0; t < w; t++) s[t] = 0.0f;
+        for (int64_t j = 0; j < d; j++) {
+            const uint16_t *h = hi + base + j * w;
+            if (lo) {
+                const uint16_t *l = lo + base + j * w;
+                for (int64_t t = 0; t < w; t++) {
+                    const float x = join(h[t], l[t]);
+                    s[t] += x * x;
+                }
+            } else {
+                for (int64_t t = 0; t < w; t++) {
+                    const float x = join(h[t], 0);
+                    s[t] += x * x;
+                }
+            }
+        }
+    }
+}
+
+/* Where item i's dimension j is in a plane (for the tests' and the numpy path's agreement). */
+int64_t pl_offset(int64_t n, int64_t d, int64_t i, int64_t j) { return offset_of(n, d, i, j); }
