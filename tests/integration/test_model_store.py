@@ -15,6 +15,7 @@ import pytest
 
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
 from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.item_matrix import LAYOUT, ItemMatrix
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.npy import encode_npy
 from personalize_core.modelstore.store import ModelStore
@@ -84,15 +85,22 @@ def test_switch_to_a_new_version_after_the_ttl(setup: Any, s3: Any, bucket: str)
     assert old.num_items == 20  # the old object is untouched
 
 
-def replace_array(s3: Any, bucket: str, key: str, array: np.ndarray, fortran_order: bool) -> None:
-    """Rewrite a version's .npy file, and its manifest entry to agree (checksum, size, order)."""
+def replace_array(
+    s3: Any, bucket: str, key: str, array: np.ndarray, fortran_order: bool, layout: str | None = None
+) -> None:
+    """Rewrite a version's .npy file, and its manifest entry to agree (checksum, size, dtype, shape,
+    order, layout: None for a float32 item matrix, as versions published before the planes hold)."""
     raw = encode_npy(array, fortran_order=fortran_order)
     s3.put_object(Bucket=bucket, Key=key, Body=raw)
     prefix, file_name = key.rsplit("/", 1)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
     entry = manifest["files"][file_name]
     entry.update(sha256=hashlib.sha256(raw).hexdigest(), crc32=f"{zlib.crc32(raw):08x}", bytes=len(raw))
+    entry.update(dtype=array.dtype.str, shape=list(array.shape))
     entry.pop("order", None)
+    entry.pop("layout", None)
+    if layout is not None:
+        entry["layout"] = layout
     if fortran_order:
         entry["order"] = "F"
     s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
@@ -111,14 +119,27 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
     elif change == "delete":
         s3.delete_object(Bucket=bucket, Key=key)
-    elif change in ("nan", "nan-c-order"):
-        # A NaN with a manifest that agrees: only the content check can catch it ("nan-c-order":
-        # in a C-order file, as versions published before the Fortran-order item matrix hold)
-        published = np.load(io.BytesIO(data))
-        array = published.copy()
+    elif change == "nan" and file_name == "item_factors.npy":
+        # A NaN with a manifest that agrees: only the content check can catch it (in the planes: a
+        # NaN's high half is 0x7fc0, whatever its low half)
+        planes = np.load(io.BytesIO(data))
+        item_matrix = ItemMatrix(planes.copy(), *NAN_SHAPE)
+        item_matrix.planes[0][item_matrix.offsets(np.array([1]))[0, 2]] = 0x7FC0
+        replace_array(s3, bucket, key, item_matrix.planes, fortran_order=False, layout=LAYOUT)
+    elif change in ("nan-c-order", "nan-f-order"):
+        # ...and in a float32 item matrix, as versions published before the planes hold (C order,
+        # then Fortran order)
+        array = ItemMatrix(np.load(io.BytesIO(data)), *NAN_SHAPE).matrix()
         array[1, 2] = np.nan
-        as_published = not published.flags.c_contiguous
-        replace_array(s3, bucket, key, array, fortran_order=as_published and change == "nan")
+        replace_array(s3, bucket, key, array, fortran_order=change == "nan-f-order")
+    elif change == "nan":
+        array = np.load(io.BytesIO(data)).copy()
+        array[1, 2] = np.nan
+        replace_array(s3, bucket, key, array, fortran_order=False)
+
+
+#: The shape of the models the corruption tests publish (random_model(20, 5, 4)).
+NAN_SHAPE = (20, 4)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +155,7 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         ("manifest.json", "delete", "does not exist"),
         ("item_factors.npy", "nan", "NaN"),
         ("item_factors.npy", "nan-c-order", "NaN"),
+        ("item_factors.npy", "nan-f-order", "NaN"),
         ("user_factors.npy", "nan", "NaN"),
     ],
 )
@@ -193,14 +215,15 @@ class SmallChunks(CountingObjects):
         return super().read_chunks(key, 7)
 
 
-@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("order", ["planes", "F", "C"])
 @pytest.mark.parametrize("normalisers", [True, False])
-def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formula(
+def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
     s3: Any, bucket: str, normalisers: bool, order: str
 ) -> None:
     # Given a version published with (or, as older versions, without) users' log-normalisers, its
-    # item matrix in Fortran order (as published now) or C order (as published before)
-    model = random_model(301, 6, 5, seed=4)
+    # item matrix as two bfloat16-half planes (as published now) or a float32 matrix in Fortran or
+    # C order (as published before)
+    model = random_model(2301, 6, 5, seed=4)
     prepared = prepare_version(
         solution="sol",
         recipe=Recipe.USER_PERSONALIZATION,
@@ -213,36 +236,43 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
         precompute_normalisers=normalisers,
     )
     manifest = upload_version(ModelBucket(s3, bucket), prepared)
-    assert manifest.files["item_factors.npy"].fortran_order
-    if order == "C":
+    entry = manifest.files["item_factors.npy"]
+    assert (entry.layout, entry.dtype, entry.shape) == (LAYOUT, "<u2", (2, 2301 * 5))
+    if order != "planes":
         key = f"solutions/sol/{manifest.version}/item_factors.npy"
-        replace_array(s3, bucket, key, model["item_factors"], fortran_order=False)
+        replace_array(s3, bucket, key, model["item_factors"], fortran_order=order == "F")
     put_campaign(ModelBucket(s3, bucket), "c", manifest)
     # When a store reads it (a C-order matrix in chunks that split rows and the header)
     objects = SmallChunks(bucket)
     loaded = ModelStore(objects).campaign(campaign_arn("c"))[1]
-    # Then the matrix is the published one, laid out [d, items] in memory, read-only
+    # Then the planes hold the published matrix bit for bit, read-only
     assert loaded.item_factors is not None
-    np.testing.assert_array_equal(loaded.item_factors, model["item_factors"])
-    assert loaded.item_factors.T.flags.c_contiguous
-    assert not loaded.item_factors.flags.writeable
-    if order == "F":
+    np.testing.assert_array_equal(loaded.item_factors.matrix(), model["item_factors"])
+    assert not loaded.item_factors.planes.flags.writeable
+    assert loaded.item_factors.nbytes == model["item_factors"].nbytes  # the float32 matrix's memory
+    assert loaded.item_max_norm >= float(np.linalg.norm(model["item_factors"].astype(np.float64), axis=1).max())
+    if order == "planes":
         # ...received whole, straight into the array it is served from (a view of the download's
-        # buffer: no transposition and no second copy), not streamed in chunks
-        base = loaded.item_factors
+        # buffer: no conversion and no second copy), not streamed in chunks
+        base = loaded.item_factors.planes
         while isinstance(base.base, np.ndarray):
             base = base.base
         assert base.dtype == np.uint8
         assert base.nbytes == manifest.files["item_factors.npy"].size
-        assert objects.streamed == []
-    else:
+    if order == "C":
         assert [k.rsplit("/", 1)[1] for k in objects.streamed] == ["item_factors.npy"]
+    else:
+        assert objects.streamed == []
     assert (loaded.user_log_normalisers is not None) is normalisers
     # ...and every user's scores are the formula's, with or without the precomputed normaliser
     for user in range(6):
         vector = model["user_factors"][user]
         chosen, scores = user_top_k(
-            loaded.item_factors, vector, 25, log_normaliser=loaded.log_normaliser(user)
+            loaded.item_factors,
+            vector,
+            25,
+            log_normaliser=loaded.log_normaliser(user),
+            max_norm=loaded.item_max_norm,
         )
         reference = softmax_reference(model["item_factors"], vector)
         expected = np.argsort(-reference, kind="stable")[:25]
@@ -275,7 +305,7 @@ def test_a_version_published_with_sha256s_only_loads_the_same(s3: Any, bucket: s
     assert new.manifest.files["item_factors.npy"].crc32 is not None
     assert old.item_factors is not None
     assert new.item_factors is not None
-    assert np.array_equal(old.item_factors, new.item_factors)
+    assert np.array_equal(old.item_factors.planes, new.item_factors.planes)
     assert old.user_factors is not None
     assert new.user_factors is not None
     assert np.array_equal(old.user_factors, new.user_factors)
