@@ -250,7 +250,9 @@ def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
     np.testing.assert_array_equal(loaded.item_factors.matrix(), model["item_factors"])
     assert not loaded.item_factors.planes.flags.writeable
     assert loaded.item_factors.nbytes == model["item_factors"].nbytes  # the float32 matrix's memory
-    assert loaded.item_max_norm >= float(np.linalg.norm(model["item_factors"].astype(np.float64), axis=1).max())
+    assert loaded.item_max_norm >= float(
+        np.linalg.norm(model["item_factors"].astype(np.float64), axis=1).max()
+    )
     if order == "planes":
         # ...received whole, straight into the array it is served from (a view of the download's
         # buffer: no conversion and no second copy), not streamed in chunks

@@ -223,7 +223,9 @@ def test_the_scan_is_within_its_error_bound_of_the_exact_logits(
         assert (np.abs(items.scan(user, both_planes) - exact) <= allowance).all()
 
 
-def test_the_high_scan_truncates_toward_zero_and_reads_no_low_half(kernels: native.Kernels, loop: str) -> None:
+def test_the_high_scan_truncates_toward_zero_and_reads_no_low_half(
+    kernels: native.Kernels, loop: str
+) -> None:
     # Given a matrix whose low halves are all ones: a scan of the high halves must not see them
     matrix = awkward_matrix(2100, 6, seed=5)
     items = ItemMatrix.from_matrix(matrix)
@@ -272,7 +274,9 @@ def test_rows_tiles_and_exact_logits_read_the_float32_values_back(kernels: nativ
     users = rng.normal(0, 1, (4, 10)).astype(np.float32)
     rows = rng.integers(0, 4, 400)
     expected = np.einsum("md,md->m", matrix[wanted].astype(np.float64), users[rows].astype(np.float64))
-    np.testing.assert_allclose(kernels.exact_logits(items, users, rows, wanted), expected, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(
+        kernels.exact_logits(items, users, rows, wanted), expected, rtol=1e-13, atol=1e-300
+    )
     with pytest.raises(IndexError):
         kernels.rows(items, np.array([3000]))
 

@@ -21,9 +21,9 @@ from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.serving import recipes
+from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.filter_store import CompiledFilter
 from personalize_core.serving.recipes import Operation
-from personalize_core.serving.batch_scoring import batch_user_top_k
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {

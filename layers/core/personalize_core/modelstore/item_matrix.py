@@ -41,7 +41,9 @@ class ItemMatrix:
 
     def __init__(self, planes: np.ndarray, num_items: int, dims: int) -> None:
         if planes.dtype != np.uint16 or planes.shape != (2, num_items * dims):
-            raise ValueError(f"item planes must be uint16 [2, {num_items * dims}], not {planes.dtype}{planes.shape}")
+            raise ValueError(
+                f"item planes must be uint16 [2, {num_items * dims}], not {planes.dtype}{planes.shape}"
+            )
         self.planes = planes
         self.num_items = num_items
         self.dims = dims
@@ -64,11 +66,13 @@ class ItemMatrix:
 
     @property
     def high(self) -> np.ndarray:
-        return self.planes[0]
+        high: np.ndarray = self.planes[0]
+        return high
 
     @property
     def low(self) -> np.ndarray:
-        return self.planes[1]
+        low: np.ndarray = self.planes[1]
+        return low
 
     def offsets(self, items: np.ndarray) -> np.ndarray:
         """[m, d] positions of the items' elements in a plane."""
@@ -94,7 +98,7 @@ class ItemMatrix:
         stop = min(self.num_items, first + count * BLOCK_ITEMS)
         out = np.empty((self.dims, stop - first), dtype=np.float32)
         for block in range(first_block, -(-stop // BLOCK_ITEMS)):
-            start, width, high, low = self.block(block)
+            _, width, high, low = self.block(block)
             column = (block - first_block) * BLOCK_ITEMS
             out[:, column : column + width] = join(high, low)
         return out

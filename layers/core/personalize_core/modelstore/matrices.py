@@ -30,7 +30,9 @@ _MAX_HEADER = 1 << 16
 _CONVERT_ROWS = 65_536
 
 
-def read_into_planes(name: str, chunks: Iterable[bytes], entry: FileEntry, rows: int, dims: int) -> ItemMatrix:
+def read_into_planes(
+    name: str, chunks: Iterable[bytes], entry: FileEntry, rows: int, dims: int
+) -> ItemMatrix:
     """The planes of a C-order float32 [rows, dims] .npy, converted chunk by chunk as it arrives.
     Raises ArtifactError on any mismatch (the values are checked by the load's norm pass)."""
     digest = entry.running_checksum()
@@ -91,12 +93,16 @@ def item_planes(name: str, data: np.ndarray, entry: FileEntry, rows: int, dims: 
     """The planes an item-matrix file holds (``data``: its bytes as uint8), checked against the
     manifest. Raises ArtifactError on any mismatch."""
     if entry.layout != LAYOUT:
-        raise ArtifactError(f"{name} has layout {entry.layout!r}, which this version of the service cannot read")
+        raise ArtifactError(
+            f"{name} has layout {entry.layout!r}, which this version of the service cannot read"
+        )
     header = npy_header(memoryview(data)[:_MAX_HEADER])
     if header is None:
         raise ArtifactError(f"{name}: not a .npy file (the header is truncated)")
     if header.dtype != np.uint16 or header.shape != (2, rows * dims) or header.fortran_order:
-        raise ArtifactError(f"{name} is {header.dtype}{list(header.shape)}, expected uint16 [2, {rows * dims}]")
+        raise ArtifactError(
+            f"{name} is {header.dtype}{list(header.shape)}, expected uint16 [2, {rows * dims}]"
+        )
     if entry.size != header.offset + header.data_bytes:
         raise ArtifactError(f"{name} does not match the manifest's size")
     return ItemMatrix(data[header.offset :].view(np.uint16).reshape(2, rows * dims), rows, dims)

@@ -11,8 +11,8 @@ from personalize_core.errors import ArtifactError
 from personalize_core.modelstore.attributes import NO_EXTRAS, ModelExtras, load_extras
 from personalize_core.modelstore.background import in_background
 from personalize_core.modelstore.ids import load_ids
-from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, Recipe
 from personalize_core.modelstore.item_matrix import ItemMatrix
+from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, Recipe
 from personalize_core.modelstore.matrices import (
     item_planes,
     read_into_planes,
@@ -165,7 +165,9 @@ class _VersionFiles:
         entry = self.entry(name)
         if entry.layout is not None:
             if self.receive is not None:
-                factors = receive_item_planes(name.value, self.receive(name.value, entry.size), entry, rows, dims)
+                factors = receive_item_planes(
+                    name.value, self.receive(name.value, entry.size), entry, rows, dims
+                )
             else:
                 data = np.frombuffer(self.verified(name)[0], dtype=np.uint8)
                 factors = item_planes(name.value, data, entry, rows, dims)

@@ -184,7 +184,9 @@ def _batch_block(
     keep = values >= (threshold - slack)[hit_rows]
     # -inf never occurs here (no masks), so every row keeps at least k candidates.
     hit_rows, hit_items, values = hit_rows[keep], hit_items[keep], values[keep]
-    exact = np.einsum("md,md->m", item_rows(items, hit_items).astype(np.float64), vectors[hit_rows].astype(np.float64))
+    exact = np.einsum(
+        "md,md->m", item_rows(items, hit_items).astype(np.float64), vectors[hit_rows].astype(np.float64)
+    )
     # Every row has at least k candidates (no masks here), grouped by row.
     order = np.lexsort((hit_items, -exact, hit_rows))
     starts = np.concatenate(([0], np.cumsum(np.bincount(hit_rows, minlength=rows))[:-1]))

@@ -93,7 +93,8 @@ class Kernels:
 
     def use(self, name: str) -> bool:
         """Run ``name``'s loops from now on ("auto": the best this CPU has); False when it cannot."""
-        return self._library.sel_use(name.encode()) == 0
+        status: int = self._library.sel_use(name.encode())
+        return status == 0
 
     def selection(self, rows: int, k: int, slack: np.ndarray) -> Selection:
         return Selection(self._library, rows, k, slack)
@@ -113,7 +114,9 @@ class Kernels:
         user32 = np.ascontiguousarray(user, dtype=np.float32)
         if user32.shape != (items.dims,):
             raise ValueError("the user vector must have the items' dimensions")
-        if out is not None and (out.dtype != np.float32 or out.shape != (items.num_items,) or not out.flags.c_contiguous):
+        if out is not None and (
+            out.dtype != np.float32 or out.shape != (items.num_items,) or not out.flags.c_contiguous
+        ):
             raise ValueError("out must be a contiguous float32 vector, one value per item")
         mask = None if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
         if mask is not None and mask.shape != (items.num_items,):
@@ -151,7 +154,12 @@ class Kernels:
         """Blocks ``first_block ..`` into ``out`` as a float32 [d, their items] tile (a view of it)."""
         count = min(count, -(-items.num_items // BLOCK_ITEMS) - first_block)
         width = min(items.num_items, (first_block + count) * BLOCK_ITEMS) - first_block * BLOCK_ITEMS
-        if out.dtype != np.float32 or out.shape[0] != items.dims or out.shape[1] < width or out.strides[1] != 4:
+        if (
+            out.dtype != np.float32
+            or out.shape[0] != items.dims
+            or out.shape[1] < width
+            or out.strides[1] != 4
+        ):
             raise ValueError("out must be float32 [d, >= the blocks' items] with contiguous rows")
         planes = np.ascontiguousarray(items.planes)
         self._library.pl_columns(
@@ -273,7 +281,10 @@ def _declare(library: Any, ctypes: Any) -> None:
     library.sel_use.restype, library.sel_use.argtypes = ctypes.c_int, [ctypes.c_char_p]
     library.pl_scan.restype = ctypes.c_int
     library.pl_scan.argtypes = [pointer, pointer, pointer, size, size, pointer, pointer, pointer]
-    library.pl_rows.restype, library.pl_rows.argtypes = None, [pointer, pointer, size, size, pointer, size, pointer]
+    library.pl_rows.restype, library.pl_rows.argtypes = (
+        None,
+        [pointer, pointer, size, size, pointer, size, pointer],
+    )
     library.pl_exact.restype = None
     library.pl_exact.argtypes = [pointer, pointer, size, size, pointer, pointer, pointer, size, pointer]
     library.pl_columns.restype = None

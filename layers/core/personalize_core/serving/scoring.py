@@ -243,7 +243,9 @@ def log_normalisers(item_factors: np.ndarray, user_factors: np.ndarray, block: i
     return out
 
 
-def rank_items(item_factors: Items, user_vector: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rank_items(
+    item_factors: Items, user_vector: np.ndarray, indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Order ``indices`` for a user; scores are a softmax over these items only (they sum to 1)."""
     logits = _exact_logits(as_item_matrix(item_factors), user_vector, indices)
     scores = softmax_scores(logits, logsumexp(logits))
