@@ -292,3 +292,33 @@ def test_norms_find_every_row_with_a_nan_or_an_infinity(kernels: native.Kernels)
     finite = np.isfinite(matrix).all(axis=1)
     reference = (matrix[finite].astype(np.float64) ** 2).sum(axis=1)
     np.testing.assert_allclose(kernels.squared_norms(items, True)[finite], reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 25, 300])
+def test_top_k_is_the_exact_top_k_at_near_ties(kernels: native.Kernels, loop: str, k: int) -> None:
+    # Given 6,000 items whose best 600 bfloat16 cannot tell apart (one vector perturbed by ~2^-10
+    # of each value), a float64 user vector (as context makes it), and a mask
+    rng = np.random.default_rng(k)
+    user = rng.normal(0, 1, 48)
+    matrix = rng.normal(0, 0.3, (6_000, 48)).astype(np.float32)
+    leaders = rng.choice(6_000, 600, replace=False)
+    base = np.sign(user) * rng.uniform(0.5, 2, 48)
+    matrix[leaders] = (base * (1 + rng.normal(0, 2.0**-10, (600, 48)))).astype(np.float32)
+    items = ItemMatrix.from_matrix(matrix)
+    largest = float(np.linalg.norm(matrix.astype(np.float64), axis=1).max())
+    user32 = user.astype(np.float32)
+    rounding = float(np.linalg.norm(user32.astype(np.float64) - user)) * largest
+    exact = matrix.astype(np.float64) @ user
+    for allowed in (None, rng.random(6_000) > 0.5, np.arange(6_000) < 7):
+        for both_planes, bound in ((False, high_scan_error_bound), (True, logit_error_bound)):
+            slack = 2 * (bound(48, float(np.linalg.norm(user32.astype(np.float64))), largest) + rounding)
+            # When the top k are asked for in one call
+            out = np.empty(6_000, dtype=np.float32)
+            chosen, logits = kernels.top_k(items, user, k, slack, both_planes, allowed, out=out)
+            # Then they are float64's top k among the allowed, ties by item, with exact logits
+            eligible = np.flatnonzero(allowed) if allowed is not None else np.arange(6_000)
+            expected = eligible[np.lexsort((eligible, -exact[eligible]))][:k]
+            assert chosen.tolist() == expected.tolist()
+            np.testing.assert_allclose(logits, exact[expected], rtol=1e-13)
+            # ...and every item's scanned logit is within half the slack of its exact one
+            assert (np.abs(out - exact) <= slack / 2).all()

@@ -40,7 +40,11 @@ class ItemMatrix:
     __slots__ = ("dims", "num_items", "planes")
 
     def __init__(self, planes: np.ndarray, num_items: int, dims: int) -> None:
-        if planes.dtype != np.uint16 or planes.shape != (2, num_items * dims):
+        if (
+            planes.dtype != np.uint16
+            or planes.shape != (2, num_items * dims)
+            or not planes.flags.c_contiguous
+        ):
             raise ValueError(
                 f"item planes must be uint16 [2, {num_items * dims}], not {planes.dtype}{planes.shape}"
             )

@@ -11,6 +11,11 @@ int kernel_loop(void);
 typedef struct Row Row;
 typedef struct Selection Selection;
 
+Selection *sel_new(int64_t rows, int64_t k, const double *slack);
+void sel_free(Selection *sel);
+int64_t sel_finish(Selection *sel);
+void sel_export(const Selection *sel, int64_t *rows, int64_t *items, float *values);
+
 /* Feed width values (items first_item..) to row r of the selection; -inf values are never kept. */
 int sel_feed_row(Selection *sel, int64_t r, const float *values, int64_t width, int64_t first_item);
 

@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "_kernels.h"
@@ -231,6 +232,62 @@ CLONED void pl_norms(
             }
         }
     }
+}
+
+/* One user's top k, exactly (scoring.user_top_k's steps in one call): the scan (high halves, or
+ * both planes when `exact_scan`) feeds a selection that keeps every item within `slack` of the
+ * running k-th largest; the candidates are re-scored in float64 with u64 (the vector as given)
+ * and the best k ranked, larger exact logit first, ties by smaller item. Writes at most k items
+ * and exact logits (fewer when fewer items are allowed); out (optional) gets every scanned logit.
+ * Returns how many, or -1 when out of memory. */
+typedef struct {
+    double exact;
+    int64_t item;
+} Scored;
+
+static int better(const void *a, const void *b) {
+    const Scored *x = a, *y = b;
+    if (x->exact != y->exact) return x->exact > y->exact ? -1 : 1;
+    return (x->item > y->item) - (x->item < y->item);
+}
+
+int64_t pl_top_k(const uint16_t *hi, const uint16_t *lo, int64_t n, int64_t d, const float *u32,
+                 const double *u64, int64_t k, double slack, int exact_scan, const uint8_t *allowed, float *out,
+                 int64_t *items, double *exact) {
+    Selection *sel = sel_new(1, k, &slack);
+    if (!sel) return -1;
+    int64_t count = -1, *rows = NULL, *found = NULL;
+    float *values = NULL;
+    Scored *scored = NULL;
+    if (pl_scan(sel, hi, exact_scan ? lo : NULL, n, d, u32, allowed, out)) goto done;
+    const int64_t kept = sel_finish(sel);
+    if (kept < 0) goto done;
+    const size_t size = (size_t)(kept > 0 ? kept : 1);
+    rows = malloc(size * sizeof *rows);
+    found = malloc(size * sizeof *found);
+    values = malloc(size * sizeof *values);
+    scored = malloc(size * sizeof *scored);
+    if (!rows || !found || !values || !scored) goto done;
+    sel_export(sel, rows, found, values);
+    for (int64_t c = 0; c < kept; c++) {
+        const int64_t i = found[c], b = i / PB, w = width_of(n, b), at = b * PB * d + (i - b * PB);
+        double sum = 0.0;
+        for (int64_t j = 0; j < d; j++) sum += (double)join(hi[at + j * w], lo[at + j * w]) * u64[j];
+        scored[c] = (Scored){sum, i};
+    }
+    qsort(scored, (size_t)kept, sizeof *scored, better);
+    count = kept < k ? kept : k;
+    for (int64_t c = 0; c < count; c++) {
+        items[c] = scored[c].item;
+        exact[c] = scored[c].exact;
+    }
+done:
+    free(rows);
+    free(found);
+    free(values);
+    free(scored);
+    sel_free(sel);
+    return count;
 }
 
 /* Where item i's dimension j is in a plane (for the tests' and the numpy path's agreement). */

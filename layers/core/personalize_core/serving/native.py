@@ -123,7 +123,7 @@ class Kernels:
             raise ValueError("allowed must hold one value per item")
         if selection is not None and selection.rows != 1:
             raise ValueError("a scan feeds a one-row selection")
-        planes = np.ascontiguousarray(items.planes)
+        planes = items.planes
         status = self._library.pl_scan(
             selection.handle() if selection is not None else None,
             planes[0].ctypes.data,
@@ -137,13 +137,52 @@ class Kernels:
         if status:
             raise MemoryError("candidate selection: out of memory")
 
+    def top_k(
+        self,
+        items: ItemMatrix,
+        user: np.ndarray,
+        k: int,
+        slack: float,
+        exact_scan: bool,
+        allowed: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One user's top k in one call: the scan (high halves, or both planes when ``exact_scan``)
+        feeding a selection with ``slack``, the candidates re-scored in float64 with ``user`` as
+        given, the best k ranked (ties by item). Returns (items, exact logits), at most k of them;
+        ``out`` (optional) gets every scanned float32 logit."""
+        user64 = np.ascontiguousarray(user, dtype=np.float64)
+        user32 = user64.astype(np.float32)
+        if user64.shape != (items.dims,) or k < 1:
+            raise ValueError("the user vector must have the items' dimensions, and k >= 1")
+        if out is not None and (
+            out.dtype != np.float32 or out.shape != (items.num_items,) or not out.flags.c_contiguous
+        ):
+            raise ValueError("out must be a contiguous float32 vector, one value per item")
+        mask = None if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
+        if mask is not None and mask.shape != (items.num_items,):
+            raise ValueError("allowed must hold one value per item")
+        chosen = np.empty(k, dtype=np.int64)
+        exact = np.empty(k, dtype=np.float64)
+        planes = items.planes
+        count = self._library.pl_top_k(
+            planes[0].ctypes.data, planes[1].ctypes.data, items.num_items, items.dims,
+            user32.ctypes.data, user64.ctypes.data, k, slack, exact_scan,
+            mask.ctypes.data if mask is not None else None,
+            out.ctypes.data if out is not None else None,
+            chosen.ctypes.data, exact.ctypes.data,
+        )  # fmt: skip
+        if count < 0:
+            raise MemoryError("top k: out of memory")
+        return chosen[:count], exact[:count]
+
     def rows(self, items: ItemMatrix, indices: np.ndarray) -> np.ndarray:
         """The exact float32 rows of ``indices``: [m, d]."""
         wanted = np.ascontiguousarray(indices, dtype=np.int64)
         if wanted.size and (wanted.min() < 0 or wanted.max() >= items.num_items):
             raise IndexError("item index out of range")
         out = np.empty((wanted.shape[0], items.dims), dtype=np.float32)
-        planes = np.ascontiguousarray(items.planes)
+        planes = items.planes
         self._library.pl_rows(
             planes[0].ctypes.data, planes[1].ctypes.data, items.num_items, items.dims,
             wanted.ctypes.data, wanted.shape[0], out.ctypes.data,
@@ -161,7 +200,7 @@ class Kernels:
             or out.strides[1] != 4
         ):
             raise ValueError("out must be float32 [d, >= the blocks' items] with contiguous rows")
-        planes = np.ascontiguousarray(items.planes)
+        planes = items.planes
         self._library.pl_columns(
             planes[0].ctypes.data, planes[1].ctypes.data, items.num_items, items.dims,
             first_block, count, out.ctypes.data, out.strides[0] // 4,
@@ -172,7 +211,7 @@ class Kernels:
         """float32 squared row norms (of the high halves when not ``exact``); non-finite for a row
         with a NaN, an infinity or a value too large to square."""
         out = np.empty(items.num_items, dtype=np.float32)
-        planes = np.ascontiguousarray(items.planes)
+        planes = items.planes
         self._library.pl_norms(
             planes[0].ctypes.data, planes[1].ctypes.data if exact else None, items.num_items, items.dims,
             out.ctypes.data,
@@ -216,7 +255,7 @@ class Kernels:
         if users32.ndim != 2 or users32.shape[1] != matrix.dims or rows64.shape != items64.shape:
             raise ValueError("users and items must share dimensions; one row per item")
         out = np.empty(items64.shape[0], dtype=np.float64)
-        planes = np.ascontiguousarray(matrix.planes)
+        planes = matrix.planes
         self._library.pl_exact(
             planes[0].ctypes.data, planes[1].ctypes.data, matrix.num_items, matrix.dims,
             users32.ctypes.data, rows64.ctypes.data, items64.ctypes.data, items64.shape[0], out.ctypes.data,
@@ -290,3 +329,6 @@ def _declare(library: Any, ctypes: Any) -> None:
     library.pl_columns.restype = None
     library.pl_columns.argtypes = [pointer, pointer, size, size, size, size, pointer, size]
     library.pl_norms.restype, library.pl_norms.argtypes = None, [pointer, pointer, size, size, pointer]
+    library.pl_top_k.restype = size
+    library.pl_top_k.argtypes = [pointer, pointer, size, size, pointer, pointer, size, ctypes.c_double]
+    library.pl_top_k.argtypes += [ctypes.c_int, pointer, pointer, pointer, pointer]

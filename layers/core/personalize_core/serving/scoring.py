@@ -194,10 +194,8 @@ def user_top_k(
     slack = 2 * (bound(dims, user_norm, largest) + rounding)
     kernels = native.kernels()
     logits = buffer("logits", num_items) if exact_scan or kernels is None else None
-    if kernels is not None:
-        selection = kernels.selection(1, k, np.array([slack]))
-        kernels.scan(items, user32, exact_scan, out=logits, selection=selection, allowed=allowed)
-        _, candidates, _ = selection.take()
+    if kernels is not None:  # the scan, the candidates, their re-rank: one call
+        chosen, chosen_exact = kernels.top_k(items, user64, k, slack, exact_scan, allowed, out=logits)
     else:
         assert logits is not None
         items.scan(user32, exact_scan, logits)
@@ -207,12 +205,9 @@ def user_top_k(
             eligible.fill(-np.inf)
             np.copyto(eligible, logits, where=allowed)
         candidates = _candidates(eligible, k, slack)
-    if kernels is not None and rounding == 0.0:
-        exact = kernels.exact_logits(items, user32.reshape(1, dims), np.zeros_like(candidates), candidates)
-    else:
         exact = _exact_logits(items, user64, candidates)
-    order = np.lexsort((candidates, -exact))[:k]
-    chosen, chosen_exact = candidates[order].astype(np.int64), exact[order]
+        order = np.lexsort((candidates, -exact))[:k]
+        chosen, chosen_exact = candidates[order].astype(np.int64), exact[order]
     if log_normaliser is not None:
         return chosen, softmax_scores(chosen_exact, log_normaliser)
     # Normaliser: every item's exp(logit - peak), with the chosen items' float32 terms swapped for
