@@ -184,11 +184,16 @@ def user_top_k(
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     user64 = np.asarray(user_vector, dtype=np.float64)
-    user32 = user64.astype(np.float32)
+    user32 = np.asarray(user_vector, dtype=np.float32)
     largest = max_row_norm(items) if max_norm is None else max_norm
-    user_norm = float(np.linalg.norm(user32))
-    # |scan(u32, i) - u·i| <= (the scan's error for u32) + |u32 - u| |i|: whatever u's precision.
-    rounding = float(np.linalg.norm(user32.astype(np.float64) - user64)) * largest
+    widened = user32.astype(np.float64)
+    user_norm = math.sqrt(float(widened @ widened))
+    # |scan(u32, i) - u·i| <= (the scan's error for u32) + |u32 - u| |i|: whatever u's precision
+    # (none for a stored row, which is float32 already).
+    rounding = 0.0
+    if np.asarray(user_vector).dtype != np.float32:
+        difference = widened - user64
+        rounding = math.sqrt(float(difference @ difference)) * largest
     exact_scan = log_normaliser is None  # the normaliser needs every item's float32 logit
     bound = logit_error_bound if exact_scan else high_scan_error_bound
     slack = 2 * (bound(dims, user_norm, largest) + rounding)
