@@ -395,7 +395,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ("ours_p50", "ours: handler, top-25 + softmax scores", "o-"),
             ("faiss_p50", "faiss IndexFlatIP (no scores)", "s--"),
             ("naive_p50", "naive numpy (X@u + argsort)", "^:"),
-            ("floor", "floor: one pass at memory bandwidth", "k-"),
+            ("floor", "floor: one float32 pass at memory bandwidth", "k-"),
+            ("read_p50", "read: one float32 pass, timed in turns", "k:"),
         ):
             axis.plot(sizes, [r[key] * 1000 for r in chosen], style, label=label)
         axis.set_xscale("log")
