@@ -4,8 +4,8 @@ Each request becomes an API Gateway proxy event (version 1.0) and goes to the sa
 ``lambda_handler`` that runs in AWS; the proxy result becomes the HTTP response.
 
 A function handles one request at a time, as a Lambda execution environment does: handler modules
-keep per-invocation state in module globals (Powertools' resolver holds the current event), so two
-concurrent requests in one instance would read each other's event. Requests to different
+keep per-invocation state in module globals (the function's ``edge.api.RestApp`` holds the current
+event), so two concurrent requests in one instance would read each other's event. Requests to different
 functions run concurrently.
 """
 

@@ -35,6 +35,8 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     namespace: dict[str, object] = {}
     for block in blocks:
         code = block.replace("http://127.0.0.1:3000", local_stack.api_url)
+        code = code.replace("http://127.0.0.1:5050", local_stack.aws_url)
+        code = code.replace(".local/demo", str(local_stack.data_dir))
         # When it runs as written, Then it raises nothing (botocore raises on any error answer)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
@@ -44,6 +46,10 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     answer = namespace["answer"]
     assert isinstance(answer, dict)
     assert set(answer["itemList"][0]["metadata"]) == {"GENRES", "TITLE"}
+    # And the training walk-through trained a version, served it by campaign and by recommender
+    assert namespace["trained"]["status"] == "ACTIVE"  # type: ignore[index]
+    assert set(namespace["metrics"]) >= {"precision_at_10", "coverage"}  # type: ignore[arg-type]
+    assert len(namespace["picks"]["itemList"]) == 5  # type: ignore[index]
 
 
 def test_shell_publish_example_runs(local_stack: LocalStack) -> None:

@@ -384,10 +384,16 @@ def test_metadata_columns(runtime: Any, raw_runtime: Any, solution: str) -> None
         recommend(raw_runtime, solution, numResults=51, metadataColumns={"ITEMS": ["GENRE"]})
 
 
-def test_recommender_arn_is_refused_clearly(raw_runtime: Any) -> None:
-    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="recommenderArn is not supported"):
+def test_an_unknown_recommender_is_not_found(raw_runtime: Any) -> None:
+    # recommenderArn is served (tests/integration/test_training.py); one that names nothing is a 404
+    arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r"
+    with pytest.raises(
+        raw_runtime.exceptions.ResourceNotFoundException, match=f"Recommender {arn} does not exist"
+    ):
+        raw_runtime.get_recommendations(recommenderArn=arn, userId="u")
+    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="not a recommender ARN"):
         raw_runtime.get_recommendations(
-            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r", userId="u"
+            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/r", userId="u"
         )
 
 
@@ -542,10 +548,10 @@ def test_a_batch_job_applies_its_filter_with_each_lines_values(
         json.loads(line) for line in s3.get_object(Bucket=bucket, Key="out/in.jsonl.out")["Body"].iter_lines()
     ]
     # Then each line is what the real-time API answers with the same filter and values
-    assert [line["output"]["recommendedItems"] for line in out if line["output"]] == [
+    assert [line["output"]["recommendedItems"] for line in out if line["error"] is None] == [
         ["item-1", "item-3", "item-5", "item-7"],
         ["item-0", "item-2", "item-3", "item-4"],
-        ["item-1", "item-3", "item-5", "item-7"],  # cold start: the most popular dramas
+        ["item-1", "item-3", "item-5", "item-7"],  # unknown: the cold-user vector's best dramas
     ]
     for line in (out[0], out[1], out[3]):
         answer = runtime.get_recommendations(
@@ -561,7 +567,7 @@ def test_a_batch_job_applies_its_filter_with_each_lines_values(
                 line["output"]["scores"], [item["score"] for item in answer], rtol=1e-6
             )
     # And the line without the INCLUDE's value is an error line, as the real-time API refuses it
-    assert out[2]["output"] is None
+    assert out[2]["output"] == {"recommendedItems": [], "scores": []}
     assert "$GENRE" in out[2]["error"]
 
 
@@ -680,3 +686,60 @@ def test_batch_lines_equal_the_real_time_answers(
                 assert (got is None) == (want is None), (kind, line)
                 if want is not None:
                     assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_a_filter_applies_only_in_its_own_dataset_group(
+    batch_env: BatchEnv,
+    control_plane: Any,
+    runtime: Any,
+    raw_runtime: Any,
+    s3: Any,
+    serving_bucket: str,
+    solution: str,
+    tmp_path: Path,
+) -> None:
+    # Given a second solution (its own dataset group) and a filter created there
+    other = f"{solution}-other"
+    model = known_model()
+    (tmp_path / "items.csv").write_text(ITEMS_CSV)
+    prepared = prepare_version(
+        solution=other,
+        recipe=Recipe.USER_PERSONALIZATION,
+        region=REGION,
+        account=ACCOUNT,
+        item_ids=ITEMS,
+        item_factors=model["item_factors"],
+        user_ids=model["user_ids"],
+        user_factors=model["user_factors"],
+        popularity=model["popularity"],
+        extra_files=prepare_extras(ITEMS, 2, items=read_items_csv(tmp_path / "items.csv", ITEMS)),
+    )
+    upload_version(ModelBucket(s3, serving_bucket), prepared)
+    foreign = control_plane.create_filter(
+        name=f"foreign-{uuid.uuid4().hex[:8]}",
+        datasetGroupArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset-group/{other}",
+        filterExpression='EXCLUDE ItemID WHERE Items.GENRE IN ("drama")',
+    )["filterArn"]
+    # When it is used on a campaign of the first dataset group, in real time and in a batch job
+    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="dataset group") as caught:
+        recommend(raw_runtime, solution, filterArn=foreign)
+    bucket = batch_env.data_bucket
+    s3.put_object(Bucket=bucket, Key="foreign.jsonl", Body=b'{"userId": "user-0"}\n')
+    with pytest.raises(control_plane.exceptions.InvalidInputException, match="dataset group"):
+        control_plane.create_batch_inference_job(
+            jobName=f"foreign-{uuid.uuid4().hex[:6]}",
+            solutionVersionArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}/user-personalization",
+            filterArn=foreign,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/personalize-batch-test",
+            jobInput={"s3DataSource": {"path": f"s3://{bucket}/foreign.jsonl"}},
+            jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/foreign/"}},
+        )
+    # Then both are refused, naming both dataset groups
+    assert f"dataset-group/{other}" in str(caught.value)
+    assert f"dataset-group/{solution}" in str(caught.value)
+    # ... while the same filter serves the other group's own version
+    put_campaign(ModelBucket(s3, serving_bucket), f"{other}-c", prepared.manifest)
+    items = runtime.get_recommendations(
+        campaignArn=campaign_arn(f"{other}-c"), userId="user-0", numResults=10, filterArn=foreign
+    )["itemList"]
+    assert ids(items) == [0, 2, 4, 6, 8]

@@ -16,6 +16,7 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from personalize_core.batch.jobs import BY_CREATION, BY_SOLUTION_VERSION
+from personalize_core.control.records import BY_KIND, BY_PARENT
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -78,7 +79,11 @@ def _function(template: Template, logical_id: str) -> dict[str, Any]:
     """A function's properties with the Globals merged in (a function's own value wins)."""
     resource = template["Resources"][logical_id]
     assert resource["Type"] == "AWS::Serverless::Function"
-    return {**template.get("Globals", {}).get("Function", {}), **resource["Properties"]}
+    globals_ = template.get("Globals", {}).get("Function", {})
+    merged = {**globals_, **resource["Properties"]}
+    if "Layers" in resource["Properties"]:  # SAM appends a function's layers to the global ones
+        merged["Layers"] = [*globals_.get("Layers", []), *resource["Properties"]["Layers"]]
+    return merged
 
 
 def _functions(template: Template) -> list[str]:
@@ -458,6 +463,12 @@ BATCH_GRANTS = {
         "sqs:SendMessage": "ShardQueue",
         "s3:GetObject": "ModelBucket",
         "s3:ListBucket": "ModelBucket",
+        "dynamodb:DeleteItem": "RecordsTable",
+        "scheduler:CreateSchedule": "TrainingScheduleGroup",
+        "scheduler:UpdateSchedule": "TrainingScheduleGroup",
+        "scheduler:GetSchedule": "TrainingScheduleGroup",
+        "scheduler:DeleteSchedule": "TrainingScheduleGroup",
+        "iam:PassRole": "SchedulerRole",
     },
     "BatchWorkerFunction": {
         "dynamodb:GetItem": "JobsTable",
@@ -467,11 +478,35 @@ BATCH_GRANTS = {
         "s3:GetObject": "ModelBucket",
         "s3:ListBucket": "ModelBucket",
     },
+    "TrainingFunction": {
+        "dynamodb:GetItem": "RecordsTable",
+        "dynamodb:PutItem": "RecordsTable",
+        "dynamodb:Query": "RecordsTable",
+        "sqs:SendMessage": "TrainingQueue",
+        "sts:AssumeRole": "BatchJobRoleNamePattern",
+        "s3:GetObject": "ModelBucket",
+        "s3:ListBucket": "ModelBucket",
+        "s3:PutObject": "ModelBucket",  # datasets/*, solutions/*, recommenders/*, campaigns/* only
+        "s3:DeleteObject": "ModelBucket",
+    },
+}
+#: Actions granted on a second resource too: the control plane keeps job records and training records.
+SECOND_RESOURCES = {
+    "ControlPlaneFunction": {
+        "dynamodb:PutItem": "RecordsTable",
+        "dynamodb:GetItem": "RecordsTable",
+        "dynamodb:Query": "RecordsTable",
+        "sqs:SendMessage": "TrainingQueue",
+    }
 }
 
 
-#: Where a function may write the model bucket: the management API's filters and campaign pointers.
-MANAGEMENT_WRITE_PREFIXES = {"ControlPlaneFunction": ("/filters/*", "/campaigns/*")}
+#: Where a function may write the model bucket: the management API's filters and campaign and
+#: recommender pointers; training's imported data, versions and the pointers it moves.
+MANAGEMENT_WRITE_PREFIXES = {
+    "ControlPlaneFunction": ("/filters/*", "/campaigns/*", "/recommenders/*"),
+    "TrainingFunction": ("/datasets/*", "/solutions/*", "/recommenders/*", "/campaigns/*"),
+}
 
 
 @pytest.mark.parametrize("logical_id", sorted(BATCH_GRANTS))
@@ -489,7 +524,8 @@ def test_batch_functions_get_exactly_their_grants(template: Template, logical_id
     assert policy_violations(policies, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert {action for action, _ in granted} == set(BATCH_GRANTS[logical_id])
     for action, resource in granted:
-        assert BATCH_GRANTS[logical_id][action] in resource, (action, resource)
+        allowed = {BATCH_GRANTS[logical_id][action], SECOND_RESOURCES.get(logical_id, {}).get(action, "-")}
+        assert any(name in resource for name in allowed), (action, resource)
 
 
 def test_the_worker_may_only_assume_roles_of_its_account_matching_the_pattern(template: Template) -> None:
@@ -520,7 +556,7 @@ def test_the_shard_queue_suits_the_worker(template: Template) -> None:
     assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert 1 <= event["BatchSize"] <= 10
     # And both batch functions find the table and the queue through settings.py's variables
-    for logical_id in BATCH_GRANTS:
+    for logical_id in ("ControlPlaneFunction", "BatchWorkerFunction"):
         variables = _function(template, logical_id)["Environment"]["Variables"]
         assert variables["JOBS_TABLE"] == {"Ref": "JobsTable"}
         assert variables["SHARD_QUEUE_URL"] == {"Ref": "ShardQueue"}
@@ -549,6 +585,10 @@ def test_the_jobs_table_has_the_indexes_the_code_queries(template: Template) -> 
         ("ControlPlaneFunction", {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}),
         (
             "BatchWorkerFunction",
+            {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSLambdaSQSQueueExecutionRole"},
+        ),
+        (
+            "TrainingFunction",
             {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSLambdaSQSQueueExecutionRole"},
         ),
     ],
@@ -583,3 +623,29 @@ def test_every_function_role_is_reviewed_and_has_no_wildcard_resource(template: 
         for statement in statements:
             assert "*" not in _as_list(statement.get("Resource", [])), (logical_id, statement)
             assert all("*" not in a for a in _as_list(statement.get("Action", []))), (logical_id, statement)
+
+
+def test_the_training_queue_and_records_suit_the_training_function(template: Template) -> None:
+    # Given the training function, its SQS event, its queue and the records table
+    function = _function(template, "TrainingFunction")
+    event = next(e for e in function["Events"].values() if e["Type"] == "SQS")["Properties"]
+    queue = template["Resources"]["TrainingQueue"]["Properties"]
+    table = template["Resources"]["RecordsTable"]["Properties"]
+    env = function["Environment"]["Variables"]
+    # Then a message outlives a run that times out six times over, one run per invocation, the
+    # function fails a record on the receive the queue dead-letters after
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+    assert event["BatchSize"] == 1
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert int(env["TRAINING_MAX_RECEIVES"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    # And the records table has the key and the indexes control/records.py queries, encrypted, recoverable
+    indexes = {
+        i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]
+    }
+    assert table["KeySchema"] == [{"AttributeName": "arn", "KeyType": "HASH"}]
+    assert indexes == {BY_KIND: ["kind", "name"], BY_PARENT: ["parentArn", "kindName"]}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # And its layers are the core's and the training layer (scipy + implicit)
+    assert function["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "TrainingLayer"}]

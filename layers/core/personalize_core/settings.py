@@ -48,6 +48,20 @@ class Settings(NamedTuple):
     s3_endpoint_url: str = ""
     #: PERSONALIZE_NATIVE_KERNELS=0 scores with numpy only (serving/native.py: for comparison).
     native_kernels: bool = True
+    #: Training (personalize_core.training): the table of dataset groups, schemas, datasets, import
+    #: jobs, solutions, solution versions and recommenders (control/records.py), and the queue of
+    #: import and training messages the training function reads.
+    records_table: str = ""
+    training_queue_url: str = ""
+    #: A training message received this many times fails its job (= TrainingQueue's maxReceiveCount).
+    training_max_receives: int = 3
+    #: Automatic training: EventBridge Scheduler schedules in this group send the training queue
+    #: (``training_queue_arn``) a message with ``scheduler_role_arn``'s permission.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    training_queue_arn: str = ""
+    #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
+    training_threads: int = 0
 
 
 def _float(name: str, default: float) -> float:
@@ -80,6 +94,13 @@ def get_settings() -> Settings:
         batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
         native_kernels=os.environ.get(NATIVE_KERNELS_VARIABLE, "1") != "0",
+        records_table=os.environ.get("RECORDS_TABLE", ""),
+        training_queue_url=os.environ.get("TRAINING_QUEUE_URL", ""),
+        training_max_receives=max(1, int(_float("TRAINING_MAX_RECEIVES", 3))),
+        schedule_group=os.environ.get("SCHEDULE_GROUP", ""),
+        scheduler_role_arn=os.environ.get("SCHEDULER_ROLE_ARN", ""),
+        training_queue_arn=os.environ.get("TRAINING_QUEUE_ARN", ""),
+        training_threads=max(0, int(_float("TRAINING_THREADS", 0))),
     )
 
 

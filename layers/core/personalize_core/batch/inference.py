@@ -45,22 +45,30 @@ class Line:
     filter_values: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     output: dict[str, Any] | None = None
+    #: The recipe answers with scores (an error line then carries an empty ``scores`` too).
+    scored: bool = False
 
     def to_json(self) -> bytes:
-        line = {"input": self.given, "output": None if self.error else self.output, "error": self.error}
+        # An error line keeps the output's shape, empty, beside its error, as Personalize writes
+        # it: client loops over line["output"]["recommendedItems"] never meet a null.
+        output = self.output
+        if self.error or output is None:
+            output = {"recommendedItems": [], **({"scores": []} if self.scored else {})}
+        line = {"input": self.given, "output": output, "error": self.error}
         return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def parse_line(raw: bytes, recipe: Recipe) -> Line:
+    scored = recipe in (Recipe.USER_PERSONALIZATION, Recipe.PERSONALIZED_RANKING)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return Line(given=raw.decode("utf-8", "replace"), error="The line is not valid UTF-8")
+        return Line(given=raw.decode("utf-8", "replace"), error="The line is not valid UTF-8", scored=scored)
     try:
         given = json.loads(text)
     except ValueError:
-        return Line(given=text, error="The line is not valid JSON")
-    line = Line(given=given)
+        return Line(given=text, error="The line is not valid JSON", scored=scored)
+    line = Line(given=given, scored=scored)
     try:
         fields = Fields(given, "", LINE_FIELDS[recipe])
         if recipe is Recipe.RELATED_ITEMS:
@@ -110,8 +118,8 @@ def answer_lines(
                 ranking = recipes.rank(model, user, line.item_list, allowed)
                 line.output = _output(model, ranking.items, ranking.scores)
                 line.output["recommendedItems"] += ranking.unknown
-                if ranking.scores is not None:  # aligned with recommendedItems: unknown items have none
-                    line.output["scores"] += [None] * len(ranking.unknown)
+                if ranking.scores is not None:  # aligned with recommendedItems
+                    line.output["scores"] += [recipes.UNKNOWN_ITEM_SCORE] * len(ranking.unknown)
             elif (
                 recipe is Recipe.USER_PERSONALIZATION
                 and user is not None
@@ -120,7 +128,7 @@ def answer_lines(
             ):
                 batched.append((position, user.row))
             else:
-                line.output = _output(model, *recipes.recommend(model, user, line.item_id)(allowed, k))
+                line.output = _output(model, *recipes.recommend(model, user, line.item_id).rank(allowed, k))
         except InvalidInputException as exc:
             line.error = exc.message
     if batched and model.user_factors is not None and model.item_factors is not None:

@@ -19,7 +19,7 @@ from personalize_core.errors import (
     ResourceNotFoundException,
 )
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import ACTIVE, CampaignPointer, campaign_key
+from personalize_core.modelstore.layout import ACTIVE, CampaignPointer, Manifest, campaign_key
 
 CAMPAIGN_FIELDS = frozenset({"name", "solutionVersionArn", "minProvisionedTPS", "campaignConfig", "tags"})
 #: What a campaign record keeps beside its pointer (Describe gives them back).
@@ -41,6 +41,57 @@ def _options(fields: Fields) -> dict[str, Any]:
             raise InvalidInputException("campaignConfig must be an object")
         options["campaignConfig"] = config
     return options
+
+
+LATEST = "/$LATEST"
+
+
+def _syncs(options: dict[str, Any]) -> bool:
+    return (options.get("campaignConfig") or {}).get("syncWithLatestSolutionVersion") is True
+
+
+def _manifest(bucket: ModelBucket, version_arn: str, options: dict[str, Any]) -> Manifest:
+    """The version a campaign is to serve: ``solutionVersionArn`` itself, or with
+    syncWithLatestSolutionVersion (and ``<solution ARN>/$LATEST``) the solution's newest version."""
+    if not version_arn.endswith(LATEST):
+        if _syncs(options):
+            raise InvalidInputException(
+                "With campaignConfig.syncWithLatestSolutionVersion, solutionVersionArn must be "
+                "<solution ARN>/$LATEST"
+            )
+        return bucket.manifest(version_arn)
+    if not _syncs(options):
+        raise InvalidInputException(
+            "solutionVersionArn <solution ARN>/$LATEST needs "
+            "campaignConfig.syncWithLatestSolutionVersion true"
+        )
+    solution = parse_arn(version_arn[: -len(LATEST)], "solutionVersionArn", "solution").path[0]
+    manifest = bucket.newest_manifest(solution)
+    if manifest is None:
+        raise ResourceNotFoundException(f"Solution {version_arn[: -len(LATEST)]} has no ACTIVE version yet")
+    return manifest
+
+
+def sync_campaigns(bucket: ModelBucket, manifest: Manifest) -> list[str]:
+    """Point every campaign that syncs with the latest version of ``manifest``'s solution at it
+    (called once the new version is ACTIVE and its files are checked). Returns their names."""
+    moved = []
+    for key in bucket.keys("campaigns/"):
+        raw = bucket.read_json(key) if key.endswith(".json") else None
+        if raw is None or not _syncs(raw) or raw.get("solution") != manifest.solution:
+            continue
+        pointer = CampaignPointer.from_json(raw)
+        if pointer.version == manifest.version:
+            continue
+        updated = pointer._replace(
+            solution_version_arn=manifest.solution_version_arn,
+            version=manifest.version,
+            updated_at=time.time(),
+        )
+        kept = {k: raw[k] for k in OPTIONS if k in raw}
+        bucket.write_json(campaign_key(pointer.name), {**updated.to_json(), **kept})
+        moved.append(pointer.name)
+    return moved
 
 
 def read_campaign(bucket: ModelBucket, arn: str) -> tuple[CampaignPointer, dict[str, Any]]:
@@ -80,7 +131,8 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     name = check_name(fields.required_string("name", max_len=63), "name")
     version_arn = fields.required_arn("solutionVersionArn")
     options = _options(fields)
-    manifest = bucket.manifest(version_arn)
+    manifest = _manifest(bucket, version_arn, options)
+    version_arn = manifest.solution_version_arn
     parsed = parse_arn(version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(parsed.region, parsed.account, "campaign", name))
     now = time.time()
@@ -124,8 +176,8 @@ def update_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     options = _options(fields)
     pointer, raw = read_campaign(bucket, arn)
     if version_arn is not None:
-        manifest = bucket.manifest(version_arn)
-        solution, version = manifest.solution, manifest.version
+        manifest = _manifest(bucket, version_arn, options or {k: raw[k] for k in OPTIONS if k in raw})
+        version_arn, solution, version = manifest.solution_version_arn, manifest.solution, manifest.version
     else:
         version_arn, solution, version = pointer.solution_version_arn, pointer.solution, pointer.version
     kept = {k: raw[k] for k in OPTIONS if k in raw}

@@ -51,6 +51,11 @@ class SolutionVersionModel(NamedTuple):
     #: An upper bound on the largest row norm of the item factors: the scorer's error bounds are
     #: proportional to it.
     item_max_norm: float = 0.0
+    #: float64 [d]: scores the users the model has no vector for (the mean user vector); None where
+    #: the recipe has no users.
+    cold_user_vector: np.ndarray | None = None
+    #: log Σ_j exp(cold·j), when the version stores it.
+    cold_user_log_normaliser: float | None = None
 
     @property
     def arn(self) -> str:
@@ -238,6 +243,7 @@ def build_model(
         raw = decode_npy(*verified(ArrayName.USER_LOG_NORMALISERS))
         user_log_normalisers = _log_normalisers(raw, manifest)
 
+    cold_vector, cold_normaliser = _cold_user(verified, manifest, user_factors)
     popular_order = popularity_order(popularity)
     return SolutionVersionModel(
         manifest=manifest,
@@ -252,4 +258,24 @@ def build_model(
         extras=load_extras(manifest, fetch),
         user_log_normalisers=user_log_normalisers,
         item_max_norm=item_max_norm,
+        cold_user_vector=cold_vector,
+        cold_user_log_normaliser=cold_normaliser,
     )
+
+
+def _cold_user(
+    verified: Callable[[ArrayName], tuple[bytes, FileEntry]],
+    manifest: Manifest,
+    user_factors: np.ndarray | None,
+) -> tuple[np.ndarray | None, float | None]:
+    """The cold-user vector and its normaliser: stored by the writer, or (versions published before
+    it) the mean of the user factors, whose normaliser the scorer then computes per request."""
+    if user_factors is None:
+        return None, None
+    if ArrayName.COLD_USER.value not in manifest.files:
+        return np.asarray(user_factors, dtype=np.float64).mean(axis=0), None
+    stored = decode_npy(*verified(ArrayName.COLD_USER))
+    if stored.dtype != np.float64 or stored.shape != (manifest.dimensions + 1,):
+        raise ArtifactError(f"{ArrayName.COLD_USER.value} must be float64 [dimensions + 1]")
+    _check_finite(ArrayName.COLD_USER.value, stored)
+    return stored[:-1], float(stored[-1])

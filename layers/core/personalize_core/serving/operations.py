@@ -10,12 +10,11 @@ HTTP; ``edge.api`` turns results and exceptions into responses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from personalize_core.edge.requests import RankingRequest, RecommendationsRequest
+from personalize_core.edge.requests import Promotion, RankingRequest, RecommendationsRequest
 from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.attributes import Column
 from personalize_core.modelstore.model import SolutionVersionModel
@@ -59,6 +58,7 @@ def predicted_items(
     indices: np.ndarray,
     scores: np.ndarray | None = None,
     metadata: list[tuple[str, Column]] | None = None,
+    reason: str | None = None,
 ) -> list[PredictedItem]:
     ids = model.item_ids
     rows = indices.tolist()
@@ -69,6 +69,9 @@ def predicted_items(
     if metadata:
         for item, row in zip(items, rows, strict=True):
             item["metadata"] = {name: column.text(row) for name, column in metadata}
+    if reason is not None:
+        for item in items:
+            item["reason"] = [reason]
     return items
 
 
@@ -94,18 +97,16 @@ class _Filters:
 def get_recommendations(
     request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
 ) -> Answer:
-    if request.recommender_arn is not None:
-        raise InvalidInputException(
-            "recommenderArn is not supported: this service serves campaigns; publish the model and "
-            "send its campaignArn instead"
-        )
-    assert request.campaign_arn is not None
-    _, model = store.campaign(request.campaign_arn)
+    if request.recommender_arn is not None:  # a recommender is served as a campaign is
+        _, model = store.recommender(request.recommender_arn)
+    else:
+        assert request.campaign_arn is not None
+        _, model = store.campaign(request.campaign_arn)
     recipes.check_query(model, Operation.RECOMMENDATIONS, request.user_id, request.item_id)
     compiled, options, k = _Filters(store, filters), request.options, request.num_results
     metadata = metadata_columns(model, options.metadata_columns)
     user = recipes.user_vector(model, request.user_id, options.context)
-    rank = recipes.recommend(model, user, request.item_id)
+    recommender = recipes.recommend(model, user, request.item_id)
 
     def allowed(filter_arn: str | None, values: Any, field: str) -> np.ndarray | None:
         return recipes.allowed_items(
@@ -114,39 +115,35 @@ def get_recommendations(
 
     mask = allowed(options.filter_arn, options.filter_values, "filterArn")
     if not request.promotions:
-        chosen, scores = rank(mask, k)
-        return Answer(predicted_items(model, chosen, scores, metadata), model.arn)
+        chosen, scores = recommender.rank(mask, k)
+        return Answer(predicted_items(model, chosen, scores, metadata, recommender.reason), model.arn)
     promotion = request.promotions[0]
     promotable = allowed(promotion.filter_arn, promotion.filter_values, "promotions[0].filterArn")
-    return Answer(
-        _promote(
-            model, rank, mask, promotable, k, promotion.name, promotion.percent_promoted_items, metadata
-        ),
-        model.arn,
-    )
+    items = _promote(model, recommender, mask, promotable, k, promotion, metadata)
+    return Answer(items, model.arn)
 
 
 def _promote(
     model: SolutionVersionModel,
-    rank: Callable[[np.ndarray | None, int], tuple[np.ndarray, np.ndarray | None]],
+    recommender: recipes.Recommender,
     allowed: np.ndarray | None,
     promotable: np.ndarray | None,
     k: int,
-    name: str,
-    percent: int,
+    promotion: Promotion,
     metadata: list[tuple[str, Column]],
 ) -> list[PredictedItem]:
     """``ceil(k * percent / 100)`` items from the promotion's filter, spread evenly among the
     others (which the request's filter governs); never the same item twice."""
-    promoted, promoted_scores = rank(promotable, math.ceil(k * percent / 100))
+    rank = recommender.rank
+    promoted, promoted_scores = rank(promotable, math.ceil(k * promotion.percent_promoted_items / 100))
     regular_allowed = np.ones(model.num_items, dtype=bool) if allowed is None else allowed.copy()
     regular_allowed[promoted] = False
     regular, regular_scores = rank(regular_allowed, k - len(promoted))
     promoted_items = predicted_items(model, promoted, promoted_scores, metadata)
     for item in promoted_items:
-        item["promotionName"] = name
+        item["promotionName"] = promotion.name
         item["reason"] = [PROMOTED_REASON]
-    regular_items = predicted_items(model, regular, regular_scores, metadata)
+    regular_items = predicted_items(model, regular, regular_scores, metadata, recommender.reason)
     total = len(promoted_items) + len(regular_items)
     slots = set(spread_positions(len(promoted_items), total))
     promoted_iter, regular_iter = iter(promoted_items), iter(regular_items)
@@ -165,4 +162,5 @@ def get_personalized_ranking(
     mask = recipes.allowed_items(model, compiled, options.filter_values, request.user_id, None)
     ranking = recipes.rank(model, user, request.input_list, mask)
     items = predicted_items(model, ranking.items, ranking.scores, metadata)
-    return Answer(items + [{"itemId": i} for i in ranking.unknown], model.arn)
+    score = {"score": recipes.UNKNOWN_ITEM_SCORE} if ranking.scores is not None else {}
+    return Answer(items + [{"itemId": i, **score} for i in ranking.unknown], model.arn)

@@ -23,6 +23,7 @@ import numpy as np
 from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.serving.related import co_occurring_items
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:  # filters are imported by the first query that names one, not by every cold start
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # filters are imported by the first query that names one, not
 
 #: (item indices, scores or None): the best items of a mask, for a count.
 Ranker = Callable[[np.ndarray | None, int], tuple[np.ndarray, np.ndarray | None]]
+#: Personalize's reason for a placeholder popular item: it has no relevance score for the query.
+POPULAR_REASON = "Popular item"
 
 
 class Operation:
@@ -59,12 +62,15 @@ def check_query(
 
 
 class UserVector(NamedTuple):
-    #: The vector that scores the user: the stored float32 row, or float64 when context moved it.
+    #: The vector that scores the user: the stored float32 row, the cold-user vector (float64), or
+    #: float64 when context moved either.
     vector: np.ndarray
     #: log Σ_j exp(vector·j) over the catalog, when the version stores it for this vector.
     log_normaliser: float | None
     #: The user's row of the stored factors, when ``vector`` is exactly that row.
-    row: int | None
+    row: int | None = None
+    #: The model does not know the user: the cold-user vector scores them.
+    cold: bool = False
 
 
 def context_shift(model: SolutionVersionModel, context: Mapping[str, str]) -> np.ndarray | None:
@@ -91,19 +97,27 @@ def context_shift(model: SolutionVersionModel, context: Mapping[str, str]) -> np
 def user_vector(
     model: SolutionVersionModel, user_id: str | None, context: Mapping[str, str]
 ) -> UserVector | None:
-    """The vector that scores ``user_id`` (None: the model cannot score this user).
+    """The vector that scores ``user_id`` (None: the recipe scores no users).
 
-    Context adds its vectors to the user's, in float64 (the scorer keeps that precision); the
-    stored normaliser then no longer applies and the scorer computes the vector's own.
+    A user the model does not know is scored with the version's cold-user vector (the mean user
+    vector), so every USER_PERSONALIZATION and PERSONALIZED_RANKING answer carries scores, as
+    Personalize's do. Context adds its vectors to the user's, in float64 (the scorer keeps that
+    precision); the stored normaliser then no longer applies and the scorer computes the vector's own.
     """
     shift = context_shift(model, context)  # checked for every request, known user or not
-    row = model.user_index.get(user_id) if user_id is not None else None
-    if row is None or model.user_factors is None or model.item_factors is None:
+    if model.item_factors is None:
         return None
-    stored: np.ndarray = model.user_factors[row]
+    row = model.user_index.get(user_id) if user_id is not None else None
+    if row is not None and model.user_factors is not None:
+        stored: np.ndarray = model.user_factors[row]
+        if shift is None:
+            return UserVector(stored, model.log_normaliser(row), row)
+        return UserVector(stored.astype(np.float64) + shift, None)
+    if model.cold_user_vector is None:
+        return None
     if shift is None:
-        return UserVector(stored, model.log_normaliser(row), row)
-    return UserVector(stored.astype(np.float64) + shift, None, None)
+        return UserVector(model.cold_user_vector, model.cold_user_log_normaliser, cold=True)
+    return UserVector(model.cold_user_vector + shift, None, cold=True)
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -131,6 +145,7 @@ def allowed_items(
     from personalize_core.serving.filters import allowed_items as filter_mask  # noqa: PLC0415
 
     where = f"{field} {compiled.record.filter_arn}"
+    compiled.record.check_applies_to(model.manifest, where)
     if item_id is None and any(e.uses_current_item for e in compiled.program.expressions):
         raise InvalidInputException(f"{where} uses CurrentItem, which needs an itemId")
     current_item = model.item_index.get(item_id) if item_id is not None else None
@@ -140,10 +155,18 @@ def allowed_items(
 # -- GetRecommendations' recipes -------------------------------------------------------------------
 
 
-def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str | None) -> Ranker:
-    """The ranker of a GetRecommendations query: by score for a user the model can score
-    (USER_PERSONALIZATION), by cosine similarity to a known item (RELATED_ITEMS), else by popularity
-    (POPULAR_ITEMS, and the cold start of the other two), without scores."""
+class Recommender(NamedTuple):
+    rank: Ranker
+    #: The reason every item it ranks carries (Personalize's PredictedItem.reason), if any.
+    reason: str | None = None
+
+
+def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str | None) -> Recommender:
+    """The ranker of a GetRecommendations query: by score for a user (USER_PERSONALIZATION; the
+    cold-user vector scores unknown users), by similarity to a known item (RELATED_ITEMS: item-item
+    co-occurrence where the version has it, else the item factors' cosine),
+    else by popularity, without scores (POPULAR_ITEMS; and RELATED_ITEMS for an item the model
+    does not know, whose popular items are placeholders, as Personalize marks them)."""
     recipe = model.manifest.recipe
     if recipe is Recipe.USER_PERSONALIZATION and user is not None and model.item_factors is not None:
         items = model.item_factors
@@ -158,23 +181,35 @@ def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str
                 max_norm=model.item_max_norm,
             )
 
-        return by_score
+        return Recommender(by_score)
     item = model.item_index.get(item_id) if recipe is Recipe.RELATED_ITEMS and item_id is not None else None
+    co = model.extras.co_occurrence
+    if item is not None and co is not None:  # a trained version where co-occurrence measured better
+
+        def by_co_occurrence(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+            return co_occurring_items(co, model.popular_order, item, k, allowed), None
+
+        return Recommender(by_co_occurrence)
     if item is not None and model.item_factors is not None and model.item_norms is not None:
         factors, norms = model.item_factors, model.item_norms
 
         def by_similarity(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
             return related_top_k(factors, norms, item, k, allowed), None
 
-        return by_similarity
+        return Recommender(by_similarity)
 
     def by_popularity(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         return popular_top_k(model.popular_order, k, allowed), None
 
-    return by_popularity
+    return Recommender(by_popularity, POPULAR_REASON if recipe is not Recipe.POPULAR_ITEMS else None)
 
 
 # -- GetPersonalizedRanking ------------------------------------------------------------------------
+
+
+#: The score of an input item the model does not know (Personalize's guide: "If an item wasn't
+#: present during the latest training, it receives a score of 0").
+UNKNOWN_ITEM_SCORE = 0.0
 
 
 class Ranking(NamedTuple):
@@ -182,7 +217,7 @@ class Ranking(NamedTuple):
     items: np.ndarray
     #: Their scores (a softmax over the input list), or None when the user cannot be scored.
     scores: np.ndarray | None
-    #: Input ids the model does not know, in input order: they go last.
+    #: Input ids the model does not know, in input order: they go last, scored UNKNOWN_ITEM_SCORE.
     unknown: list[str]
 
 
@@ -197,8 +232,8 @@ def rank(
     The scores are a softmax over every known item of the input list, as Personalize's guide gives
     the formula ("identical to GetRecommendations, except that it only considers the input items");
     a filter then removes items from the answer without renormalising, as it does for
-    GetRecommendations' catalog-wide softmax. Items the model does not know go last without a
-    score; with a filter they are left out (they cannot be checked against it).
+    GetRecommendations' catalog-wide softmax. Items the model does not know go last with a score of
+    0 (the guide's rule); with a filter they are left out (they cannot be checked against it).
     """
     wanted = list(dict.fromkeys(input_list))
     index = model.item_index
