@@ -28,6 +28,7 @@ from personalize_core.serving.scoring import (
     related_top_k,
     user_top_k,
 )
+from personalize_core.text import check_text, dumps
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {
@@ -52,7 +53,7 @@ class Line:
 
     def to_json(self) -> bytes:
         line = {"input": self.given, "output": None if self.error else self.output, "error": self.error}
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return dumps(line).encode("utf-8")
 
 
 def parse_line(raw: bytes, recipe: Recipe) -> Line:
@@ -66,6 +67,7 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
         return Line(given=text, error="The line is not valid JSON")
     line = Line(given=given)
     try:
+        check_text(given)
         fields = Fields(given, "", LINE_FIELDS[recipe])
         if recipe is Recipe.RELATED_ITEMS:
             line.item_id = fields.string("itemId", max_len=ID_MAX, min_len=1, required=True)
