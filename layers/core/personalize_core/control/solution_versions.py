@@ -9,11 +9,11 @@ from typing import Any
 
 from personalize_core.arns import make_arn, parse_arn
 from personalize_core.control.campaigns import timestamps
-from personalize_core.control.paging import PageRequest, key_page, paged
+from personalize_core.control.paging import PageRequest, key_page, paged, skipped
 from personalize_core.edge.fields import Fields
-from personalize_core.errors import ResourceNotFoundException
+from personalize_core.errors import ArtifactError, ResourceNotFoundException
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import ACTIVE, MANIFEST, Manifest, Recipe
+from personalize_core.modelstore.layout import ACTIVE, CREATE_FAILED, MANIFEST, Manifest, Recipe
 
 RECIPE_ARNS = {
     Recipe.USER_PERSONALIZATION: "arn:aws:personalize:::recipe/aws-user-personalization",
@@ -45,7 +45,13 @@ def _solution_version_json(manifest: Manifest, summary: bool = False) -> dict[st
 
 def describe_solution_version(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"solutionVersionArn"}))
-    manifest = bucket.manifest(fields.required_arn("solutionVersionArn"))
+    arn = fields.required_arn("solutionVersionArn")
+    try:
+        manifest = bucket.manifest(arn)
+    except ArtifactError as exc:  # say what is wrong with it, as Personalize does of a failed version
+        return {
+            "solutionVersion": {"solutionVersionArn": arn, "status": CREATE_FAILED, "failureReason": str(exc)}
+        }
     return {"solutionVersion": _solution_version_json(manifest)}
 
 
@@ -56,12 +62,16 @@ def list_solution_versions(bucket: ModelBucket, body: dict[str, Any]) -> dict[st
     if solution_arn is not None:
         solution = parse_arn(solution_arn, "solutionArn", "solution").path[0]
         prefix = f"solutions/{solution}/"
-        if next(iter(bucket.manifests(prefix)), None) is None:
+        if not any(key.endswith("/" + MANIFEST) for key in bucket.keys(prefix)):
             raise ResourceNotFoundException(f"Solution {solution_arn} does not exist")
 
     def summary(key: str) -> dict[str, Any] | None:
-        raw = bucket.read_json(key) if key.endswith("/" + MANIFEST) else None
-        return _solution_version_json(Manifest.from_json(raw), summary=True) if raw is not None else None
+        try:
+            raw = bucket.read_json(key) if key.endswith("/" + MANIFEST) else None
+            return _solution_version_json(Manifest.from_json(raw), summary=True) if raw is not None else None
+        except ArtifactError as exc:
+            skipped(key, exc)
+            return None
 
     items, token = key_page(lambda after: bucket.keys(prefix, after), prefix, PageRequest(fields), summary)
     return paged("solutionVersions", items, token)
