@@ -50,6 +50,18 @@ READ_TIMEOUT_SECONDS = 10.0
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
+#: ``requestContext.identity`` of a request signed by the local account's root user (what
+#: ``proxy_event`` gives unless told otherwise; lambda_personalize.local_iam resolves real signers).
+ROOT_IDENTITY = {
+    "userArn": "arn:aws:iam::123456789012:root",
+    "accountId": "123456789012",
+    "caller": "123456789012",
+}
+#: API Gateway's IAM auth: (method, path, headers) -> the ``requestContext.identity`` fields of who
+#: signed the request (``{}`` on a route without IAM auth).
+IdentityResolver = Callable[[str, str, Mapping[str, str]], Mapping[str, str]]
+
+
 def proxy_event(
     method: str,
     path: str,
@@ -57,8 +69,11 @@ def proxy_event(
     body: bytes,
     stage: str = "Prod",
     source_ip: str = "127.0.0.1",
+    identity: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST (v1) proxy event, as API Gateway and `sam local` build it."""
+    """An API Gateway REST (v1) proxy event, as API Gateway and `sam local` build it. ``identity``:
+    the fields API Gateway's IAM auth adds to ``requestContext.identity`` (default: the root user's;
+    ``{}`` for a route without IAM auth)."""
     try:
         text, is_base64 = body.decode("utf-8"), False
     except UnicodeDecodeError:
@@ -82,7 +97,11 @@ def proxy_event(
             "requestId": request_id,
             "requestTimeEpoch": int(time.time() * 1000),
             "protocol": "HTTP/1.1",
-            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", "")},
+            "identity": {
+                "sourceIp": source_ip,
+                "userAgent": headers.get("User-Agent", ""),
+                **(ROOT_IDENTITY if identity is None else identity),
+            },
             "accountId": "123456789012",
             "apiId": "local",
         },
@@ -151,9 +170,13 @@ def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 class LocalApi:
     """The WSGI application: routes, framing checks, proxy events, one invocation at a time per function."""
 
-    def __init__(self, routes: Routes, stage_prefix: str = "") -> None:
+    def __init__(
+        self, routes: Routes, stage_prefix: str = "", identity: IdentityResolver | None = None
+    ) -> None:
         self.routes = routes
         self.stage_prefix = stage_prefix.rstrip("/")
+        #: API Gateway's IAM auth: who signed (None: no IAM auth, the identity carries no principal).
+        self.identity = identity
         self._instances = {id(handler): threading.Lock() for _, handler in routes.values()}
 
     def instance_lock(self, handler: Handler) -> threading.Lock:
@@ -182,7 +205,8 @@ class LocalApi:
         headers = {name: value for name, value in request.headers.items() if name != "Transfer-Encoding"}
         if request.headers.get("Transfer-Encoding") is not None:
             headers["Content-Length"] = str(len(body))  # API Gateway hands on a whole body
-        event = proxy_event(method, path, headers, body)
+        signer = self.identity(method, path, headers) if self.identity is not None else {}
+        event = proxy_event(method, path, headers, body, identity=signer)
         try:
             with self.instance_lock(handler):
                 result = handler(event, LocalLambdaContext(function_name=function_name))
@@ -244,9 +268,10 @@ class LocalApiServer(ThreadedWSGIServer):
         stage_prefix: str = "",
         verbose: bool = False,
         read_timeout: float = READ_TIMEOUT_SECONDS,
+        identity: IdentityResolver | None = None,
     ) -> None:
         self.verbose = verbose
-        self.api = LocalApi(routes, stage_prefix)
+        self.api = LocalApi(routes, stage_prefix, identity)
         handler = type("RequestHandler", (_RequestHandler,), {"timeout": read_timeout})
         try:
             super().__init__(host, port, self.api, handler=handler)

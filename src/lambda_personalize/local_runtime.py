@@ -38,6 +38,7 @@ from personalize_core.modelstore.bucket import ModelBucket
 from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
 from .local_api import Handler, LocalApiServer
+from .local_iam import install_policy_simulator, signer_identity
 from .local_resources import create_resources
 from .template import SQS_QUEUE, FunctionSpec, LocalTemplate, Stack, TemplateError
 
@@ -50,7 +51,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "IAM")
 
 
 class LocalRuntimeError(Exception):
@@ -200,7 +201,16 @@ class LocalRuntime:
                 self._publish_demo(options.demo)
             routes = self._routes()
             self._start_pollers()
-            self.api = LocalApiServer(routes, host=options.host, port=options.port, verbose=options.verbose)
+            iam_routes = self.template.iam_auth_routes() if self.template is not None else set()
+            self.api = LocalApiServer(
+                routes,
+                host=options.host,
+                port=options.port,
+                verbose=options.verbose,
+                identity=lambda method, path, headers: (
+                    signer_identity(headers, options.account) if (method, path) in iam_routes else {}
+                ),
+            )
             self.api.start()
         except BaseException:
             self.stop()
@@ -245,6 +255,7 @@ class LocalRuntime:
             ip_address=self.options.host, port=self.options.aws_port, verbose=False
         )
         self._moto.start()
+        install_policy_simulator()  # IAM's SimulatePrincipalPolicy, which moto lacks (local_iam.py)
         host, port = self._moto.get_host_and_port()
         self.aws_url = f"http://{host}:{port}"
 

@@ -32,7 +32,11 @@ class ControlPlane:
 
         return register
 
-    def dispatch(self, target: str | None, body: Any) -> dict[str, Any]:
+    def dispatch(
+        self, target: str | None, body: Any, authorize: Callable[[str, dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Run the operation ``target`` names, once ``authorize(operation, body)`` (when given) has
+        returned: it raises to refuse (control/permissions.py says what each operation needs)."""
         if not target or not target.startswith(TARGET_PREFIX):
             raise UnknownOperationException(f"X-Amz-Target must be {TARGET_PREFIX}<Operation>")
         name = target[len(TARGET_PREFIX) :]
@@ -41,6 +45,8 @@ class ControlPlane:
             raise UnknownOperationException(f"Operation {name[:100]} is not supported")
         if not isinstance(body, dict):
             raise InvalidInputException("The request body must be a JSON object")
+        if authorize is not None:
+            authorize(name, body)
         try:
             return operation(body)
         except ArtifactError as exc:
