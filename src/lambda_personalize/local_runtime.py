@@ -277,6 +277,7 @@ class LocalRuntime:
         options = self.options
         stack = Stack(options.stack, options.region, options.account, self.aws_url)
         self.template = LocalTemplate(options.template, stack, options.parameter_overrides)
+        self.template.check_rules()  # as CloudFormation does before a deploy
         self.functions = self.template.functions()
         merged_environment(self.functions)  # refuse conflicting environments before doing anything
 

@@ -291,6 +291,18 @@ class LocalTemplate:
 
         return re.sub(r"\$\{([^}]+)\}", substitute, str(text))
 
+    def check_rules(self) -> None:
+        """The template's ``Rules``, as CloudFormation applies them before deploying: a rule whose
+        condition holds must have every assertion hold (TemplateError with its description)."""
+        for name, rule in (self.document.get("Rules") or {}).items():
+            condition = rule.get("RuleCondition")
+            if condition is not None and not self.resolve(condition):
+                continue
+            for assertion in rule.get("Assertions") or []:
+                if not self.resolve(assertion["Assert"]):
+                    description = assertion.get("AssertDescription", f"rule {name} does not hold")
+                    raise TemplateError(f"template rule {name}: {description}")
+
     # -- what the runtime needs ------------------------------------------------------------------
 
     def local_resources(self) -> list[ResourceSpec]:

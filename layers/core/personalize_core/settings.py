@@ -46,6 +46,9 @@ class Settings(NamedTuple):
     control_plane_access: str = "IAM_POLICIES"
     #: How long an authorisation decision is reused for the same principal, action and resource.
     authorization_cache_seconds: float = 30.0
+    #: The roles (name or path/name, IAM wildcards) a batch job may name; the template's
+    #: BatchJobRoleNamePattern, which the worker's sts:AssumeRole grant is scoped to as well.
+    batch_job_role_name_pattern: str = "*"
 
 
 def _float(name: str, default: float) -> float:
@@ -79,4 +82,5 @@ def get_settings() -> Settings:
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
         control_plane_access=os.environ.get("CONTROL_PLANE_ACCESS", "IAM_POLICIES").strip().upper(),
         authorization_cache_seconds=_float("AUTHORIZATION_CACHE_SECONDS", 30.0),
+        batch_job_role_name_pattern=os.environ.get("BATCH_JOB_ROLE_NAME_PATTERN") or "*",
     )
