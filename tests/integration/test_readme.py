@@ -35,6 +35,7 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     namespace: dict[str, object] = {}
     for block in blocks:
         code = block.replace("http://127.0.0.1:3000", local_stack.api_url)
+        code = code.replace("http://127.0.0.1:5050", local_stack.aws_url)
         # When it runs as written, Then it raises nothing (botocore raises on any error answer)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
@@ -44,6 +45,10 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     answer = namespace["answer"]
     assert isinstance(answer, dict)
     assert set(answer["itemList"][0]["metadata"]) == {"GENRES", "TITLE"}
+    # And the batch job against make run ran to the end
+    job = namespace["job"]
+    assert isinstance(job, dict)
+    assert job["status"] == "ACTIVE", job
 
 
 def test_shell_publish_example_runs(local_stack: LocalStack) -> None:
