@@ -61,7 +61,13 @@ typecheck: $(STAMP) ## mypy (strict): the layer, the tooling, and each function 
 	$(BIN)/mypy
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-pytest: $(STAMP) native chromium ## every test (unit + integration), in parallel
+unit: $(STAMP) native ## the unit tests (tests/unit: no AWS, no network; seconds)
+	$(BIN)/pytest -n auto -q tests/unit
+
+integration: $(STAMP) native chromium ## the integration tests (tests/integration: moto's server, real HTTP, chromium)
+	$(BIN)/pytest -n auto -q tests/integration
+
+pytest: $(STAMP) native chromium ## every test (unit + integration + the fuzz suites' CI size), in parallel
 	$(BIN)/pytest -n auto -q
 
 test: lint typecheck pytest sam-validate sam-build ## everything CI runs
@@ -159,5 +165,14 @@ define check_layer
 	if test -e "$$kernel"; then \
 	  got=$$(od -An -tx2 -j18 -N2 "$$kernel" | tr -d ' '); echo "$(2): _select.so: e_machine $$got"; \
 	  test "$$got" = "$$want" || { echo "FAIL: _select.so in $$layer is not built for $(2)"; exit 1; }; \
-	else echo "$(2): no _select.so (scoring takes its numpy path)"; fi
+	else echo "$(2): no _select.so (scoring takes its numpy path)"; fi; \
+	training="$(1)/TrainingLayer/python"; \
+	als=$$(ls "$$training"/implicit/cpu/_als*.so 2>/dev/null | head -n 1); \
+	test -n "$$als" || { echo "FAIL: no implicit ALS extension in $$training"; exit 1; }; \
+	got=$$(od -An -tx2 -j18 -N2 "$$als" | tr -d ' '); echo "$(2): $$(basename "$$als"): e_machine $$got"; \
+	test "$$got" = "$$want" || { echo "FAIL: implicit in $$training is not built for $(2)"; exit 1; }; \
+	test ! -e "$$training/numpy" || { echo "FAIL: $$training/numpy would shadow CoreLayer's"; exit 1; }; \
+	size=$$(du -sb "$$layer" "$$training" "$(1)/TrainingFunction" | awk '{s += $$1} END {print s}'); \
+	echo "$(2): training function + CoreLayer + TrainingLayer unzipped: $$((size / 1048576)) MiB (Lambda's limit: 250 MiB)"; \
+	test "$$size" -le 262144000 || { echo "FAIL: the training function is over Lambda's 250 MB"; exit 1; }
 endef

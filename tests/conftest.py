@@ -37,12 +37,9 @@ from lambda_personalize.local_api import LocalApiServer  # noqa: E402
 from lambda_personalize.local_iam import install_policy_simulator, signer_identity  # noqa: E402
 from lambda_personalize.local_process import LocalStack, start_local_stack  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
-from personalize_core.edge.authorization import get_authorizer  # noqa: E402
 from personalize_core.modelstore.bucket import ModelBucket  # noqa: E402
 from personalize_core.modelstore.layout import Recipe  # noqa: E402
-from personalize_core.modelstore.store import get_store  # noqa: E402
 from personalize_core.modelstore.writer import prepare_version, put_campaign, upload_version  # noqa: E402
-from personalize_core.settings import get_settings  # noqa: E402
 from tests.utils import ACCOUNT, REGION, ROOT, clear_process_caches, load_function, random_model  # noqa: E402
 
 #: The campaigns that events/*.json name; the session publishes them.
@@ -61,7 +58,7 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     # The serving code uses boto3's defaults; these service endpoints send it to the embedded AWS.
-    for service in ("S3", "STS", "DYNAMODB", "SQS", "IAM"):
+    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM"):
         os.environ[f"AWS_ENDPOINT_URL_{service}"] = url
     install_policy_simulator()  # the embedded IAM answers SimulatePrincipalPolicy, as IAM does
     yield url
@@ -122,18 +119,25 @@ def serving_bucket(s3: Any) -> str:
     return bucket
 
 
+@pytest.fixture(scope="session")
+def records_table(moto_url: str) -> str:
+    """template.yaml's RecordsTable (dataset groups ... recommenders) in the embedded AWS."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    name = f"records-{uuid.uuid4().hex[:10]}"
+    properties = {k: v for k, v in template_properties("RecordsTable").items() if k in _TABLE_API_FIELDS}
+    dynamodb.create_table(TableName=name, **properties)
+    return name
+
+
 @pytest.fixture
-def serving_env(serving_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def serving_env(serving_bucket: str, records_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The environment template.yaml gives the serving functions, with a fresh (cold) store."""
     monkeypatch.setenv("MODEL_BUCKET", serving_bucket)
     monkeypatch.setenv("CAMPAIGN_CACHE_TTL_SECONDS", "0.2")
-    get_settings.cache_clear()
-    get_store.cache_clear()
-    get_authorizer.cache_clear()
+    monkeypatch.setenv("RECORDS_TABLE", records_table)
+    clear_process_caches()
     yield serving_bucket
-    get_settings.cache_clear()
-    get_store.cache_clear()
-    get_authorizer.cache_clear()
+    clear_process_caches()
 
 
 @pytest.fixture

@@ -15,11 +15,14 @@ from lambda_personalize.lambda_context import LocalLambdaContext
 from lambda_personalize.local_runtime import load_handler_module
 from personalize_core.batch import get_worker
 from personalize_core.control.batch_jobs import get_batch_jobs
+from personalize_core.control.records import get_records
+from personalize_core.control.workspace import get_workspace
 from personalize_core.edge.authorization import get_authorizer
 from personalize_core.modelstore.bucket import get_model_bucket
 from personalize_core.modelstore.objects import Received, S3Objects
 from personalize_core.modelstore.store import get_store
 from personalize_core.settings import get_settings
+from personalize_core.training.worker import get_training_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -29,7 +32,17 @@ ACCOUNT = "123456789012"  # moto's account
 
 def clear_process_caches() -> None:
     """Forget the process-wide settings, clients and stores (a test changed the environment)."""
-    for cached in (get_settings, get_store, get_model_bucket, get_batch_jobs, get_worker, get_authorizer):
+    for cached in (
+        get_settings,
+        get_store,
+        get_model_bucket,
+        get_batch_jobs,
+        get_worker,
+        get_records,
+        get_workspace,
+        get_training_worker,
+        get_authorizer,
+    ):
         cached.cache_clear()
 
 

@@ -2,9 +2,19 @@
 
 from typing import Any
 
-from personalize_core.control import batch_jobs, campaigns, filters, solution_versions
+from personalize_core.control import (
+    batch_jobs,
+    campaigns,
+    dataset_groups,
+    datasets,
+    filters,
+    recommenders,
+    solution_versions,
+    solutions,
+)
 from personalize_core.control.permissions import required
 from personalize_core.control.registry import ControlPlane, register_all
+from personalize_core.control.workspace import get_workspace
 from personalize_core.edge import api
 from personalize_core.edge.authorization import caller_of, get_authorizer
 from personalize_core.modelstore.bucket import get_model_bucket
@@ -12,8 +22,10 @@ from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logg
 
 app = api.create_app(json_1_1=True)
 plane = ControlPlane()
-for resource in (filters, campaigns, solution_versions):
+for resource in (filters, campaigns):
     register_all(plane, resource.OPERATIONS, get_model_bucket)
+for training in (dataset_groups, datasets, solutions, solution_versions, recommenders):
+    register_all(plane, training.OPERATIONS, get_workspace)
 register_all(plane, batch_jobs.OPERATIONS, batch_jobs.get_batch_jobs)
 
 

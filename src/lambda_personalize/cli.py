@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalize_core.errors import ArtifactError, InvalidInputException
+from personalize_core.errors import ArtifactError, PersonalizeError
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.writer import list_versions, put_campaign, read_manifest
@@ -84,6 +84,31 @@ def cmd_versions(args: argparse.Namespace) -> dict[str, Any]:
     return {"solutionVersions": [prefix.rstrip("/") for prefix in list_versions(_bucket(args))]}
 
 
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """A new version of a solution, trained here by the training function's own code (for data past
+    Lambda's 15 minutes / 10 GB): the same records, the same files, the same statuses."""
+    from personalize_core.control.records import RecordsTable
+    from personalize_core.control.solution_versions import new_version
+    from personalize_core.control.workspace import SOLUTION, SOLUTION_VERSION, Workspace
+    from personalize_core.training.messages import TrainingQueue
+    from personalize_core.training.worker import TrainingWorker
+
+    session = _session(args)
+    records = RecordsTable(
+        args.records_table, lambda: session.client("dynamodb", endpoint_url=args.endpoint_url)
+    )
+    ws = Workspace(records, _bucket(args), TrainingQueue(""), region=_region(args), account=_account(args))
+    version = new_version(ws, ws.record(args.solution_arn, SOLUTION), args.name, enqueue=False)
+    TrainingWorker(ws, threads=args.threads).run_training(version.arn, last=True)
+    done = ws.record(version.arn, SOLUTION_VERSION)
+    out = {
+        "solutionVersionArn": done.arn,
+        "status": done.status,
+        "metrics": done.attributes.get("metrics", {}),
+    }
+    return out | ({"failureReason": done.failure_reason} if done.failure_reason else {})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lambda-personalize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     versions = sub.add_parser("versions", parents=[common], help="list the published solution versions")
     versions.set_defaults(run=cmd_versions)
+
+    trainer = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a new version of a solution on this machine (the stack's records)",
+    )
+    trainer.add_argument("--records-table", required=True, help="the stack's RecordsTableName output")
+    trainer.add_argument("--solution-arn", required=True)
+    trainer.add_argument("--name", help="the version's id (default: a random one)")
+    trainer.add_argument("--threads", type=int, default=0, help="ALS threads (default: one per CPU)")
+    trainer.set_defaults(run=cmd_train)
 
     run = sub.add_parser(
         "run",
@@ -208,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (PublishError, LocalRuntimeError, TemplateError, ArtifactError, InvalidInputException) as exc:
+    except (PublishError, LocalRuntimeError, TemplateError, ArtifactError, PersonalizeError) as exc:
         print(f"lambda-personalize: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as exc:  # S3 or STS said no (a missing bucket, no access)

@@ -15,8 +15,8 @@ any spelling. What API Gateway adds on top is here, so that a client sees the sa
   when it expires; one that never sends a request is disconnected.
 
 A function handles one request at a time, as a Lambda execution environment does: handler modules
-keep per-invocation state in module globals (the resolver holds the current event), so two
-concurrent requests in one instance would read each other's event. Requests to different
+keep per-invocation state in module globals (the function's ``edge.api.RestApp`` holds the current
+event), so two concurrent requests in one instance would read each other's event. Requests to different
 functions run concurrently.
 """
 

@@ -8,14 +8,15 @@ Creating is idempotent: a resource that already exists is left as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
-from .template import DYNAMODB_TABLE, S3_BUCKET, SQS_QUEUE, ResourceSpec
+from .template import DYNAMODB_TABLE, S3_BUCKET, SCHEDULE_GROUP, SQS_QUEUE, ResourceSpec
 
 # Properties that have no local effect worth emulating (names are handled by the template reader).
-_IGNORED = {"BucketName", "TableName", "QueueName", "Tags"}
+_IGNORED = {"BucketName", "TableName", "QueueName", "Name", "Tags"}
 
 
 def create_resources(session: Any, endpoint_url: str, resources: list[ResourceSpec]) -> list[str]:
@@ -25,9 +26,11 @@ def create_resources(session: Any, endpoint_url: str, resources: list[ResourceSp
         S3_BUCKET: _create_bucket,
         DYNAMODB_TABLE: _create_table,
         SQS_QUEUE: _create_queue,
+        SCHEDULE_GROUP: _create_schedule_group,
     }
+    services = {S3_BUCKET: "s3", DYNAMODB_TABLE: "dynamodb", SQS_QUEUE: "sqs", SCHEDULE_GROUP: "scheduler"}
     for resource in resources:
-        service = {S3_BUCKET: "s3", DYNAMODB_TABLE: "dynamodb", SQS_QUEUE: "sqs"}[resource.type]
+        service = services[resource.type]
         client = session.client(service, endpoint_url=endpoint_url)
         applied = creators[resource.type](client, resource)
         skipped = sorted(set(resource.properties) - applied - _IGNORED)
@@ -166,3 +169,13 @@ def _create_queue(sqs: Any, resource: ResourceSpec) -> set[str]:
     # an error worth seeing, so it is not caught.
     sqs.create_queue(QueueName=resource.physical_name, Attributes=attributes)
     return set(attributes)
+
+
+# -- EventBridge Scheduler -------------------------------------------------------------------------
+
+
+def _create_schedule_group(scheduler: Any, resource: ResourceSpec) -> set[str]:
+    # The embedded AWS keeps schedules (the control plane creates them) but does not fire them.
+    with contextlib.suppress(scheduler.exceptions.ConflictException):
+        scheduler.create_schedule_group(Name=resource.physical_name)
+    return set()

@@ -37,6 +37,7 @@ from personalize_core.modelstore.bucket import ModelBucket
 
 from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
+from .demo_training import train_demo
 from .local_api import Handler, LocalApiServer
 from .local_iam import install_policy_simulator, signer_identity
 from .local_resources import create_resources
@@ -51,7 +52,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "IAM")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM")
 
 
 class LocalRuntimeError(Exception):
@@ -197,9 +198,10 @@ class LocalRuntime:
             self._read_template()
             self._create_resources()
             self._apply_function_environment()
-            if options.demo is not None:
-                self._publish_demo(options.demo)
             routes = self._routes()
+            trains = ("POST", "/") in routes and "RECORDS_TABLE" in os.environ
+            if options.demo is not None and not trains:
+                self._publish_demo(options.demo)  # a template without the data path: the CLI's way
             self._start_pollers()
             iam_routes = self.template.iam_auth_routes() if self.template is not None else set()
             self.api = LocalApiServer(
@@ -212,6 +214,8 @@ class LocalRuntime:
                 ),
             )
             self.api.start()
+            if options.demo is not None and trains:
+                self._train_demo(options.demo)
         except BaseException:
             self.stop()
             raise
@@ -307,6 +311,19 @@ class LocalRuntime:
         self.campaigns = publish_demo(
             ModelBucket(s3, bucket), files, self.options.region, self.options.account
         )
+
+    def _train_demo(self, spec: DemoSpec) -> None:
+        """The demo trained through Personalize's workflow on the running stack (demo_training.py)."""
+        import boto3
+
+        files, _ = ensure_demo_data(self.options.data_dir, spec)
+        personalize = boto3.client(
+            "personalize",
+            endpoint_url=self.api_url,
+            region_name=self.options.region,  # credentials: the fake ones this process set
+        )
+        data_bucket = f"{self.options.stack}-demo-data".lower()
+        self.campaigns = train_demo(personalize, self._s3(), files, data_bucket, self.options.account)
 
     def _routes(self) -> dict[tuple[str, str], tuple[str, Handler]]:
         routes: dict[tuple[str, str], tuple[str, Handler]] = {}

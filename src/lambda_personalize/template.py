@@ -24,7 +24,8 @@ from samtranslator.yaml_helper import intrinsics_multi_constructor
 S3_BUCKET = "AWS::S3::Bucket"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 SQS_QUEUE = "AWS::SQS::Queue"
-LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE)
+SCHEDULE_GROUP = "AWS::Scheduler::ScheduleGroup"
+LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE, SCHEDULE_GROUP)
 FUNCTION = "AWS::Serverless::Function"
 NO_VALUE = object()  # AWS::NoValue: the property is dropped
 
@@ -145,7 +146,12 @@ class LocalTemplate:
     def _physical_name(self, logical_id: str, resource: Mapping[str, Any]) -> str:
         properties = resource.get("Properties") or {}
         kind = resource["Type"]
-        explicit = {S3_BUCKET: "BucketName", DYNAMODB_TABLE: "TableName", SQS_QUEUE: "QueueName"}[kind]
+        explicit = {
+            S3_BUCKET: "BucketName",
+            DYNAMODB_TABLE: "TableName",
+            SQS_QUEUE: "QueueName",
+            SCHEDULE_GROUP: "Name",
+        }[kind]
         if explicit in properties:
             return str(self.resolve(properties[explicit]))
         # CloudFormation's generated names look like <stack>-<LogicalId>-<suffix>; a local stack
@@ -166,6 +172,8 @@ class LocalTemplate:
                 return f"arn:aws:s3:::{name}"
             case "AWS::DynamoDB::Table":
                 return f"arn:aws:dynamodb:{region}:{account}:table/{name}"
+            case "AWS::Scheduler::ScheduleGroup":
+                return f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
             case _:
                 return f"arn:aws:sqs:{region}:{account}:{name}"
 

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 
 from lambda_personalize.local_api import LocalApiServer, proxy_event
+from personalize_core.control.permissions import RESOURCES
 from personalize_core.edge.authorization import get_authorizer
 from tests.conftest import BatchEnv, signed_by
 from tests.utils import ACCOUNT, REGION, clear_process_caches, invoke, load_function
@@ -328,3 +329,31 @@ def test_decisions_are_cached_briefly_and_iam_faults_are_a_503(
         "ServiceUnavailableException",
     )
     assert time.monotonic() - started < 30
+
+
+def test_every_operation_names_personalizes_resource() -> None:
+    # Then every operation the control plane serves has its entry (an operation added without one
+    # would need personalize:<Operation> on '*', so a policy scoped to ARNs never covers it)
+    assert set(load_function("control_plane").plane.operations) <= set(RESOURCES)
+
+
+def test_an_import_job_needs_iam_pass_role_and_a_reader_creates_nothing(
+    client_for: Client, personalize: Any
+) -> None:
+    reader = client_for(READER)
+    denied(
+        lambda: reader.create_dataset_group(name="no-groups"),
+        "personalize:CreateDatasetGroup",
+        f"{ARN}:dataset-group/no-groups",
+    )
+    importer = client_for(allow(["personalize:CreateDatasetImportJob"], [f"{ARN}:dataset-import-job/*"]))
+    denied(
+        lambda: importer.create_dataset_import_job(
+            jobName="no-role",
+            datasetArn=f"{ARN}:dataset/g/INTERACTIONS",
+            dataSource={"dataLocation": "s3://bucket/interactions.csv"},
+            roleArn=ROLE,
+        ),
+        "iam:PassRole",
+        ROLE,
+    )

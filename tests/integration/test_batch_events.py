@@ -85,4 +85,5 @@ def test_control_plane_and_worker_events_through_their_handlers(
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 13
     assert all(len(line["output"]["recommendedItems"]) == 10 for line in lines)
-    assert "scores" not in lines[-1]["output"]  # the unknown user got popular items, unscored
+    # every line is scored, the unknown user's too (with the cold-user vector)
+    assert all(len(line["output"]["scores"]) == 10 for line in lines)

@@ -236,7 +236,12 @@ def test_bad_lines_become_error_lines_and_the_job_goes_on(
     assert errors[0] is None
     assert errors[8] is None
     assert_matches_realtime(runtime, "USER_PERSONALIZATION", [lines[0], lines[8]], 25)
-    assert lines[1] == {"input": "this is not json", "output": None, "error": "The line is not valid JSON"}
+    # An error line keeps the output's shape, empty, beside its error (as Personalize writes it)
+    assert lines[1] == {
+        "input": "this is not json",
+        "output": {"recommendedItems": [], "scores": []},
+        "error": "The line is not valid JSON",
+    }
     assert lines[2]["input"] == {"itemId": "item-3"}
     assert "Unknown field itemId" in errors[2]
     assert "userId must be a string" in errors[3]
@@ -245,7 +250,13 @@ def test_bad_lines_become_error_lines_and_the_job_goes_on(
     assert "Unknown field extra" in errors[5]
     assert "filterValues needs the job's filterArn" in errors[6]
     assert "userId must be at most 256 characters" in errors[7]
-    assert all(line["output"] is None for line in lines[1:8])
+    assert all(line["output"] == {"recommendedItems": [], "scores": []} for line in lines[1:8])
+    # So a typical client loop over the output runs through every line, errors included
+    recommended = {}
+    for line in lines:
+        for item, score in zip(line["output"]["recommendedItems"], line["output"]["scores"], strict=True):
+            recommended.setdefault(json.dumps(line["input"]), []).append((item, float(score)))
+    assert len(recommended) == 2
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,11 @@ def test_a_big_job_streams_in_bounded_memory_and_answers_every_line_in_order(
     for i, raw in enumerate(out):
         line = json.loads(raw)
         if i % POISON_EVERY == POISON_EVERY - 1:
-            assert line == {"input": "not json at all", "output": None, "error": "The line is not valid JSON"}
+            assert line == {
+                "input": "not json at all",
+                "output": {"recommendedItems": [], "scores": []},
+                "error": "The line is not valid JSON",
+            }
         else:
             assert line["input"] == {"userId": user_id(i % USERS)}, i
             assert line["output"]["recommendedItems"] == [f"item-{best[i % USERS]}"], i

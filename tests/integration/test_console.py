@@ -102,7 +102,7 @@ def test_ranking_and_errors_in_the_console(page: Page) -> None:
     rows = result_rows(page)
     # Then every listed item comes back once, the unknown one last without a score
     assert sorted(row[1] for row in rows) == ["item-10", "item-42", "item-7", "not-in-catalog"]
-    assert rows[-1][1:3] == ["not-in-catalog", "-"]
+    assert rows[-1][1:3] == ["not-in-catalog", "0.000"]  # an item the model does not know scores 0
     # When the API refuses a request, Then the page shows Personalize's error code and message
     page.select_option("#campaign", label="demo-user-personalization (USER_PERSONALIZATION)")
     page.fill("#numResults", "501")
@@ -117,7 +117,7 @@ def test_ranking_and_errors_in_the_console(page: Page) -> None:
 def test_filter_metadata_and_batch_jobs_in_the_console(page: Page, local_stack: LocalStack) -> None:
     # Given a filter on the demo catalog's GENRES, made through the control plane
     personalize = local_stack.client("personalize")
-    group = "arn:aws:personalize:us-east-1:123456789012:dataset-group/demo-user-personalization"
+    group = "arn:aws:personalize:us-east-1:123456789012:dataset-group/demo"  # the demo's, trained
     filter_arn = personalize.create_filter(
         name=f"genres-{uuid.uuid4().hex[:6]}",
         datasetGroupArn=group,

@@ -36,6 +36,7 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     for block in blocks:
         code = block.replace("http://127.0.0.1:3000", local_stack.api_url)
         code = code.replace("http://127.0.0.1:5050", local_stack.aws_url)
+        code = code.replace(".local/demo", str(local_stack.data_dir))
         # When it runs as written, Then it raises nothing (botocore raises on any error answer)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
@@ -46,9 +47,13 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     assert isinstance(answer, dict)
     assert set(answer["itemList"][0]["metadata"]) == {"GENRES", "TITLE"}
     # And the batch job against make run ran to the end
-    job = namespace["job"]
+    job = namespace["batch_job"]
     assert isinstance(job, dict)
     assert job["status"] == "ACTIVE", job
+    # And the training walk-through trained a version, served it by campaign and by recommender
+    assert namespace["trained"]["status"] == "ACTIVE"  # type: ignore[index]
+    assert set(namespace["metrics"]) >= {"precision_at_10", "coverage"}  # type: ignore[arg-type]
+    assert len(namespace["picks"]["itemList"]) == 5  # type: ignore[index]
 
 
 def test_shell_publish_example_runs(local_stack: LocalStack) -> None:

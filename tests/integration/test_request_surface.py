@@ -44,7 +44,7 @@ INTERACTIONS_CSV = (
     "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\n"
     "user-0,item-0,100,watched\nuser-0,item-1,101,Watched\nuser-0,item-2,102,click\nuser-1,item-7,100,click\n"
 )
-CONTEXT_JSON = '{"DEVICE": {"phone": [-3.0, 3.0], "desktop": [0.0, 0.0]}}'
+CONTEXT_JSON = '{"DEVICE": {"phone": [-3.0, 3.0], "desktop": [0.0, 0.0], "tablet": [0.1, 0.3]}}'
 
 
 def known_model() -> dict[str, Any]:
@@ -271,6 +271,7 @@ def test_create_filter_refuses_bad_expressions_with_their_position(personalize: 
         ('INCLUDE ItemID WHERE Items.COLOUR IN ("red")', 22, "COLOUR"),
         ("INCLUDE ItemID WHERE Items.GENRE < 3", 22, "not numeric"),
         ("INCLUDE ItemID WHERE Items.PRICE < 3 IF CurrentUser.HEIGHT > 2", 41, "HEIGHT"),
+        ("INCLUDE ItemID WHERE Items.GENRE NOT IN ($GENRES)", 42, "cannot be used with NOT IN"),
     ):
         with pytest.raises(personalize.exceptions.InvalidInputException) as caught:
             personalize.create_filter(name="bad", datasetGroupArn=group, filterExpression=expression)
@@ -334,6 +335,34 @@ def test_context_shifts_the_ranking(runtime: Any, raw_runtime: Any, solution: st
         recommend(raw_runtime, solution, context={"WEATHER": "rain"})
 
 
+def test_context_scores_are_the_formula_for_the_shifted_vector(runtime: Any, solution: str) -> None:
+    # Given DEVICE=tablet, whose vector (0.1, 0.3) moves user-0 to a point float32 cannot hold
+    model = known_model()
+    items = model["item_factors"].astype(np.float64)
+    shifted = model["user_factors"][0].astype(np.float64) + np.array([0.1, 0.3], dtype=np.float32)
+    logits = items @ shifted
+    # When the whole catalog is asked for, and a ranking of two items
+    answer = recommend(runtime, solution, numResults=N, context={"DEVICE": "tablet"})
+    ranking = runtime.get_personalized_ranking(
+        campaignArn=campaign(solution, Recipe.PERSONALIZED_RANKING),
+        userId="user-0",
+        inputList=["item-1", "item-8"],
+        context={"DEVICE": "tablet"},
+    )["personalizedRanking"]
+    # Then the scores are the softmax of the float64 shifted vector (rounding it to float32 put
+    # them ~1e-8 off)
+    order = np.argsort(-logits, kind="stable")
+    assert ids(answer) == order.tolist()
+    expected = np.exp(logits[order] - np.log(np.exp(logits).sum()))
+    np.testing.assert_allclose([item["score"] for item in answer], expected, rtol=1e-12)
+    pair = logits[[1, 8]]
+    np.testing.assert_allclose(
+        [item["score"] for item in ranking],
+        np.sort(np.exp(pair - np.log(np.exp(pair).sum())))[::-1],
+        rtol=1e-12,
+    )
+
+
 def test_metadata_columns(runtime: Any, raw_runtime: Any, solution: str) -> None:
     items = recommend(runtime, solution, numResults=4, metadataColumns={"ITEMS": ["GENRE", "price"]})
     assert [item["metadata"] for item in items] == [
@@ -355,10 +384,16 @@ def test_metadata_columns(runtime: Any, raw_runtime: Any, solution: str) -> None
         recommend(raw_runtime, solution, numResults=51, metadataColumns={"ITEMS": ["GENRE"]})
 
 
-def test_recommender_arn_is_refused_clearly(raw_runtime: Any) -> None:
-    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="recommenderArn is not supported"):
+def test_an_unknown_recommender_is_not_found(raw_runtime: Any) -> None:
+    # recommenderArn is served (tests/integration/test_training.py); one that names nothing is a 404
+    arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r"
+    with pytest.raises(
+        raw_runtime.exceptions.ResourceNotFoundException, match=f"Recommender {arn} does not exist"
+    ):
+        raw_runtime.get_recommendations(recommenderArn=arn, userId="u")
+    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="not a recommender ARN"):
         raw_runtime.get_recommendations(
-            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:recommender/r", userId="u"
+            recommenderArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:campaign/r", userId="u"
         )
 
 
@@ -513,10 +548,10 @@ def test_a_batch_job_applies_its_filter_with_each_lines_values(
         json.loads(line) for line in s3.get_object(Bucket=bucket, Key="out/in.jsonl.out")["Body"].iter_lines()
     ]
     # Then each line is what the real-time API answers with the same filter and values
-    assert [line["output"]["recommendedItems"] for line in out if line["output"]] == [
+    assert [line["output"]["recommendedItems"] for line in out if line["error"] is None] == [
         ["item-1", "item-3", "item-5", "item-7"],
         ["item-0", "item-2", "item-3", "item-4"],
-        ["item-1", "item-3", "item-5", "item-7"],  # cold start: the most popular dramas
+        ["item-1", "item-3", "item-5", "item-7"],  # unknown: the cold-user vector's best dramas
     ]
     for line in (out[0], out[1], out[3]):
         answer = runtime.get_recommendations(
@@ -532,7 +567,7 @@ def test_a_batch_job_applies_its_filter_with_each_lines_values(
                 line["output"]["scores"], [item["score"] for item in answer], rtol=1e-6
             )
     # And the line without the INCLUDE's value is an error line, as the real-time API refuses it
-    assert out[2]["output"] is None
+    assert out[2]["output"] == {"recommendedItems": [], "scores": []}
     assert "$GENRE" in out[2]["error"]
 
 
@@ -558,3 +593,153 @@ def test_concurrent_creates_of_one_name_give_exactly_one_record(personalize: Any
     assert len(winners) == 1
     arn = f"arn:aws:personalize:{REGION}:{ACCOUNT}:filter/{name}"
     assert personalize.describe_filter(filterArn=arn)["filter"]["filterExpression"] == winners[0]
+
+
+# -- one set of rules: batch lines are the real-time answers ----------------------------------------
+
+EQUALITY_FILTERS = {
+    "none": None,
+    "items": "INCLUDE ItemID WHERE Items.GENRE IN ($GENRE)",
+    "interactions": 'EXCLUDE ItemID WHERE Interactions.EVENT_TYPE IN ("watched")',
+}
+EQUALITY_LINES: dict[Recipe, list[dict[str, Any]]] = {
+    Recipe.USER_PERSONALIZATION: [{"userId": u} for u in ("user-0", "user-1", "nobody")],
+    Recipe.POPULAR_ITEMS: [{"userId": u} for u in ("user-0", "nobody")],
+    Recipe.RELATED_ITEMS: [{"itemId": i} for i in ("item-0", "item-5", "ghost")],
+    Recipe.PERSONALIZED_RANKING: [
+        {"userId": "user-0", "itemList": ["item-9", "item-2", "item-1", "ghost", "item-2", "item-4"]},
+        {"userId": "nobody", "itemList": ["item-3", "item-8", "item-4"]},
+        {"userId": "user-1", "itemList": ["ghost"]},
+    ],
+}
+
+
+def _real_time(
+    runtime: Any, solution: str, recipe: Recipe, given: dict[str, Any], extra: dict[str, Any]
+) -> Any:
+    """The real-time answer to a batch line, in the batch output's shape."""
+    arn = campaign(solution, recipe)
+    if recipe is Recipe.PERSONALIZED_RANKING:
+        items = runtime.get_personalized_ranking(
+            campaignArn=arn, userId=given["userId"], inputList=given["itemList"], **extra
+        )["personalizedRanking"]
+    else:
+        key = "itemId" if recipe is Recipe.RELATED_ITEMS else "userId"
+        items = runtime.get_recommendations(campaignArn=arn, numResults=4, **{key: given[key]}, **extra)[
+            "itemList"
+        ]
+    output: dict[str, Any] = {"recommendedItems": [item["itemId"] for item in items]}
+    if any("score" in item for item in items):
+        output["scores"] = [item.get("score") for item in items]
+    return output
+
+
+@pytest.mark.parametrize("recipe", list(Recipe))
+def test_batch_lines_equal_the_real_time_answers(
+    batch_env: BatchEnv,
+    control_plane: Any,
+    runtime: Any,
+    s3: Any,
+    solution: str,
+    make_filter: Any,
+    recipe: Recipe,
+) -> None:
+    """Known and unknown users and items, without a filter and with an items and an interactions
+    filter. (Batch input lines carry no context in Personalize, so context is real time only.)"""
+    bucket = batch_env.data_bucket
+    for kind, expression in EQUALITY_FILTERS.items():
+        # Given the recipe's lines (with the filter's values, when it has a parameter)
+        values = {"GENRE": '"drama"'} if kind == "items" else None
+        given = [{**line, **({"filterValues": values} if values else {})} for line in EQUALITY_LINES[recipe]]
+        key = f"{recipe.value}-{kind}.jsonl"
+        s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(g) + "\n" for g in given).encode())
+        filter_arn = make_filter(expression) if expression else None
+        # When a batch job answers them
+        job = control_plane.create_batch_inference_job(
+            jobName=f"same-{uuid.uuid4().hex[:8]}",
+            solutionVersionArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}/"
+            + recipe.value.lower().replace("_", "-"),
+            numResults=4,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/personalize-batch-test",
+            jobInput={"s3DataSource": {"path": f"s3://{bucket}/{key}"}},
+            jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/same/"}},
+            **({"filterArn": filter_arn} if filter_arn else {}),
+        )["batchInferenceJobArn"]
+        batch_env.poller.drain()
+        described = control_plane.describe_batch_inference_job(batchInferenceJobArn=job)["batchInferenceJob"]
+        assert described["status"] == "ACTIVE", described.get("failureReason")
+        body = s3.get_object(Bucket=bucket, Key=f"same/{key}.out")["Body"].read().decode()
+        out = [json.loads(line) for line in body.splitlines()]
+        # Then every line is the real-time answer to the same query: same items, same order, same scores
+        assert [line["input"] for line in out] == given
+        for line in out:
+            extra = (
+                {"filterArn": filter_arn, **({"filterValues": values} if values else {})}
+                if filter_arn
+                else {}
+            )
+            expected = _real_time(runtime, solution, recipe, line["input"], extra)
+            assert line["error"] is None, line
+            assert line["output"]["recommendedItems"] == expected["recommendedItems"], (kind, line)
+            assert ("scores" in line["output"]) == ("scores" in expected), (kind, line)
+            for got, want in zip(line["output"].get("scores", []), expected.get("scores", []), strict=True):
+                assert (got is None) == (want is None), (kind, line)
+                if want is not None:
+                    assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_a_filter_applies_only_in_its_own_dataset_group(
+    batch_env: BatchEnv,
+    control_plane: Any,
+    runtime: Any,
+    raw_runtime: Any,
+    s3: Any,
+    serving_bucket: str,
+    solution: str,
+    tmp_path: Path,
+) -> None:
+    # Given a second solution (its own dataset group) and a filter created there
+    other = f"{solution}-other"
+    model = known_model()
+    (tmp_path / "items.csv").write_text(ITEMS_CSV)
+    prepared = prepare_version(
+        solution=other,
+        recipe=Recipe.USER_PERSONALIZATION,
+        region=REGION,
+        account=ACCOUNT,
+        item_ids=ITEMS,
+        item_factors=model["item_factors"],
+        user_ids=model["user_ids"],
+        user_factors=model["user_factors"],
+        popularity=model["popularity"],
+        extra_files=prepare_extras(ITEMS, 2, items=read_items_csv(tmp_path / "items.csv", ITEMS)),
+    )
+    upload_version(ModelBucket(s3, serving_bucket), prepared)
+    foreign = control_plane.create_filter(
+        name=f"foreign-{uuid.uuid4().hex[:8]}",
+        datasetGroupArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset-group/{other}",
+        filterExpression='EXCLUDE ItemID WHERE Items.GENRE IN ("drama")',
+    )["filterArn"]
+    # When it is used on a campaign of the first dataset group, in real time and in a batch job
+    with pytest.raises(raw_runtime.exceptions.InvalidInputException, match="dataset group") as caught:
+        recommend(raw_runtime, solution, filterArn=foreign)
+    bucket = batch_env.data_bucket
+    s3.put_object(Bucket=bucket, Key="foreign.jsonl", Body=b'{"userId": "user-0"}\n')
+    with pytest.raises(control_plane.exceptions.InvalidInputException, match="dataset group"):
+        control_plane.create_batch_inference_job(
+            jobName=f"foreign-{uuid.uuid4().hex[:6]}",
+            solutionVersionArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:solution/{solution}/user-personalization",
+            filterArn=foreign,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/personalize-batch-test",
+            jobInput={"s3DataSource": {"path": f"s3://{bucket}/foreign.jsonl"}},
+            jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/foreign/"}},
+        )
+    # Then both are refused, naming both dataset groups
+    assert f"dataset-group/{other}" in str(caught.value)
+    assert f"dataset-group/{solution}" in str(caught.value)
+    # ... while the same filter serves the other group's own version
+    put_campaign(ModelBucket(s3, serving_bucket), f"{other}-c", prepared.manifest)
+    items = runtime.get_recommendations(
+        campaignArn=campaign_arn(f"{other}-c"), userId="user-0", numResults=10, filterArn=foreign
+    )["itemList"]
+    assert ids(items) == [0, 2, 4, 6, 8]

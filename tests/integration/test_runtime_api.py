@@ -45,11 +45,17 @@ def test_default_num_results_is_25(runtime: Any) -> None:
     assert len(runtime.get_recommendations(campaignArn=USER_CAMPAIGN, userId="user-1")["itemList"]) == 25
 
 
-def test_cold_start_user_gets_popular_items_without_scores(runtime: Any) -> None:
+def test_an_unknown_user_is_scored_with_the_cold_user_vector(runtime: Any) -> None:
+    # Given a user the model does not know
     items = runtime.get_recommendations(campaignArn=USER_CAMPAIGN, userId="nobody", numResults=5)["itemList"]
-    popular = np.argsort(-MODEL["popularity"], kind="stable")[:5]
-    assert [item["itemId"] for item in items] == [f"item-{i}" for i in popular]
-    assert all("score" not in item for item in items)
+    # Then the answer is the formula's for the mean user vector: every item carries its score
+    mean = MODEL["user_factors"].astype(np.float64).mean(axis=0)
+    logits = MODEL["item_factors"].astype(np.float64) @ mean
+    scores = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    best = np.lexsort((np.arange(len(logits)), -logits))[:5]
+    assert [item["itemId"] for item in items] == [f"item-{i}" for i in best]
+    np.testing.assert_allclose([float(item["score"]) for item in items], scores[best], rtol=1e-9)
+    assert all("reason" not in item for item in items)
 
 
 def test_related_items_and_popular_items(runtime: Any) -> None:
@@ -68,11 +74,10 @@ def test_related_items_and_popular_items(runtime: Any) -> None:
     popular = runtime.get_recommendations(campaignArn=campaign_arn("demo-popular-items"), numResults=3)[
         "itemList"
     ]
-    assert (
-        unknown
-        == popular
-        == [{"itemId": f"item-{i}"} for i in np.argsort(-MODEL["popularity"], kind="stable")[:3]]
-    )
+    # An unknown item gets the popular items, marked as Personalize marks placeholder popular items
+    expected = [f"item-{i}" for i in np.argsort(-MODEL["popularity"], kind="stable")[:3]]
+    assert popular == [{"itemId": i} for i in expected]
+    assert unknown == [{"itemId": i, "reason": ["Popular item"]} for i in expected]
 
 
 def test_personalized_ranking_scores_sum_to_one_and_unknown_items_go_last(runtime: Any) -> None:
@@ -86,7 +91,24 @@ def test_personalized_ranking_scores_sum_to_one_and_unknown_items_go_last(runtim
     assert [item["itemId"] for item in ranking] == [f"item-{known[i]}" for i in order] + ["ghost"]
     np.testing.assert_allclose([item["score"] for item in ranking[:3]], reference[order], rtol=1e-6)
     assert sum(item["score"] for item in ranking[:3]) == pytest.approx(1.0)
-    assert "score" not in ranking[3]
+    assert ranking[3] == {"itemId": "ghost", "score": 0.0}  # the guide: an unknown item scores 0
+    # And an unknown user's ranking is scored with the cold-user vector
+    cold = runtime.get_personalized_ranking(
+        campaignArn=RANKING_CAMPAIGN, userId="nobody", inputList=["item-7", "ghost", "item-42"]
+    )["personalizedRanking"]
+    mean = MODEL["user_factors"].astype(np.float64).mean(axis=0)
+    pair = MODEL["item_factors"][[7, 42]].astype(np.float64) @ mean
+    expected = np.exp(pair - pair.max()) / np.exp(pair - pair.max()).sum()
+    first = int(np.argmax(pair))
+    assert [item["itemId"] for item in cold] == [
+        f"item-{[7, 42][first]}",
+        f"item-{[7, 42][1 - first]}",
+        "ghost",
+    ]
+    np.testing.assert_allclose(
+        [cold[0]["score"], cold[1]["score"]], [expected[first], expected[1 - first]], rtol=1e-9
+    )
+    assert cold[2]["score"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def test_every_form_parses() -> None:
         'INCLUDE ItemID WHERE Items.GENRE IN ("comedy", $GENRES) AND Items.PRICE <= 10.5 '
         "OR Items.PRICE > CurrentItem.PRICE IF CurrentUser.AGE >= 18 AND CurrentUser.TIER IN ($TIER)"
         ' | exclude itemid where interactions.event_type in ("*") '
-        "| EXCLUDE ItemID WHERE Items.BRAND IN CurrentItem.BRAND AND Items.COLOR NOT IN ($C)"
+        '| EXCLUDE ItemID WHERE Items.BRAND IN CurrentItem.BRAND AND Items.COLOR NOT IN ("red")'
     )
     # When it is parsed
     program = parse_filter(expression)
@@ -36,6 +36,25 @@ def test_every_form_parses() -> None:
     assert interactions.conditions[0].values[0].kind == "star"
     assert related.uses_current_item
     assert related.conditions[1].operator == "NOT IN"
+
+
+@pytest.mark.parametrize(
+    ("expression", "position"),
+    [
+        ("INCLUDE ItemID WHERE Items.X NOT IN ($P)", 38),
+        ('EXCLUDE ItemID WHERE Items.X NOT IN ("a", $P)', 43),
+        ("EXCLUDE ItemID WHERE Interactions.EVENT_TYPE NOT IN ($TYPES)", 54),
+        ('INCLUDE ItemID WHERE Items.X IN ("a") IF CurrentUser.TIER NOT IN ($T)', 67),
+    ],
+)
+def test_a_parameter_with_not_in_is_refused(expression: str, position: int) -> None:
+    # Personalize's guide: placeholder parameters cannot be used with NOT IN (use IN with the
+    # opposite action instead)
+    with pytest.raises(FilterSyntaxError, match=r"cannot be used with NOT IN") as caught:
+        parse_filter(expression)
+    assert caught.value.position == position
+    # ... while the same parameter with IN is accepted
+    parse_filter(expression.replace("NOT IN", "IN"))
 
 
 @pytest.mark.parametrize(

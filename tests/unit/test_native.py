@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from personalize_core.serving import native
+from personalize_core.settings import get_settings
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +119,17 @@ def test_misuse_is_refused(kernels: native.Kernels) -> None:
 
 
 def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_again() -> None:
+        get_settings.cache_clear()
+        native.kernels.cache_clear()
+
     monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
-    native.kernels.cache_clear()
+    read_again()
     try:
         assert native.kernels() is None
     finally:
         monkeypatch.delenv(native.DISABLE_VARIABLE)
-        native.kernels.cache_clear()
+        read_again()
     assert native.kernels() is not None
 
 

@@ -148,7 +148,8 @@ for name in ("get_recommendations", "get_personalized_ranking"):
     spec = importlib.util.spec_from_file_location(name, f"{sys.argv[1]}/functions/{name}/app.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
 heavy = ("aws_lambda_powertools", "botocore", "boto3", "pydantic", "aws_xray_sdk",
-         "personalize_core.serving.filters")
+         "personalize_core.serving.filters", "personalize_core.serving.filter_store",
+         "personalize_core.serving.filter_language")
 print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
 """
 

@@ -15,7 +15,6 @@ from personalize_core.serving.scoring import (
     popular_top_k,
     rank_items,
     related_top_k,
-    top_k_indices,
     user_top_k,
 )
 from tests.utils import softmax_reference
@@ -111,11 +110,81 @@ def test_ranking_scores_are_a_softmax_over_the_input_list_only() -> None:
     assert scores.sum() == pytest.approx(1.0, rel=1e-12)
 
 
-def test_top_k_breaks_ties_by_catalog_order_and_never_returns_excluded() -> None:
-    values = np.array([1.0, 5.0, 5.0, -np.inf, 5.0, 0.0])
-    assert top_k_indices(values, 3).tolist() == [1, 2, 4]
-    assert top_k_indices(values, 10).tolist() == [1, 2, 4, 0, 5]
-    assert top_k_indices(values, 0).tolist() == []
+def test_related_items_break_ties_by_catalog_order_and_never_return_excluded() -> None:
+    # Given items 1, 2 and 4 equally similar to item 0, item 3 filtered out
+    items = np.array([[1, 0], [2, 0], [3, 0], [4, 0], [5, 0], [0, 1]], dtype=np.float32)
+    norms = np.linalg.norm(items, axis=1).astype(np.float32)
+    allowed = np.array([True, True, True, False, True, True])
+    # Then ties come in catalog order, the excluded item never, and k past the catalog is fine
+    assert related_top_k(items, norms, 0, 2, allowed).tolist() == [1, 2]
+    assert related_top_k(items, norms, 0, 10, allowed).tolist() == [1, 2, 4, 5]
+    assert related_top_k(items, norms, 0, 0).tolist() == []
+
+
+def _cosines(items: np.ndarray, item: int) -> np.ndarray:
+    exact = items.astype(np.float64)
+    cosines = exact @ exact[item] / (np.linalg.norm(exact, axis=1) * np.linalg.norm(exact[item]))
+    cosines[item] = -np.inf
+    return cosines
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_related_items_are_exact_at_near_ties(seed: int) -> None:
+    # Given 40 items pointing almost the way item 0 does: their cosines differ by ~1e-7, below
+    # float32's resolution
+    rng = np.random.default_rng(seed)
+    items = rng.normal(0, 1, (300, 64)).astype(np.float32)
+    for j in range(1, 40):
+        items[j] = (items[0] * rng.uniform(0.5, 2) + rng.normal(0, 1e-3, 64)).astype(np.float32)
+    norms = np.linalg.norm(items, axis=1).astype(np.float32)
+    # When the 10 most related are asked for
+    related = related_top_k(items, norms, 0, 10)
+    # Then they are the exact cosine's top 10, in its order
+    expected = np.lexsort((np.arange(300), -_cosines(items, 0)))[:10]
+    assert related.tolist() == expected.tolist()
+
+
+def test_scores_never_exceed_one_when_one_item_dominates() -> None:
+    # Given catalogs where one item's logit dwarfs the others' (its score rounds to 1)
+    rng = np.random.default_rng(0)
+    saturated = 0
+    for _ in range(300):
+        items = rng.normal(0, 1, (int(rng.integers(2, 50)), 8)).astype(np.float32)
+        items[0] *= rng.uniform(5, 60)
+        user = rng.normal(0, 1, 8).astype(np.float32)
+        lognorm = float(log_normalisers(items, user[None])[0])
+        # Then every path keeps scores in [0, 1]: the catalog's normaliser, the published one,
+        # the ranking's, and the batch kernel's
+        for scores in (
+            user_top_k(items, user, 1)[1],
+            user_top_k(items, user, 1, log_normaliser=lognorm)[1],
+            rank_items(items, user, np.arange(len(items)))[1],
+            batch_user_top_k(items, user[None], 1, log_normalisers=np.array([lognorm]))[1][0],
+        ):
+            assert 0.0 <= scores.max() <= 1.0
+            saturated += scores.max() == 1.0
+    assert saturated > 0  # the cases where rounding pushed a score past 1 were exercised
+
+
+def test_a_float64_user_vector_is_scored_at_its_own_precision() -> None:
+    # Given a user vector that float32 cannot hold exactly (a context shift makes one)
+    rng = np.random.default_rng(11)
+    items = rng.normal(0, 1, (2000, 16)).astype(np.float32)
+    user = rng.normal(0, 1, 16) + 1e-9
+    # When its top 25 are scored
+    chosen, scores = user_top_k(items, user, 25)
+    # Then they are the formula's for that vector: rounding it to float32 put every score ~3e-7 off;
+    # what is left is the float32 terms of the catalog's tail in the normaliser (~1e-9 here)
+    logits = items.astype(np.float64) @ user
+    reference = np.exp(logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum())))
+    expected = np.lexsort((np.arange(2000), -logits))[:25]
+    assert chosen.tolist() == expected.tolist()
+    np.testing.assert_allclose(scores, reference[expected], rtol=2e-8)
+    ranked, ranked_scores = rank_items(items, user, expected[::-1].copy())
+    assert ranked.tolist() == expected.tolist()
+    np.testing.assert_allclose(
+        ranked_scores, np.exp(logits[expected] - np.log(np.exp(logits[expected]).sum())), rtol=1e-12
+    )
 
 
 def test_related_items_use_cosine_similarity_and_exclude_the_query_item() -> None:

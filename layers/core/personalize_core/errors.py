@@ -1,4 +1,4 @@
-"""Personalize's error vocabulary. Logic raises these; one place (``http``) maps them to the wire."""
+"""Personalize's error vocabulary. Logic raises these; one place (``edge.api``) maps them to responses."""
 
 from __future__ import annotations
 

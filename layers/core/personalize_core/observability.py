@@ -26,12 +26,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from personalize_core.settings import get_observability, trace_header
 from personalize_core.text import dumps
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ H = TypeVar("H", bound=Callable[[dict[str, Any], "LambdaContext"], Any])
 
 #: Where an API Gateway REST proxy event carries its request id (Powertools' API_GATEWAY_REST).
 API_GATEWAY_REST = ("requestContext", "requestId")
-_TRUE = ("1", "true", "yes", "on")
 
 
 class LambdaContext(Protocol):
@@ -58,10 +57,6 @@ class LambdaContext(Protocol):
     @property
     def aws_request_id(self) -> str: ...
     def get_remaining_time_in_millis(self) -> int: ...
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "false").strip().lower() in _TRUE
 
 
 class _ColdStart:
@@ -100,7 +95,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             **self.context,
         }
-        trace = os.environ.get("_X_AMZN_TRACE_ID", "")
+        trace = trace_header()
         if trace:
             entry["xray_trace_id"] = trace.split(";", 1)[0].removeprefix("Root=")
         entry.update((key, value) for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES)
@@ -120,7 +115,7 @@ class Logger:
     """Structured JSON logs on stdout, one line a record, with the invocation's context."""
 
     def __init__(self, service: str | None = None) -> None:
-        self.service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "service_undefined"
+        self.service = service or get_observability().service
         self._logger = logging.getLogger(self.service)
         self._logger.propagate = False  # the root logger (Lambda's own) would print it twice
         # Loggers of one service share one handler, so one invocation's context is on all their lines.
@@ -133,7 +128,7 @@ class Logger:
             handler.setFormatter(self.registered_formatter)
             self._logger.addHandler(handler)
         self.context = self.registered_formatter.context
-        level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+        level = get_observability().log_level
         self._logger.setLevel(logging.getLevelNamesMapping().get(level.strip().upper(), logging.INFO))
 
     def debug(self, message: str, *, extra: Mapping[str, Any] | None = None) -> None:
@@ -188,8 +183,8 @@ class Metrics:
     MAX_METRICS = 100
 
     def __init__(self, namespace: str | None = None, service: str | None = None) -> None:
-        self.namespace = namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaPersonalize"
-        self.service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "service_undefined"
+        self.namespace = namespace or get_observability().metrics_namespace
+        self.service = service or get_observability().service
         self._values: dict[str, tuple[str, list[float]]] = {}
 
     def add_metric(self, name: str, unit: str, value: float) -> None:
@@ -223,7 +218,7 @@ class Metrics:
         return cast(H, with_metrics)
 
     def _emit(self, dimensions: dict[str, str], values: dict[str, tuple[str, list[float]]]) -> None:
-        if _flag("POWERTOOLS_METRICS_DISABLED"):
+        if get_observability().metrics_disabled:
             return
         blob = {
             "_aws": {
@@ -242,12 +237,6 @@ class Metrics:
         sys.stdout.write(json.dumps(blob, separators=(",", ":")) + "\n")
 
 
-def tracing_enabled() -> bool:
-    """Powertools' rule: only inside Lambda (not SAM local), unless POWERTOOLS_TRACE_DISABLED."""
-    in_lambda = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL")
-    return in_lambda and not _flag("POWERTOOLS_TRACE_DISABLED")
-
-
 class UntracedTracer:
     """The Tracer's decorators as no-ops (tracing off: the X-Ray SDK is never imported)."""
 
@@ -259,7 +248,7 @@ class UntracedTracer:
 
 
 def _tracer() -> Tracer:
-    if tracing_enabled():
+    if get_observability().tracing:
         from aws_lambda_powertools import Tracer  # noqa: PLC0415 - only when tracing is on
 
         return Tracer()

@@ -1,4 +1,10 @@
-"""Every setting of the functions, read from the environment once (the template sets them)."""
+"""Every setting of the functions: the one module that reads the environment.
+
+``get_settings()`` and ``get_observability()`` read it once per process (the template sets these
+variables). Two kinds of value change while a process lives and are read on each use instead:
+the invocation's X-Ray trace header, and the credentials Lambda refreshes (a SnapStart restore
+brings new ones).
+"""
 
 from __future__ import annotations
 
@@ -49,6 +55,22 @@ class Settings(NamedTuple):
     #: The roles (name or path/name, IAM wildcards) a batch job may name; the template's
     #: BatchJobRoleNamePattern, which the worker's sts:AssumeRole grant is scoped to as well.
     batch_job_role_name_pattern: str = "*"
+    #: PERSONALIZE_NATIVE_KERNELS=0 scores with numpy only (serving/native.py: for comparison).
+    native_kernels: bool = True
+    #: Training (personalize_core.training): the table of dataset groups, schemas, datasets, import
+    #: jobs, solutions, solution versions and recommenders (control/records.py), and the queue of
+    #: import and training messages the training function reads.
+    records_table: str = ""
+    training_queue_url: str = ""
+    #: A training message received this many times fails its job (= TrainingQueue's maxReceiveCount).
+    training_max_receives: int = 3
+    #: Automatic training: EventBridge Scheduler schedules in this group send the training queue
+    #: (``training_queue_arn``) a message with ``scheduler_role_arn``'s permission.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    training_queue_arn: str = ""
+    #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
+    training_threads: int = 0
 
 
 def _float(name: str, default: float) -> float:
@@ -83,4 +105,57 @@ def get_settings() -> Settings:
         control_plane_access=os.environ.get("CONTROL_PLANE_ACCESS", "IAM_POLICIES").strip().upper(),
         authorization_cache_seconds=_float("AUTHORIZATION_CACHE_SECONDS", 30.0),
         batch_job_role_name_pattern=os.environ.get("BATCH_JOB_ROLE_NAME_PATTERN") or "*",
+        native_kernels=os.environ.get(NATIVE_KERNELS_VARIABLE, "1") != "0",
+        records_table=os.environ.get("RECORDS_TABLE", ""),
+        training_queue_url=os.environ.get("TRAINING_QUEUE_URL", ""),
+        training_max_receives=max(1, int(_float("TRAINING_MAX_RECEIVES", 3))),
+        schedule_group=os.environ.get("SCHEDULE_GROUP", ""),
+        scheduler_role_arn=os.environ.get("SCHEDULER_ROLE_ARN", ""),
+        training_queue_arn=os.environ.get("TRAINING_QUEUE_ARN", ""),
+        training_threads=max(0, int(_float("TRAINING_THREADS", 0))),
     )
+
+
+#: The variable that switches the compiled selection off (serving/native.py).
+NATIVE_KERNELS_VARIABLE = "PERSONALIZE_NATIVE_KERNELS"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in _TRUE
+
+
+class Observability(NamedTuple):
+    """Powertools' variables, which observability.py honours as Powertools does."""
+
+    service: str
+    metrics_namespace: str
+    log_level: str
+    metrics_disabled: bool
+    #: Tracing runs only inside Lambda (not SAM local) and unless POWERTOOLS_TRACE_DISABLED is set.
+    tracing: bool
+
+
+@cache
+def get_observability() -> Observability:
+    in_lambda = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL")
+    return Observability(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "service_undefined",
+        metrics_namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "LambdaPersonalize",
+        log_level=os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO",
+        metrics_disabled=_flag("POWERTOOLS_METRICS_DISABLED"),
+        tracing=in_lambda and not _flag("POWERTOOLS_TRACE_DISABLED"),
+    )
+
+
+def trace_header() -> str:
+    """The current invocation's X-Ray trace header (Lambda sets it per invocation)."""
+    return os.environ.get("_X_AMZN_TRACE_ID", "")
+
+
+def environment_credentials() -> tuple[str, str, str | None] | None:
+    """(access key, secret key, session token) from the environment, as Lambda provides them now."""
+    access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (access_key and secret_key):
+        return None
+    return access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None

@@ -31,7 +31,7 @@ from personalize_core.edge.fields import Fields
 from personalize_core.edge.requests import NUM_RESULTS_DEFAULT, NUM_RESULTS_MAX
 from personalize_core.errors import InvalidInputException, PersonalizeError, ResourceNotFoundException
 from personalize_core.modelstore.bucket import get_model_bucket
-from personalize_core.modelstore.layout import Manifest
+from personalize_core.modelstore.layout import FilterRecord, Manifest
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 
@@ -233,7 +233,7 @@ class BatchJobs:
         queue: ShardQueue,
         manifest: Callable[[str], Manifest],
         region: str,
-        filter: Callable[[str], object] | None = None,
+        filter: Callable[[str], FilterRecord] | None = None,
         account: str = "",
         clock: Callable[[], float] = time.time,
         stall_timeout: float = float("inf"),
@@ -256,9 +256,9 @@ class BatchJobs:
         request = CreateJobRequest.parse(body)
         version = parse_arn(request.solution_version_arn, "solutionVersionArn", "solution", parts=2)
         check_role(request.role_arn, self.role_pattern, self.account or version.account)
-        self.manifest(request.solution_version_arn)
+        manifest = self.manifest(request.solution_version_arn)
         if request.filter_arn is not None and self.filter is not None:
-            self.filter(request.filter_arn)
+            self.filter(request.filter_arn).check_applies_to(manifest, f"filterArn {request.filter_arn}")
         arn = make_arn(self.region, self.account or version.account, "batch-inference-job", request.job_name)
         now = round(self.clock(), 3)
         job = Job(

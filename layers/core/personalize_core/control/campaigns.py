@@ -53,6 +53,57 @@ def _options(fields: Fields) -> dict[str, Any]:
     return options
 
 
+LATEST = "/$LATEST"
+
+
+def _syncs(options: dict[str, Any]) -> bool:
+    return (options.get("campaignConfig") or {}).get("syncWithLatestSolutionVersion") is True
+
+
+def _manifest(bucket: ModelBucket, version_arn: str, options: dict[str, Any]) -> Manifest:
+    """The version a campaign is to serve: ``solutionVersionArn`` itself, or with
+    syncWithLatestSolutionVersion (and ``<solution ARN>/$LATEST``) the solution's newest version."""
+    if not version_arn.endswith(LATEST):
+        if _syncs(options):
+            raise InvalidInputException(
+                "With campaignConfig.syncWithLatestSolutionVersion, solutionVersionArn must be "
+                "<solution ARN>/$LATEST"
+            )
+        return bucket.manifest(version_arn)
+    if not _syncs(options):
+        raise InvalidInputException(
+            "solutionVersionArn <solution ARN>/$LATEST needs "
+            "campaignConfig.syncWithLatestSolutionVersion true"
+        )
+    solution = parse_arn(version_arn[: -len(LATEST)], "solutionVersionArn", "solution").path[0]
+    manifest = bucket.newest_manifest(solution)
+    if manifest is None:
+        raise ResourceNotFoundException(f"Solution {version_arn[: -len(LATEST)]} has no ACTIVE version yet")
+    return manifest
+
+
+def sync_campaigns(bucket: ModelBucket, manifest: Manifest) -> list[str]:
+    """Point every campaign that syncs with the latest version of ``manifest``'s solution at it
+    (called once the new version is ACTIVE and its files are checked). Returns their names."""
+    moved = []
+    for key in bucket.keys("campaigns/"):
+        raw = bucket.read_json(key) if key.endswith(".json") else None
+        if raw is None or not _syncs(raw) or raw.get("solution") != manifest.solution:
+            continue
+        pointer = CampaignPointer.from_json(raw)
+        if pointer.version == manifest.version:
+            continue
+        updated = pointer._replace(
+            solution_version_arn=manifest.solution_version_arn,
+            version=manifest.version,
+            updated_at=time.time(),
+        )
+        # (the version it served before stays its fallback: modelstore/pointers.py)
+        bucket.write_json(campaign_key(pointer.name), switched(raw, updated))
+        moved.append(pointer.name)
+    return moved
+
+
 def read_campaign(bucket: ModelBucket, arn: str) -> tuple[CampaignPointer, dict[str, Any]]:
     """A campaign's pointer and record; ResourceNotFoundException, or ArtifactError for a record that
     is not a campaign record (garbled: Describe reports it, Delete removes it)."""
@@ -112,10 +163,11 @@ def _unreadable(arn: str, error: ArtifactError) -> dict[str, Any]:
     }
 
 
-def _verified(bucket: ModelBucket, version_arn: str) -> Manifest:
-    """The manifest of a version whose files all match it; InvalidInputException saying why not."""
+def _verified(bucket: ModelBucket, version_arn: str, options: dict[str, Any]) -> Manifest:
+    """The manifest of the version a campaign is to serve (``_manifest``), once its files all match
+    it; InvalidInputException saying why not (VersionRefused for files that do not match)."""
     try:
-        manifest = bucket.manifest(version_arn)
+        manifest = _manifest(bucket, version_arn, options)
     except ArtifactError as exc:
         raise InvalidInputException(f"Solution version {version_arn} cannot be served: {exc}") from None
     try:
@@ -134,9 +186,10 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     name = check_name(fields.required_string("name", max_len=63), "name")
     version_arn = fields.required_arn("solutionVersionArn")
     options = _options(fields)
+    manifest = _verified(bucket, version_arn, options)
+    version_arn = manifest.solution_version_arn
     parsed = parse_arn(version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(parsed.region, parsed.account, "campaign", name))
-    manifest = _verified(bucket, version_arn)
     now = time.time()
     pointer = CampaignPointer(arn, name, version_arn, manifest.solution, manifest.version, now, now)
     bucket.create_json(
@@ -191,14 +244,14 @@ def update_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     now = time.time()
     if version_arn is not None:
         try:
-            manifest = _verified(bucket, version_arn)
+            manifest = _verified(bucket, version_arn, options or {k: raw[k] for k in OPTIONS if k in raw})
         except VersionRefused as refused:
             # Refused, and recorded: DescribeCampaign shows the failed update; nothing else changes.
             bucket.write_json(
                 campaign_key(pointer.name), with_failed_update(raw, version_arn, refused.message, now)
             )
             raise
-        solution, version = manifest.solution, manifest.version
+        version_arn, solution, version = manifest.solution_version_arn, manifest.solution, manifest.version
     else:
         version_arn, solution, version = pointer.solution_version_arn, pointer.solution, pointer.version
     updated = CampaignPointer(arn, pointer.name, version_arn, solution, version, pointer.created_at, now)

@@ -1,7 +1,8 @@
 """CreateFilter, DescribeFilter, ListFilters, DeleteFilter: records at ``filters/<name>.json``.
 
-A dataset group is a solution here: ``arn:...:dataset-group/<solution>`` checks a new filter's
-expression against that solution's newest version (its schema files only; docs/DESIGN.md).
+A filter's dataset group is a record of the data path (its datasets' schemas check the
+expression), or else a published solution: ``arn:...:dataset-group/<solution>`` checks it against
+that solution's newest version (its schema files only; docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import time
 from typing import Any
 
 from personalize_core.arns import check_name, make_arn, parse_arn
+from personalize_core.control.dataset_groups import group_schema
 from personalize_core.control.paging import PageRequest, key_page, paged, skipped
+from personalize_core.control.records import get_records
 from personalize_core.edge.fields import Fields
 from personalize_core.errors import ArtifactError, ResourceAlreadyExistsException, ResourceNotFoundException
 from personalize_core.modelstore.attributes import read_schema
@@ -18,6 +21,7 @@ from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import CREATE_FAILED, FilterRecord, filter_key, version_prefix
 from personalize_core.serving.filter_language import EXPRESSION_MAX, parse_filter
 from personalize_core.serving.filters import check_filter
+from personalize_core.settings import get_settings
 
 
 def read_filter(bucket: ModelBucket, arn: str, field: str = "filterArn") -> FilterRecord:
@@ -39,6 +43,10 @@ def create_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     solution = group.path[0]
     filter_arn = str(make_arn(group.region, group.account, "filter", name))
     program = parse_filter(expression)
+    group_record = _group_record(group_arn)
+    if group_record is not None:  # a dataset group of the data path: its datasets' schemas
+        check_filter(program, group_schema(get_records(), group_record), f"checked against {group_arn}")
+        return _create(bucket, name, filter_arn, group_arn, expression)
     manifest = bucket.newest_manifest(solution)
     if manifest is None:
         raise ResourceNotFoundException(
@@ -47,6 +55,20 @@ def create_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     prefix = version_prefix(manifest.solution, manifest.version)
     schema = read_schema(manifest, lambda file_name: bucket.read(prefix + file_name))
     check_filter(program, schema, f"checked against {manifest.solution_version_arn}")
+    return _create(bucket, name, filter_arn, group_arn, expression)
+
+
+def _group_record(group_arn: str) -> Any:
+    """The dataset group's record when the stack keeps records and it has one (else None: the
+    legacy group of a published solution)."""
+    if not get_settings().records_table:
+        return None
+    return get_records().get(group_arn, "dataset-group")
+
+
+def _create(
+    bucket: ModelBucket, name: str, filter_arn: str, group_arn: str, expression: str
+) -> dict[str, Any]:
     now = time.time()
     bucket.create_json(
         filter_key(name),

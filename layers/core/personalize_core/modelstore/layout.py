@@ -15,7 +15,7 @@ import mmap
 import zlib
 from typing import Any, NamedTuple, Protocol
 
-from personalize_core.errors import ArtifactError
+from personalize_core.errors import ArtifactError, InvalidInputException
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -51,6 +51,10 @@ class ArrayName(enum.StrEnum):
     #: so that a load does not hash every id. Versions without them get them computed at load.
     ITEM_IDS_INDEX = "item_ids.index.npy"
     USER_IDS_INDEX = "user_ids.index.npy"
+    #: Optional (user recipes): float64 [d + 1], the cold-user vector (the mean user vector) that
+    #: scores users the model does not know, then its log Σ_j exp(v·j). Versions without it get the
+    #: mean of their user factors at load, without a stored normaliser.
+    COLD_USER = "cold_user.npy"
 
 
 def version_prefix(solution: str, version: str) -> str:
@@ -59,6 +63,10 @@ def version_prefix(solution: str, version: str) -> str:
 
 def campaign_key(campaign: str) -> str:
     return f"campaigns/{campaign}.json"
+
+
+def recommender_key(recommender: str) -> str:
+    return f"recommenders/{recommender}.json"
 
 
 def filter_key(name: str) -> str:
@@ -167,8 +175,20 @@ class Manifest(NamedTuple):
     dimensions: int
     created_at: float
     files: dict[str, FileEntry]
+    #: The dataset group the version belongs to (a trained version's); None: a published version,
+    #: whose dataset group is its solution (``dataset-group/<solution>``).
+    dataset_group_arn: str | None = None
+
+    @property
+    def dataset_group(self) -> str:
+        """The ARN of the dataset group the version belongs to (filters must come from it)."""
+        if self.dataset_group_arn is not None:
+            return self.dataset_group_arn
+        head, _, _ = self.solution_version_arn.partition(":solution/")
+        return f"{head}:dataset-group/{self.solution}"
 
     def to_json(self) -> dict[str, Any]:
+        group = {"datasetGroupArn": self.dataset_group_arn} if self.dataset_group_arn is not None else {}
         return {
             "formatVersion": FORMAT_VERSION,
             "solutionVersionArn": self.solution_version_arn,
@@ -180,7 +200,7 @@ class Manifest(NamedTuple):
             "dimensions": self.dimensions,
             "createdAt": self.created_at,
             "files": {name: entry.to_json() for name, entry in sorted(self.files.items())},
-        }
+        } | group
 
     @classmethod
     def from_json(cls, raw: Any) -> Manifest:
@@ -197,6 +217,7 @@ class Manifest(NamedTuple):
                 dimensions=int(raw["dimensions"]),
                 created_at=float(raw["createdAt"]),
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
+                dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc!r}") from None
@@ -271,6 +292,59 @@ class CampaignPointer(NamedTuple):
             raise ArtifactError(f"campaign record is malformed: {exc!r}") from None
 
 
+class RecommenderPointer(NamedTuple):
+    """``recommenders/<name>.json``: the solution version a recommender serves, while it is started."""
+
+    recommender_arn: str
+    name: str
+    solution_version_arn: str
+    solution: str
+    version: str
+    active: bool
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recommenderArn": self.recommender_arn,
+            "name": self.name,
+            "solutionVersionArn": self.solution_version_arn,
+            "solution": self.solution,
+            "version": self.version,
+            "active": self.active,
+            "creationDateTime": self.created_at,
+            "lastUpdatedDateTime": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RecommenderPointer:
+        try:
+            return cls(
+                recommender_arn=str(raw["recommenderArn"]),
+                name=str(raw["name"]),
+                solution_version_arn=str(raw["solutionVersionArn"]),
+                solution=str(raw["solution"]),
+                version=str(raw["version"]),
+                active=bool(raw["active"]),
+                created_at=float(raw["creationDateTime"]),
+                updated_at=float(raw["lastUpdatedDateTime"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"recommender record is malformed: {exc!r}") from None
+
+    def as_campaign(self) -> CampaignPointer:
+        """The same pointer in the shape the store serves campaigns with."""
+        return CampaignPointer(
+            self.recommender_arn,
+            self.name,
+            self.solution_version_arn,
+            self.solution,
+            self.version,
+            self.created_at,
+            self.updated_at,
+        )
+
+
 #: The status of every record this service keeps (filters, campaigns, solution versions).
 ACTIVE = "ACTIVE"
 #: The status of a record that cannot be used (an unreadable object, a refused update) - with a reason.
@@ -295,6 +369,15 @@ class FilterRecord(NamedTuple):
             "creationDateTime": self.created_at,
             "lastUpdatedDateTime": self.updated_at,
         }
+
+    def check_applies_to(self, manifest: Manifest, where: str) -> None:
+        """A filter applies only to the campaigns and jobs of its own dataset group, as in Personalize."""
+        if self.dataset_group_arn != manifest.dataset_group:
+            raise InvalidInputException(
+                f"{where} belongs to dataset group {self.dataset_group_arn}, but solution version "
+                f"{manifest.solution_version_arn} is in dataset group {manifest.dataset_group}: "
+                "use a filter created in that dataset group"
+            )
 
     @classmethod
     def from_json(cls, raw: Any) -> FilterRecord:

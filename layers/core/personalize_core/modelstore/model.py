@@ -15,7 +15,7 @@ from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, R
 from personalize_core.modelstore.matrices import read_dimension_major, receive_matrix
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
-from personalize_core.serving.scoring import max_row_norm, remember_max_row_norm
+from personalize_core.serving.scoring import max_row_norm
 
 
 class SolutionVersionModel(NamedTuple):
@@ -41,6 +41,13 @@ class SolutionVersionModel(NamedTuple):
     extras: ModelExtras = NO_EXTRAS
     #: log Σ_j exp(u·j) per user, from the publisher; None for versions published without it.
     user_log_normalisers: np.ndarray | None = None
+    #: The largest row norm of the item factors: the scorer's float32 error bound is proportional to it.
+    item_max_norm: float = 0.0
+    #: float64 [d]: scores the users the model has no vector for (the mean user vector); None where
+    #: the recipe has no users.
+    cold_user_vector: np.ndarray | None = None
+    #: log Σ_j exp(cold·j), when the version stores it.
+    cold_user_log_normaliser: float | None = None
 
     @property
     def arn(self) -> str:
@@ -149,8 +156,9 @@ class _VersionFiles:
             return self.decoded_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)
         return self.received_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)[0]
 
-    def item_matrix(self) -> np.ndarray:
-        """[items, d] laid out dimension-major, however the version stored it."""
+    def item_matrix(self) -> tuple[np.ndarray, float]:
+        """[items, d] laid out dimension-major, however the version stored it, and its largest row
+        norm (computed as it arrives where it can be)."""
         name, rows, dims = ArrayName.ITEM_FACTORS, self.manifest.num_items, self.manifest.dimensions
         entry = self.entry(name)
         if self.receive is not None and entry.fortran_order:
@@ -163,8 +171,7 @@ class _VersionFiles:
         else:  # from bytes: a C-order matrix takes one transposing copy
             factors = np.ascontiguousarray(self.decoded_matrix(name, rows).T).T
             largest = max_row_norm(factors)
-        remember_max_row_norm(factors, largest)
-        return factors
+        return factors, largest
 
 
 def build_model(
@@ -206,7 +213,9 @@ def build_model(
             if receiving is not None:
                 receiving.exception()  # the receives end before the error is reported
         raise
-    item_factors = items.result() if items is not None else files.item_matrix() if wants_items else None
+    item_factors, item_max_norm = None, 0.0
+    if wants_items:
+        item_factors, item_max_norm = items.result() if items is not None else files.item_matrix()
     user_factors = users.result() if users is not None else files.user_matrix() if wants_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
@@ -218,6 +227,7 @@ def build_model(
         raw = decode_npy(*verified(ArrayName.USER_LOG_NORMALISERS))
         user_log_normalisers = _log_normalisers(raw, manifest)
 
+    cold_vector, cold_normaliser = _cold_user(verified, manifest, user_factors)
     popular_order = popularity_order(popularity)
     item_norms = None
     if item_factors is not None and recipe is Recipe.RELATED_ITEMS:
@@ -237,4 +247,25 @@ def build_model(
         item_norms=item_norms,
         extras=load_extras(manifest, fetch),
         user_log_normalisers=user_log_normalisers,
+        item_max_norm=item_max_norm,
+        cold_user_vector=cold_vector,
+        cold_user_log_normaliser=cold_normaliser,
     )
+
+
+def _cold_user(
+    verified: Callable[[ArrayName], tuple[bytes, FileEntry]],
+    manifest: Manifest,
+    user_factors: np.ndarray | None,
+) -> tuple[np.ndarray | None, float | None]:
+    """The cold-user vector and its normaliser: stored by the writer, or (versions published before
+    it) the mean of the user factors, whose normaliser the scorer then computes per request."""
+    if user_factors is None:
+        return None, None
+    if ArrayName.COLD_USER.value not in manifest.files:
+        return np.asarray(user_factors, dtype=np.float64).mean(axis=0), None
+    stored = decode_npy(*verified(ArrayName.COLD_USER))
+    if stored.dtype != np.float64 or stored.shape != (manifest.dimensions + 1,):
+        raise ArtifactError(f"{ArrayName.COLD_USER.value} must be float64 [dimensions + 1]")
+    _check_finite(ArrayName.COLD_USER.value, stored)
+    return stored[:-1], float(stored[-1])

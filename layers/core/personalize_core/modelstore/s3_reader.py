@@ -22,7 +22,6 @@ import datetime
 import hashlib
 import hmac
 import http.client
-import os
 import random
 import re
 import socket
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
+
+from personalize_core import settings
 
 #: sha256 of an empty body: what a GET signs as its payload.
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -70,10 +71,9 @@ class Credentials(NamedTuple):
 
 def environment_credentials() -> Credentials:
     """The credentials Lambda puts in the environment; else botocore's chain (profiles, IMDS...)."""
-    access_key = os.environ.get("AWS_ACCESS_KEY_ID")
-    secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if access_key and secret_key:
-        return Credentials(access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None)
+    given = settings.environment_credentials()
+    if given is not None:
+        return Credentials(*given)
     import botocore.session  # noqa: PLC0415 - the rare path: not on Lambda
 
     found = botocore.session.get_session().get_credentials()

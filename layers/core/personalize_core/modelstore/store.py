@@ -16,13 +16,20 @@ from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from personalize_core.arns import parse_arn
-from personalize_core.errors import ArtifactError, ModelUnavailableError, ResourceNotFoundException
+from personalize_core.errors import (
+    ArtifactError,
+    InvalidInputException,
+    ModelUnavailableError,
+    ResourceNotFoundException,
+)
 from personalize_core.modelstore.layout import (
     MANIFEST,
     CampaignPointer,
     Manifest,
+    RecommenderPointer,
     campaign_key,
     read_plan,
+    recommender_key,
     version_prefix,
 )
 from personalize_core.modelstore.model import SolutionVersionModel, build_model
@@ -69,26 +76,61 @@ class ModelStore:
     ) -> tuple[CampaignPointer, SolutionVersionModel]:
         """The campaign's pointer and the model it serves now. 404 if there is no such campaign."""
         name = parse_arn(campaign_arn, field, "campaign").path[0]
-        with self._lock:
-            cached = self._pointers.get(name)
-        if cached is None or self._clock() - cached.read_at >= self.pointer_ttl_seconds:
-            cached = self._refresh_pointer(name, cached)
-        pointer = cached.pointer
+        pointer = self._pointer(name, campaign_key(name), CampaignPointer.from_json, f"Campaign {name}")
         if pointer.campaign_arn != campaign_arn:
             raise ResourceNotFoundException(f"Campaign {campaign_arn} does not exist")
         return pointer, self._serving_model(name, pointer)
 
-    def _refresh_pointer(self, name: str, cached: _CachedPointer | None) -> _CachedPointer:
+    def recommender(
+        self, recommender_arn: str, field: str = "recommenderArn"
+    ) -> tuple[CampaignPointer, SolutionVersionModel]:
+        """A recommender's pointer (``recommenders/<name>.json``) and its model, served as a
+        campaign's. 404 if there is none; InvalidInputException while it is stopped."""
+        name = parse_arn(recommender_arn, field, "recommender").path[0]
+        key = recommender_key(name)
+
+        def parse(raw: object) -> CampaignPointer:
+            pointer = RecommenderPointer.from_json(raw)
+            if not pointer.active:
+                raise InvalidInputException(f"Recommender {recommender_arn} is not ACTIVE (it is stopped)")
+            return pointer.as_campaign()
+
+        pointer = self._pointer(key, key, parse, f"Recommender {recommender_arn}")
+        if pointer.campaign_arn != recommender_arn:
+            raise ResourceNotFoundException(f"Recommender {recommender_arn} does not exist")
+        return pointer, self._serving_model(key, pointer)
+
+    def _pointer(
+        self, cache_key: str, key: str, parse: Callable[[object], CampaignPointer], label: str
+    ) -> CampaignPointer:
+        with self._lock:
+            cached = self._pointers.get(cache_key)
+        if cached is None or self._clock() - cached.read_at >= self.pointer_ttl_seconds:
+            cached = self._refresh_pointer(cache_key, key, parse, label, cached)
+        return cached.pointer
+
+    def _refresh_pointer(
+        self,
+        name: str,
+        key: str,
+        parse: Callable[[object], CampaignPointer],
+        label: str,
+        cached: _CachedPointer | None,
+    ) -> _CachedPointer:
         try:
-            pointer = CampaignPointer.from_json(self.objects.read_json(campaign_key(name)))
+            pointer = parse(self.objects.read_json(key))
         except ObjectMissing:
             with self._lock:
                 self._pointers.pop(name, None)
-            raise ResourceNotFoundException(f"Campaign {name} does not exist") from None
+            raise ResourceNotFoundException(f"{label} does not exist") from None
+        except InvalidInputException:
+            with self._lock:
+                self._pointers.pop(name, None)
+            raise
         except Exception as exc:
             if cached is None:
                 logger.exception("cannot read campaign pointer", extra={"campaign": name})
-                raise ModelUnavailableError(f"Campaign {name} cannot be read now; try again") from exc
+                raise ModelUnavailableError(f"{label} cannot be read now; try again") from exc
             # A transient fault: keep serving what we had, and try again after the next TTL.
             logger.warning(
                 "campaign pointer refresh failed; keeping the cached one", extra={"campaign": name}

@@ -34,9 +34,11 @@ from personalize_core.modelstore.layout import (
     FileEntry,
     Manifest,
     Recipe,
+    RecommenderPointer,
     campaign_key,
     crc32_hex,
     encode_ids,
+    recommender_key,
     sha256_hex,
     version_prefix,
 )
@@ -130,12 +132,16 @@ def prepare_version(
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
     precompute_normalisers: bool = True,
+    dataset_group_arn: str | None = None,
 ) -> PreparedVersion:
     """Validate the inputs and encode the files of a solution version. No I/O.
 
     ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
     ``precompute_normalisers`` (USER_PERSONALIZATION): store every user's softmax log-normaliser,
     so serving runs no exp over the catalog; it costs a float64 users x items product here.
+    User recipes also get the cold-user vector (the mean user vector and its normaliser), which
+    scores users the model does not know. ``dataset_group_arn``: the dataset group a trained version
+    belongs to (None: its solution's, as for every published version).
     """
     try:
         check_name(solution, "solution")
@@ -166,6 +172,7 @@ def prepare_version(
         files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
         if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
             files[ArrayName.USER_LOG_NORMALISERS.value] = encode_npy(log_normalisers(matrix, user_matrix))
+        files[ArrayName.COLD_USER.value] = encode_npy(cold_user(matrix, user_matrix))
 
     if popularity is None:
         if recipe is Recipe.POPULAR_ITEMS:
@@ -191,8 +198,17 @@ def prepare_version(
         fingerprint = sha256_hex("".join(f"{n}:{e.sha256}" for n, e in sorted(entries.items())).encode())
         version = fingerprint[:16]
     arn = str(make_arn(region, account, "solution", solution, version))
-    manifest = Manifest(arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries)
+    manifest = Manifest(
+        arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries, dataset_group_arn
+    )
     return PreparedVersion(manifest, files)
+
+
+def cold_user(item_factors: np.ndarray, user_factors: np.ndarray) -> np.ndarray:
+    """The cold-user vector and its log-normaliser, float64 [d + 1] (``ArrayName.COLD_USER``): the
+    mean of the user factors, the users' centre, scores users the model has no vector for."""
+    mean = np.asarray(user_factors, dtype=np.float64).mean(axis=0)
+    return np.append(mean, log_normalisers(item_factors, mean[None, :]))
 
 
 def _id_index(encoded_ids: bytes, count: int) -> bytes:
@@ -225,10 +241,29 @@ def upload_version(bucket: ModelBucket, prepared: PreparedVersion, exist_ok: boo
         raise PublishError(
             f"solution version {manifest.solution_version_arn} already exists (versions are immutable)"
         )
+    upload_files(bucket, prepared)
+    write_manifest(bucket, manifest)
+    return manifest
+
+
+def upload_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
+    """Every file of a version but its manifest: the version does not exist yet (training writes
+    the manifest only once the version's record is ACTIVE, so a stopped version never appears)."""
+    prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
     for name, data in prepared.files.items():
         bucket.upload(prefix + name, data)
-    bucket.write_json(prefix + MANIFEST, manifest.to_json())
-    return manifest
+
+
+def write_manifest(bucket: ModelBucket, manifest: Manifest) -> None:
+    """The last write of a version: from here on it exists for serving and for the control plane."""
+    bucket.write_json(version_prefix(manifest.solution, manifest.version) + MANIFEST, manifest.to_json())
+
+
+def delete_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
+    """Remove a version's files that never got a manifest (a stopped or failed training)."""
+    prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
+    for name in prepared.files:
+        bucket.delete(prefix + name)
 
 
 def read_manifest(bucket: ModelBucket, solution_version_arn: str) -> Manifest:
@@ -276,6 +311,12 @@ def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> Campaign
     record = switched(current, pointer)
     bucket.write_json(key, record)
     return CampaignPointer.from_json(record)
+
+
+def put_recommender(bucket: ModelBucket, pointer: RecommenderPointer) -> RecommenderPointer:
+    """Write a recommender's pointer (one atomic S3 write, as a campaign's)."""
+    bucket.write_json(recommender_key(pointer.name), pointer.to_json())
+    return pointer
 
 
 def list_versions(bucket: ModelBucket) -> Iterator[str]:

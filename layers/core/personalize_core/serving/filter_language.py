@@ -292,9 +292,9 @@ class _Parser:
             if operator == "IN" and self.token.kind == "word" and not is_event_type:
                 _, current, _ = self.qualified({"CURRENTITEM": "CurrentItem"}, 'CurrentItem.<column> or "("')
                 return Condition(Dataset(dataset), column, operator, (), current, position)
-            return Condition(
-                Dataset(dataset), column, operator, self.value_list(is_event_type), None, position
-            )
+            values = self.value_list(is_event_type)
+            _no_parameter_with_not_in(operator, values)
+            return Condition(Dataset(dataset), column, operator, values, None, position)
         if is_event_type:
             raise FilterSyntaxError("EVENT_TYPE can only be compared with IN or NOT IN", position)
         if self.token.kind == "word":
@@ -310,11 +310,26 @@ class _Parser:
         _, column, position = self.qualified({"CURRENTUSER": "CurrentUser"}, "CurrentUser.<column>")
         operator = self.operator()
         if operator in MEMBERSHIP:
-            return UserCondition(column, operator, self.value_list(False), position)
+            values = self.value_list(False)
+            _no_parameter_with_not_in(operator, values)
+            return UserCondition(column, operator, values, position)
         value = self.value(False, numbers=True) if self.token.kind != "string" else self.value(False, False)
         if value.kind == "string" and operator != "=":
             raise FilterSyntaxError(f"{operator} needs a number or a $PARAMETER", value.position)
         return UserCondition(column, operator, (value,), position)
+
+
+def _no_parameter_with_not_in(operator: str, values: tuple[Value, ...]) -> None:
+    # Personalize's rule ("you can't use placeholder parameters in a filter expression that uses the
+    # NOT IN operator"): the same meaning is IN with the opposite action (EXCLUDE for INCLUDE).
+    if operator == "NOT IN":
+        for value in values:
+            if value.kind == "param":
+                raise FilterSyntaxError(
+                    f"${value.text} cannot be used with NOT IN (Personalize allows parameters with IN "
+                    "only: use IN with the opposite action, EXCLUDE instead of INCLUDE or the reverse)",
+                    value.position,
+                )
 
 
 def parse_filter(expression: str) -> FilterProgram:

@@ -13,7 +13,6 @@ path, which returns the same items and scores (the tests run both).
 
 from __future__ import annotations
 
-import os
 import weakref
 from functools import cache
 from pathlib import Path
@@ -21,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from personalize_core.settings import NATIVE_KERNELS_VARIABLE, get_settings
+
 #: Set to 0 to score with numpy only (for comparison, or to rule the kernel out).
-DISABLE_VARIABLE = "PERSONALIZE_NATIVE_KERNELS"
+DISABLE_VARIABLE = NATIVE_KERNELS_VARIABLE
 LIBRARY_PATH = Path(__file__).with_name("_select.so")
 
 
@@ -132,7 +133,7 @@ class Kernels:
 @cache
 def kernels() -> Kernels | None:
     """The compiled kernels, or None (not built, not loadable here, or switched off)."""
-    if os.environ.get(DISABLE_VARIABLE, "1") == "0" or not LIBRARY_PATH.exists():
+    if not get_settings().native_kernels or not LIBRARY_PATH.exists():
         return None
     import ctypes  # noqa: PLC0415 - ~2 ms, paid only where the kernels are used
 

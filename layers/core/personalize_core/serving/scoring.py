@@ -19,7 +19,6 @@ How ``user_top_k`` stays exact while reading the item matrix once:
 from __future__ import annotations
 
 import threading
-import weakref
 
 import numpy as np
 
@@ -35,7 +34,6 @@ _BATCH_ITEM_BLOCK = 8_192
 _NATIVE_ITEM_BLOCK = 2_048
 
 _scratch = threading.local()
-_max_norms: dict[int, float] = {}
 
 
 def logsumexp(values: np.ndarray) -> float:
@@ -46,38 +44,15 @@ def logsumexp(values: np.ndarray) -> float:
     return peak + float(np.log(np.exp(values - peak).sum(dtype=np.float64)))
 
 
-def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, largest first; ties in index order; -inf never chosen."""
-    n = values.shape[0]
-    k = min(k, n)
-    if k <= 0:
-        return np.empty(0, dtype=np.int64)
-    candidates = np.argpartition(values, n - k)[n - k :] if k < n else np.arange(n)
-    # lexsort's last key is the primary one: descending value, then ascending index.
-    order = candidates[np.lexsort((candidates, -values[candidates]))]
-    return order[values[order] > -np.inf].astype(np.int64)
-
-
 def max_row_norm(item_factors: np.ndarray) -> float:
-    """The largest L2 norm of a row, computed once per matrix (the float32 error bound needs it)."""
-    key = id(item_factors)
-    cached = _max_norms.get(key)
-    if cached is None:
-        cached = 0.0
-        for start in range(0, item_factors.shape[0], 65_536):
-            block = item_factors[start : start + 65_536]
-            cached = max(cached, float(np.einsum("ij,ij->i", block, block).max(initial=0.0)))
-        cached = float(np.sqrt(cached))
-        remember_max_row_norm(item_factors, cached)
-    return cached
-
-
-def remember_max_row_norm(item_factors: np.ndarray, norm: float) -> None:
-    """Record a matrix's largest row norm (the loader computes it while the matrix streams in)."""
-    key = id(item_factors)
-    if key not in _max_norms:
-        weakref.finalize(item_factors, _max_norms.pop, key, None)
-    _max_norms[key] = norm
+    """The largest L2 norm of a row (the float32 error bound needs it). A loaded model carries it
+    (``SolutionVersionModel.item_max_norm``, computed while the matrix streams in); this is for
+    matrices that are not a model's."""
+    largest = 0.0
+    for start in range(0, item_factors.shape[0], 65_536):
+        block = item_factors[start : start + 65_536]
+        largest = max(largest, float(np.einsum("ij,ij->i", block, block).max(initial=0.0)))
+    return float(np.sqrt(largest))
 
 
 def logit_error_bound(dimensions: int, user_norm: float, item_norm: float) -> float:
@@ -117,8 +92,15 @@ def _candidates(logits: np.ndarray, k: int, slack: float) -> np.ndarray:
 
 
 def _exact_logits(item_factors: np.ndarray, user_vector: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    exact: np.ndarray = item_factors[indices].astype(np.float64) @ user_vector.astype(np.float64)
+    exact: np.ndarray = item_factors[indices].astype(np.float64) @ np.asarray(user_vector, np.float64)
     return exact
+
+
+def softmax_scores(exact_logits: np.ndarray, log_normaliser: float | np.ndarray) -> np.ndarray:
+    """exp(logit - log Σ exp), kept in [0, 1]: rounding in the normaliser can put a dominant item's
+    score a few ulps above 1, which no softmax value is."""
+    scores: np.ndarray = np.minimum(np.exp(exact_logits - log_normaliser), 1.0)
+    return scores
 
 
 def user_top_k(
@@ -128,21 +110,30 @@ def user_top_k(
     allowed: np.ndarray | None = None,
     *,
     log_normaliser: float | None = None,
+    max_norm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items for a user with their catalog-wide softmax scores.
 
-    ``allowed`` (bool per item) restricts which items may be returned; the softmax still runs over
-    the whole catalog, as Personalize's scores do. ``log_normaliser`` is log Σ_j exp(u·j) over the
-    whole catalog, when the solution version carries it (then no exp runs over the catalog).
+    ``user_vector`` is taken at its own precision (float64 when context shifted it): the scan runs
+    on a float32 copy, and the bound covers that rounding too, so the top k and the scores are the
+    formula's for the vector as given. ``allowed`` (bool per item) restricts which items may be
+    returned; the softmax still runs over the whole catalog, as Personalize's scores do.
+    ``log_normaliser`` is log Σ_j exp(u·j) over the whole catalog, when the solution version carries
+    it (then no exp runs over the catalog). ``max_norm``: the largest row norm of ``item_factors``
+    (a model carries it; computed here when not given).
     """
     num_items, dims = item_factors.shape
     k = min(k, num_items)
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    user32 = np.asarray(user_vector, dtype=np.float32)
+    user64 = np.asarray(user_vector, dtype=np.float64)
+    user32 = user64.astype(np.float32)
+    largest = max_row_norm(item_factors) if max_norm is None else max_norm
+    # |fl32(u32·i) - u·i| <= gamma_d |u32| |i| + |u32 - u| |i|: the scan's error, whatever u's precision.
+    rounding = float(np.linalg.norm(user32.astype(np.float64) - user64)) * largest
+    slack = 2 * (logit_error_bound(dims, float(np.linalg.norm(user32)), largest) + rounding)
     logits = _buffer("logits", num_items)
     np.matmul(item_factors, user32, out=logits)
-    slack = 2 * logit_error_bound(dims, float(np.linalg.norm(user32)), max_row_norm(item_factors))
     eligible = logits
     if allowed is not None:
         eligible = _buffer("eligible", num_items)
@@ -151,18 +142,20 @@ def user_top_k(
     kernels = native.kernels() if num_items > _SMALL_CATALOG else None
     if kernels is None:
         candidates = _candidates(eligible, k, slack)
-        exact = _exact_logits(item_factors, user32, candidates)
     else:
         selection = kernels.selection(1, k, np.array([slack]))
         selection.feed(eligible.reshape(1, num_items), 0)
         _, candidates, _ = selection.take()
+    if kernels is not None and rounding == 0.0:
         exact = kernels.exact_logits(
             item_factors, user32.reshape(1, dims), np.zeros_like(candidates), candidates
         )
+    else:
+        exact = _exact_logits(item_factors, user64, candidates)
     order = np.lexsort((candidates, -exact))[:k]
     chosen, chosen_exact = candidates[order].astype(np.int64), exact[order]
     if log_normaliser is not None:
-        return chosen, np.exp(chosen_exact - log_normaliser)
+        return chosen, softmax_scores(chosen_exact, log_normaliser)
     # Normaliser: every item's exp(logit - peak), with the chosen items' float32 terms swapped for
     # their exact ones (they carry most of the mass, so this is what makes scores exact).
     peak = float(logits.max())
@@ -173,7 +166,7 @@ def user_top_k(
         - logits[chosen].sum(dtype=np.float64)
         + np.exp(chosen_exact - peak).sum()
     )
-    return chosen, np.exp(chosen_exact - peak - np.log(mass))
+    return chosen, softmax_scores(chosen_exact, peak + float(np.log(mass)))
 
 
 def log_normalisers(item_factors: np.ndarray, user_factors: np.ndarray, block: int = 512) -> np.ndarray:
@@ -193,16 +186,30 @@ def rank_items(
     item_factors: np.ndarray, user_vector: np.ndarray, indices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order ``indices`` for a user; scores are a softmax over these items only (they sum to 1)."""
-    logits = item_factors[indices].astype(np.float64) @ user_vector.astype(np.float64)
-    scores = np.exp(logits - logsumexp(logits))
+    logits = _exact_logits(item_factors, user_vector, indices)
+    scores = softmax_scores(logits, logsumexp(logits))
     order = np.lexsort((np.arange(len(indices)), -logits))
     return indices[order], scores[order]
+
+
+def cosine_error_bound(dimensions: int) -> float:
+    """A bound on |float32 cosine - exact cosine| for the scan below (in cosine units, so it holds for
+    any norms): the dot product's gamma_d |q||i|, divided by |q||i|, plus the float32 norms' and the
+    division's roundings, with room to spare."""
+    gamma = (dimensions + 2) * _UNIT_ROUNDOFF / (1 - (dimensions + 2) * _UNIT_ROUNDOFF)
+    return 2.0 * (3 * gamma + 4 * _UNIT_ROUNDOFF)
 
 
 def related_top_k(
     item_factors: np.ndarray, item_norms: np.ndarray, item: int, k: int, allowed: np.ndarray | None = None
 ) -> np.ndarray:
-    """The k items most similar to ``item`` by cosine similarity, the item itself excluded."""
+    """The k items most similar to ``item`` by cosine similarity, the item itself excluded.
+
+    Exact like ``user_top_k``: a float32 scan, every item within twice its error bound of the k-th
+    largest similarity kept, and those re-scored in float64 and ranked (ties in catalog order). An
+    item with no length (a zero vector) has similarity 0 to everything.
+    """
+    num_items, dims = item_factors.shape
     query = item_factors[item]
     similarity = item_factors @ query
     norms = item_norms * item_norms[item]
@@ -211,7 +218,17 @@ def related_top_k(
     if allowed is not None:
         similarity[~allowed] = -np.inf
     similarity[item] = -np.inf
-    return top_k_indices(similarity, k)
+    k = min(k, int(np.count_nonzero(similarity > -np.inf)))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    kth = float(np.partition(similarity, num_items - k)[num_items - k])
+    candidates = np.flatnonzero(similarity >= kth - 2 * cosine_error_bound(dims))
+    rows = item_factors[candidates].astype(np.float64)
+    query64 = query.astype(np.float64)
+    lengths = np.sqrt(np.einsum("ij,ij->i", rows, rows)) * float(np.sqrt(query64 @ query64))
+    exact = np.zeros(len(candidates))
+    np.divide(rows @ query64, lengths, out=exact, where=lengths > 0)
+    return candidates[np.lexsort((candidates, -exact))[:k]].astype(np.int64)
 
 
 def popular_top_k(popular_order: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
@@ -228,12 +245,14 @@ def batch_user_top_k(
     *,
     log_normalisers: np.ndarray | None = None,
     threads: int | None = None,
+    max_norm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``user_top_k`` for many users at once: blocked matrix products instead of a loop of matvecs.
 
     Returns ``(indices, scores)``, both ``[users, min(k, items)]``; row r equals
     ``user_top_k(item_factors, user_vectors[r], k)`` (same items, same order, same scores).
-    ``log_normalisers`` (one per user) makes the exp over the catalog unnecessary.
+    ``log_normalisers`` (one per user) makes the exp over the catalog unnecessary; ``max_norm`` is
+    the largest row norm of ``item_factors`` (computed here when not given).
     ``threads``: blocks of users are scored on this many threads, each with a one-thread BLAS
     (numpy releases the GIL in BLAS and in the reductions); None: as many as BLAS is set to use.
     ``block``: users per matrix product (None: 512 with the compiled selection, whose tiles stay
@@ -248,12 +267,13 @@ def batch_user_top_k(
     scores = np.empty((users, k), dtype=np.float64)
     if k == 0:
         return indices, scores
+    largest = max_row_norm(item_factors) if max_norm is None else max_norm
 
     def score(start: int) -> None:
         stop = min(users, start + block)
         lognorm = None if log_normalisers is None else np.asarray(log_normalisers[start:stop], np.float64)
         indices[start:stop], scores[start:stop] = _batch_block(
-            item_factors, np.asarray(user_vectors[start:stop], dtype=np.float32), k, lognorm
+            item_factors, np.asarray(user_vectors[start:stop], dtype=np.float32), k, lognorm, largest
         )
 
     starts = range(0, users, block)
@@ -316,16 +336,20 @@ def _fold_log_sum_exp(peaks: np.ndarray, mass: np.ndarray, logits: np.ndarray) -
 
 
 def _batch_block(
-    item_factors: np.ndarray, vectors: np.ndarray, k: int, log_normalisers: np.ndarray | None
+    item_factors: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    log_normalisers: np.ndarray | None,
+    max_norm: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     kernels = native.kernels()
     if kernels is not None:
-        return _batch_block_native(kernels, item_factors, vectors, k, log_normalisers)
+        return _batch_block_native(kernels, item_factors, vectors, k, log_normalisers, max_norm)
     num_items, dims = item_factors.shape
     rows = vectors.shape[0]
     item_major = item_factors.T  # [d, items]: C-contiguous when the model keeps it dimension-major
     norms = np.linalg.norm(vectors, axis=1).astype(np.float64)
-    slack = 2 * logit_error_bound(dims, 1.0, max_row_norm(item_factors)) * norms
+    slack = 2 * logit_error_bound(dims, 1.0, max_norm) * norms
     groups = 1 << max(10, int(8 * k - 1).bit_length())
     item_block = max(_BATCH_ITEM_BLOCK, groups)
     blocked = num_items > _SMALL_CATALOG and num_items >= 4 * item_block
@@ -381,6 +405,7 @@ def _batch_block_native(
     vectors: np.ndarray,
     k: int,
     log_normalisers: np.ndarray | None,
+    max_norm: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``_batch_block`` with the compiled selection: each tile of logits is read once, while in
     cache, against every user's running bound; candidates are re-scored in float64 in C."""
@@ -388,9 +413,7 @@ def _batch_block_native(
     rows = vectors.shape[0]
     item_major = item_factors.T
     norms = np.linalg.norm(vectors, axis=1).astype(np.float64)
-    selection = kernels.selection(
-        rows, k, 2 * logit_error_bound(dims, 1.0, max_row_norm(item_factors)) * norms
-    )
+    selection = kernels.selection(rows, k, 2 * logit_error_bound(dims, 1.0, max_norm) * norms)
     tile = np.empty((rows, min(num_items, _NATIVE_ITEM_BLOCK)), dtype=np.float32)
     peaks = np.full(rows, -np.inf)
     mass = np.zeros(rows)
@@ -418,7 +441,7 @@ def _scores(
     """The chosen items ([rows, k] positions into the candidates) and their softmax scores."""
     chosen, chosen_exact = hit_items[picked].astype(np.int64), exact[picked]
     if log_normalisers is not None:
-        return chosen, np.exp(chosen_exact - log_normalisers[:, None])
+        return chosen, softmax_scores(chosen_exact, log_normalisers[:, None])
     swapped = np.exp(values[picked].astype(np.float64) - peaks[:, None]).sum(axis=1)
     mass = mass - swapped + np.exp(chosen_exact - peaks[:, None]).sum(axis=1)
-    return chosen, np.exp(chosen_exact - peaks[:, None] - np.log(mass)[:, None])
+    return chosen, softmax_scores(chosen_exact, peaks[:, None] + np.log(mass)[:, None])

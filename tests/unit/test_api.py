@@ -8,26 +8,26 @@ from typing import Any
 import pytest
 
 from lambda_personalize.local_api import proxy_event
-from personalize_core.edge import api as wire
+from personalize_core.edge import api
 from personalize_core.errors import ResourceNotFoundException
 
 
-def make_app(json_1_1: bool = False) -> wire.RestApp:
-    app = wire.create_app(json_1_1)
+def make_app(json_1_1: bool = False) -> api.RestApp:
+    app = api.create_app(json_1_1)
 
     @app.post("/echo")
-    def echo() -> wire.Response:
-        body = wire.json_body(app)
+    def echo() -> api.Response:
+        body = api.json_body(app)
         if body.get("missing"):
             raise ResourceNotFoundException("no such thing")
         if body.get("crash"):
             raise RuntimeError("a bug")
-        return wire.respond(app, 200, {"body": body, "target": app.current_event.header("X-Amz-Target")})
+        return api.respond(app, 200, {"body": body, "target": app.current_event.header("X-Amz-Target")})
 
     return app
 
 
-def call(app: wire.RestApp, event: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+def call(app: api.RestApp, event: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
     result = app.resolve(event)
     assert result["isBase64Encoded"] is False
     return result["statusCode"], result["headers"], json.loads(result["body"])
@@ -80,5 +80,5 @@ def test_json_1_1_errors_name_the_code_in_the_body_with_400() -> None:
     event = proxy_event("POST", "/echo", {}, b'{"missing": true}')
     status, headers, body = call(make_app(json_1_1=True), event)
     assert status == 400
-    assert headers["Content-Type"] == wire.AMZ_JSON
+    assert headers["Content-Type"] == api.AMZ_JSON
     assert body == {"__type": "ResourceNotFoundException", "message": "no such thing"}
