@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from personalize_core.arns import make_arn, parse_arn
+from personalize_core.control.campaigns import LATEST
 from personalize_core.control.workspace import DEFAULT_ACCOUNT
 from personalize_core.edge.authorization import Permission, pass_role
 from personalize_core.edge.fields import Fields
@@ -46,6 +47,17 @@ def _named(
         return str(make_arn(source.region, source.account, resource_type, _string(body, name_key)))
 
     return arn
+
+
+def _campaign(body: _Body) -> str:
+    """CreateCampaign's ARN: its name, in the region and account of its solution version (or of the
+    solution, for ``<solution ARN>/$LATEST``: control/campaigns.py)."""
+    version = _string(body, "solutionVersionArn")
+    if version.endswith(LATEST):
+        source = parse_arn(version[: -len(LATEST)], "solutionVersionArn", "solution")
+    else:
+        source = parse_arn(version, "solutionVersionArn", "solution", parts=2)
+    return str(make_arn(source.region, source.account, "campaign", _string(body, "name")))
 
 
 def _given(key: str) -> Callable[[_Body], str]:
@@ -83,7 +95,7 @@ RESOURCES: dict[str, Callable[[_Body], str] | None] = {
     "DescribeFilter": _given("filterArn"),
     "DeleteFilter": _given("filterArn"),
     "ListFilters": None,
-    "CreateCampaign": _named("campaign", "name", "solutionVersionArn", "solution", parts=2),
+    "CreateCampaign": _campaign,
     "DescribeCampaign": _given("campaignArn"),
     "UpdateCampaign": _given("campaignArn"),
     "DeleteCampaign": _given("campaignArn"),
