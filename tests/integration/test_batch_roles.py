@@ -74,6 +74,14 @@ def test_create_applies_the_stacks_pattern(
         create(control_plane, batch_env, batch_event_version, f"{SAMPLE_ROLE}2")
     message = caught.value.response["Error"]["Message"]
     assert "matching BatchJobRoleNamePattern 'personalize-batch-*'" in message
+    # And so is a dataset import job's (the training function assumes it under the same grant)
+    with pytest.raises(control_plane.exceptions.InvalidInputException, match="BatchJobRoleNamePattern"):
+        control_plane.create_dataset_import_job(
+            jobName="outside",
+            datasetArn=f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset/g/INTERACTIONS",
+            dataSource={"dataLocation": f"s3://{batch_env.data_bucket}/interactions.csv"},
+            roleArn=SAMPLE_ROLE,
+        )
 
 
 def test_an_open_control_plane_must_name_its_roles() -> None:

@@ -26,6 +26,7 @@ from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.pointers import verify_version
 from personalize_core.modelstore.writer import read_manifest
+from personalize_core.observability import logger
 from tests.conftest import BatchEnv, publish
 from tests.utils import ACCOUNT, REGION, random_model
 
@@ -135,17 +136,19 @@ def test_the_cli_refuses_a_corrupt_version_with_one_line(
 
 @contextlib.contextmanager
 def logged() -> Any:
+    """What the functions log, on the service's own logger (as test_security captures it)."""
     sink = io.StringIO()
     handler = logging.StreamHandler(sink)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    previous = root.level
-    root.setLevel(logging.INFO)
+    handler.setFormatter(logger.registered_formatter)
+    service = logging.getLogger(logger.service)
+    previous = service.level
+    service.addHandler(handler)
+    service.setLevel(logging.INFO)
     try:
         yield sink
     finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
+        service.removeHandler(handler)
+        service.setLevel(previous)
 
 
 GARBLED = b'{"formatVersion": 1, "solutionVersionArn": '  # cut short: not JSON
