@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE", help="template parameters"
     )
     run.add_argument("--verbose", action="store_true", help="log every request and the functions' metrics")
+    run.add_argument(
+        "--sqs-environments",
+        type=int,
+        default=int(_env("SQS_ENVIRONMENTS", "0")) or None,
+        metavar="N",
+        help="environments per SQS-driven function (default: the machine's CPUs, at least 2; "
+        "capped by the template's MaximumConcurrency)",
+    )
     run.set_defaults(run=cmd_run)
     return parser
 
@@ -223,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         region=args.region,
         parameter_overrides=overrides,
         verbose=args.verbose,
+        sqs_environments=args.sqs_environments,
     )
     runtime = LocalRuntime(options).start()
     try:

@@ -68,6 +68,8 @@ class ApiRoute:
 class QueueTrigger:
     queue: str  # logical id of the AWS::SQS::Queue
     batch_size: int
+    #: ScalingConfig.MaximumConcurrency: at most this many environments of the function poll it.
+    maximum_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +382,15 @@ class LocalTemplate:
                 elif event.get("Type") == "SQS":
                     queue_arn = str(self.resolve(event_properties["Queue"]))
                     batch_size = int(self.resolve(event_properties.get("BatchSize", 10)))
-                    queues.append(QueueTrigger(self.queue_by_arn(queue_arn), batch_size))
+                    scaling = self.resolve(event_properties.get("ScalingConfig") or {})
+                    maximum = scaling.get("MaximumConcurrency") if isinstance(scaling, dict) else None
+                    queues.append(
+                        QueueTrigger(
+                            self.queue_by_arn(queue_arn),
+                            batch_size,
+                            int(maximum) if maximum is not None else None,
+                        )
+                    )
             specs.append(
                 FunctionSpec(
                     logical_id=logical_id,
