@@ -230,6 +230,9 @@ class _RequestHandler(WSGIRequestHandler):
 
     server: LocalApiServer
     timeout = READ_TIMEOUT_SECONDS
+    # HTTP/1.1: a client's connection stays open between requests (every response has its
+    # Content-Length), as API Gateway's does; HTTP/1.0 closed it after each one.
+    protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle on, the client's delayed ACK holds the
     # body back ~40 ms on every request.
     disable_nagle_algorithm = True
