@@ -17,6 +17,7 @@ from personalize_core.batch import get_worker
 from personalize_core.control.batch_jobs import get_batch_jobs
 from personalize_core.control.records import get_records
 from personalize_core.control.workspace import get_workspace
+from personalize_core.edge.authorization import get_authorizer
 from personalize_core.modelstore.bucket import get_model_bucket
 from personalize_core.modelstore.objects import Received, S3Objects
 from personalize_core.modelstore.store import get_store
@@ -40,6 +41,7 @@ def clear_process_caches() -> None:
         get_records,
         get_workspace,
         get_training_worker,
+        get_authorizer,
     ):
         cached.cache_clear()
 

@@ -39,6 +39,7 @@ from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
 from .demo_training import train_demo
 from .local_api import Handler, LocalApiServer
+from .local_iam import install_policy_simulator, signer_identity
 from .local_resources import create_resources
 from .template import SQS_QUEUE, FunctionSpec, LocalTemplate, QueueTrigger, Stack, TemplateError
 
@@ -51,7 +52,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM")
 
 
 class LocalRuntimeError(Exception):
@@ -221,7 +222,16 @@ class LocalRuntime:
             if options.demo is not None and not trains:
                 self._publish_demo(options.demo)  # a template without the data path: the CLI's way
             self._start_pollers()
-            self.api = LocalApiServer(routes, host=options.host, port=options.port, verbose=options.verbose)
+            iam_routes = self.template.iam_auth_routes() if self.template is not None else set()
+            self.api = LocalApiServer(
+                routes,
+                host=options.host,
+                port=options.port,
+                verbose=options.verbose,
+                identity=lambda method, path, headers: (
+                    signer_identity(headers, options.account) if (method, path) in iam_routes else {}
+                ),
+            )
             self.api.start()
             if options.demo is not None and trains:
                 self._train_demo(options.demo)
@@ -268,6 +278,7 @@ class LocalRuntime:
             ip_address=self.options.host, port=self.options.aws_port, verbose=False
         )
         self._moto.start()
+        install_policy_simulator()  # IAM's SimulatePrincipalPolicy, which moto lacks (local_iam.py)
         host, port = self._moto.get_host_and_port()
         self.aws_url = f"http://{host}:{port}"
 
@@ -289,6 +300,7 @@ class LocalRuntime:
         options = self.options
         stack = Stack(options.stack, options.region, options.account, self.aws_url)
         self.template = LocalTemplate(options.template, stack, options.parameter_overrides)
+        self.template.check_rules()  # as CloudFormation does before a deploy
         self.functions = self.template.functions()
         merged_environment(self.functions)  # refuse conflicting environments before doing anything
 

@@ -301,6 +301,18 @@ class LocalTemplate:
 
         return re.sub(r"\$\{([^}]+)\}", substitute, str(text))
 
+    def check_rules(self) -> None:
+        """The template's ``Rules``, as CloudFormation applies them before deploying: a rule whose
+        condition holds must have every assertion hold (TemplateError with its description)."""
+        for name, rule in (self.document.get("Rules") or {}).items():
+            condition = rule.get("RuleCondition")
+            if condition is not None and not self.resolve(condition):
+                continue
+            for assertion in rule.get("Assertions") or []:
+                if not self.resolve(assertion["Assert"]):
+                    description = assertion.get("AssertDescription", f"rule {name} does not hold")
+                    raise TemplateError(f"template rule {name}: {description}")
+
     # -- what the runtime needs ------------------------------------------------------------------
 
     def local_resources(self) -> list[ResourceSpec]:
@@ -326,6 +338,28 @@ class LocalTemplate:
                     )
                 )
         return ordered
+
+    def iam_auth_routes(self) -> set[tuple[str, str]]:
+        """(METHOD, path) of every route an ``AWS::Serverless::Api``'s OpenAPI body puts behind IAM
+        auth (a security scheme of ``x-amazon-apigateway-authtype: awsSigv4``), with the
+        template's conditions resolved: the routes where API Gateway reports who signed."""
+        found: set[tuple[str, str]] = set()
+        for resource in self.resources.values():
+            if resource.get("Type") != "AWS::Serverless::Api" or not self._exists(resource):
+                continue
+            body = self.resolve((resource.get("Properties") or {}).get("DefinitionBody") or {})
+            definitions = (
+                body.get("securityDefinitions") or body.get("components", {}).get("securitySchemes") or {}
+            )
+            sigv4 = {n for n, d in definitions.items() if d.get("x-amazon-apigateway-authtype") == "awsSigv4"}
+            for path, methods in (body.get("paths") or {}).items():
+                for method, operation in methods.items():
+                    schemes = {
+                        name for requirement in operation.get("security") or [] for name in requirement
+                    }
+                    if schemes & sigv4:
+                        found.add((method.upper(), path))
+        return found
 
     def functions(self) -> list[FunctionSpec]:
         globals_ = (self.document.get("Globals") or {}).get("Function") or {}

@@ -44,6 +44,20 @@ class InvalidNextTokenException(PersonalizeError):
     status = 400
 
 
+class AccessDeniedException(PersonalizeError):
+    """The caller's IAM policies do not allow the operation (edge/authorization.py)."""
+
+    code = "AccessDeniedException"
+    status = 403
+
+
+class AuthorizationUnavailableError(PersonalizeError):
+    """IAM could not be asked whether the caller may act (throttled, unreachable): try again."""
+
+    code = "ServiceUnavailableException"
+    status = 503
+
+
 class UnknownOperationException(PersonalizeError):
     code = "UnknownOperationException"
     status = 404

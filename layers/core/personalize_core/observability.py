@@ -35,6 +35,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from personalize_core.settings import get_observability, trace_header
+from personalize_core.text import dumps
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -112,7 +113,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = self.formatException(record.exc_info)
             entry["exception_name"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return dumps(entry, separators=None, default=str)
 
     @staticmethod
     def _timestamp(record: logging.LogRecord) -> str:
