@@ -51,7 +51,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "FIREHOSE")
 
 
 class LocalRuntimeError(Exception):

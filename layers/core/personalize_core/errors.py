@@ -49,11 +49,22 @@ class UnknownOperationException(PersonalizeError):
     status = 404
 
 
-class ModelUnavailableError(PersonalizeError):
-    """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
+class ServiceUnavailableException(PersonalizeError):
+    """A store the request needs cannot be reached now; the request can be retried (botocore does)."""
 
     code = "ServiceUnavailableException"
     status = 503
+
+
+class ThrottlingException(PersonalizeError):
+    """A store the request needs is throttling it; botocore retries this code with backoff."""
+
+    code = "ThrottlingException"
+    status = 400
+
+
+class ModelUnavailableError(ServiceUnavailableException):
+    """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
 
 
 class ArtifactError(Exception):

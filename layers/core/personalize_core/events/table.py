@@ -1,0 +1,492 @@
+"""The events table (``EVENTS_TABLE``, DynamoDB, key ``pk``): the only module that reads or writes it.
+
+Its items, by key prefix (dataset groups are named by their name: ``dataset-group/<name>``):
+
+    E#<group>#<id>       a user's or a session's recent events: one attribute ``e:<eventId>`` per
+                         event (so writing an eventId twice keeps it once), ``link`` (a session: the
+                         user it was linked to), ``copied`` (the user its history was copied to),
+                         ``n`` (events written) and ``kept`` (events kept at the last compaction)
+    R#<recommendationId> the items a GetRecommendations / GetPersonalizedRanking answered with
+                         (PutEvents resolves a recommendationId into implicit impressions)
+    T#<trackingId>       the event tracker a trackingId names, and its dataset group
+    G#<group>            the group's state: its tracker, when it turns ACTIVE, a PutItems/PutUsers
+                         counter (serving re-reads the metadata when it moves)
+    M#<group>#<TYPE>#<k> PutItems (TYPE ITEMS) / PutUsers (USERS) records, one attribute per id, in
+                         METADATA_SHARDS shards by the id's CRC-32
+
+Every write is a single-item UpdateItem or PutItem: blind (no read first) where it can be, so one
+PutEvents is one round trip. Entity items grow by at most COMPACTION_SLACK events before a
+compaction keeps the 100 most recent per event type (what Personalize's interaction filters read),
+within ITEM_BUDGET bytes. Every item but the tracker and group ones expires ``retention`` after its
+last write (the table's TTL attribute ``ttl``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from typing import Any, NamedTuple
+
+from personalize_core.aws.json_client import AwsError, AwsJsonClient
+from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
+from personalize_core.observability import logger
+from personalize_core.settings import get_settings
+
+ENTITY = "E#"
+RECOMMENDATION = "R#"
+TRACKING = "T#"
+GROUP = "G#"
+METADATA = "M#"
+EVENT_ATTRIBUTE = "e:"
+RECORD_ATTRIBUTE = "i:"
+METADATA_SHARDS = 16
+#: An entity item holds at most this many events beyond what its last compaction kept.
+COMPACTION_SLACK = 100
+#: What a compaction keeps at most (DynamoDB's item limit is 400 KB): the oldest events go first.
+ITEM_BUDGET = 300_000
+#: Events copied into a user per UpdateItem when a session is linked (expression size limits).
+COPY_CHUNK = 80
+#: DynamoDB's own cap on one BatchGetItem.
+BATCH_GET_MAX = 100
+
+
+class RecentEvent(NamedTuple):
+    event_id: str
+    event_type: str
+    item_id: str | None
+    sent_at: float
+    value: float | None
+    #: When PutEvents accepted it (server time): whether a version was trained before it.
+    received_at: float
+
+    def encode(self) -> str:
+        return json.dumps(
+            [self.event_type, self.item_id, self.sent_at, self.value, self.received_at],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def decode(cls, event_id: str, text: str) -> RecentEvent | None:
+        try:
+            kind, item, sent, value, received = json.loads(text)
+            return cls(event_id, str(kind), item, float(sent), value, float(received))
+        except (ValueError, TypeError):
+            logger.warning("skipping a malformed event record", extra={"eventId": event_id[:64]})
+            return None
+
+
+class Entity(NamedTuple):
+    """A user's or session's item: its events (newest first, 100 per event type) and its link."""
+
+    events: tuple[RecentEvent, ...] = ()
+    #: The user a session was linked to by an event carrying both ids ("" if none).
+    link: str = ""
+
+
+NO_ENTITY = Entity()
+
+
+class AddResult(NamedTuple):
+    #: eventIds the entity held already (written before: not new).
+    duplicates: frozenset[str]
+    #: The session's link before this write ("" if none; users have none).
+    old_link: str
+    #: The user the session's history had been copied to before ("" if none).
+    old_copied: str
+
+
+class GroupState(NamedTuple):
+    tracking_id: str | None = None
+    tracker_arn: str | None = None
+    #: When the tracker turns ACTIVE (serving containers have all seen it by then).
+    active_at: float = 0.0
+    #: Moves with every PutItems / PutUsers of the group.
+    metadata_version: int = 0
+
+
+NO_GROUP_STATE = GroupState()
+
+
+class TrackerRef(NamedTuple):
+    tracker_arn: str
+    group_arn: str
+    active_at: float
+
+
+def entity_key(group: str, entity_id: str) -> str:
+    return f"{ENTITY}{group}#{entity_id}"
+
+
+def group_key(group: str) -> str:
+    return f"{GROUP}{group}"
+
+
+def tracking_key(tracking_id: str) -> str:
+    return f"{TRACKING}{tracking_id}"
+
+
+def metadata_key(group: str, dataset_type: str, shard: int) -> str:
+    return f"{METADATA}{group}#{dataset_type}#{shard}"
+
+
+def shard_of(record_id: str) -> int:
+    return zlib.crc32(record_id.encode("utf-8")) % METADATA_SHARDS
+
+
+def recent(events: Iterable[RecentEvent]) -> tuple[RecentEvent, ...]:
+    """Newest first (by sentAt, then arrival), at most 100 per event type (types compared in lower case)."""
+    kept: list[RecentEvent] = []
+    per_type: dict[str, int] = {}
+    for event in sorted(events, key=lambda e: (e.sent_at, e.received_at, e.event_id), reverse=True):
+        kind = event.event_type.lower()
+        if per_type.get(kind, 0) < RECENT_PER_EVENT_TYPE:
+            per_type[kind] = per_type.get(kind, 0) + 1
+            kept.append(event)
+    return tuple(kept)
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _entity(item: dict[str, Any] | None) -> Entity:
+    if not item:
+        return NO_ENTITY
+    events = []
+    for name, value in item.items():
+        if name.startswith(EVENT_ATTRIBUTE) and "S" in value:
+            event = RecentEvent.decode(name[len(EVENT_ATTRIBUTE) :], value["S"])
+            if event is not None:
+                events.append(event)
+    return Entity(recent(events), item.get("link", {}).get("S", ""))
+
+
+def _group_state(item: dict[str, Any] | None) -> GroupState:
+    if not item:
+        return NO_GROUP_STATE
+    return GroupState(
+        tracking_id=item["tracker"]["S"] if "tracker" in item else None,
+        tracker_arn=item["trackerArn"]["S"] if "trackerArn" in item else None,
+        active_at=float(item["activeAt"]["N"]) if "activeAt" in item else 0.0,
+        metadata_version=int(item["meta"]["N"]) if "meta" in item else 0,
+    )
+
+
+def create_dynamodb_client() -> AwsJsonClient:
+    """DynamoDB through the JSON client (no boto3: the serving functions read this table)."""
+    settings = get_settings()
+    return AwsJsonClient(
+        "dynamodb",
+        "DynamoDB_20120810",
+        "1.0",
+        settings.region,
+        endpoint_url=settings.dynamodb_endpoint_url or None,
+        max_attempts=settings.events_max_attempts,
+        connect_timeout=settings.events_connect_timeout_seconds,
+        read_timeout=settings.events_read_timeout_seconds,
+    )
+
+
+class EventsTable:
+    def __init__(
+        self,
+        name: str,
+        client_factory: Callable[[], AwsJsonClient] = create_dynamodb_client,
+        retention_seconds: float = 30 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._client_factory = client_factory
+        self._client: AwsJsonClient | None = None
+        self.retention_seconds = retention_seconds
+        self.clock = clock
+
+    @property
+    def client(self) -> AwsJsonClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _expiry(self) -> dict[str, str]:
+        return _n(int(self.clock() + self.retention_seconds))
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        answer = self.client.call(
+            "GetItem", {"TableName": self.name, "Key": {"pk": _s(key)}, "ConsistentRead": True}
+        )
+        item: dict[str, Any] | None = answer.get("Item")
+        return item
+
+    def _batch_get(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items of ``keys`` that exist, by key (consistent reads; unprocessed keys asked again)."""
+        found: dict[str, dict[str, Any]] = {}
+        pending = list(dict.fromkeys(keys))
+        for _ in range(5):
+            if not pending:
+                return found
+            batch, pending = pending[:BATCH_GET_MAX], pending[BATCH_GET_MAX:]
+            request = {"Keys": [{"pk": _s(k)} for k in batch], "ConsistentRead": True}
+            answer = self.client.call("BatchGetItem", {"RequestItems": {self.name: request}})
+            for item in answer.get("Responses", {}).get(self.name, []):
+                found[item["pk"]["S"]] = item
+            unprocessed = answer.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", [])
+            pending = [k["pk"]["S"] for k in unprocessed] + pending
+        if pending:
+            raise AwsError(0, "ProvisionedThroughputExceededException", "BatchGetItem left keys unread")
+        return found
+
+    # -- users and sessions ------------------------------------------------------------------------
+
+    def entity(self, group: str, entity_id: str) -> Entity:
+        return _entity(self._get(entity_key(group, entity_id)))
+
+    def entity_with_group(self, group: str, entity_id: str) -> tuple[GroupState, Entity]:
+        """The group's state and an entity's events, in one round trip."""
+        keys = [group_key(group), entity_key(group, entity_id)]
+        found = self._batch_get(keys)
+        return _group_state(found.get(keys[0])), _entity(found.get(keys[1]))
+
+    def entities(self, group: str, entity_ids: Sequence[str]) -> dict[str, Entity]:
+        """Several entities' events (batch inference): those with an item, by id."""
+        keys = {entity_key(group, e): e for e in entity_ids}
+        found = self._batch_get(list(keys))
+        return {keys[key]: _entity(item) for key, item in found.items()}
+
+    def add_events(
+        self,
+        group: str,
+        entity_id: str,
+        events: Sequence[RecentEvent],
+        *,
+        session: bool = False,
+        link_to: str | None = None,
+    ) -> AddResult:
+        """Write ``events`` into the entity (an eventId it holds is overwritten: kept once).
+
+        ``session``: the entity is a session; its link is read back (``old_link``). ``link_to``: link
+        the session to this user (``old_copied`` says whether its history reached that user).
+        """
+        names: dict[str, str] = {"#ttl": "ttl", "#n": "n", "#kept": "kept"}
+        values: dict[str, Any] = {":ttl": self._expiry(), ":k": _n(len(events)), ":zero": _n(0)}
+        sets = ["#ttl = :ttl", "#kept = if_not_exists(#kept, :zero)"]
+        for i, event in enumerate(events):
+            names[f"#e{i}"] = EVENT_ATTRIBUTE + event.event_id
+            values[f":e{i}"] = _s(event.encode())
+            sets.append(f"#e{i} = :e{i}")
+        if session or link_to is not None:
+            names |= {"#link": "link", "#copied": "copied"}
+            values[":none"] = _s("")
+            if link_to is not None:
+                values[":user"] = _s(link_to)
+                sets += ["#link = :user", "#copied = if_not_exists(#copied, :none)"]
+            else:
+                sets.append("#link = if_not_exists(#link, :none)")
+        key = entity_key(group, entity_id)
+        request = {
+            "TableName": self.name,
+            "Key": {"pk": _s(key)},
+            "UpdateExpression": f"SET {', '.join(sets)} ADD #n :k",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "UPDATED_OLD",
+        }
+        try:
+            old = self.client.call("UpdateItem", request).get("Attributes", {})
+        except AwsError as error:
+            if error.code != "ValidationException" or "size" not in error.message.lower():
+                raise
+            self.compact(group, entity_id)  # the item is full: make room and write again
+            old = self.client.call("UpdateItem", request).get("Attributes", {})
+        written = int(old.get("n", {}).get("N", "0")) + len(events)
+        if written - int(old.get("kept", {}).get("N", "0")) > COMPACTION_SLACK:
+            self.compact(group, entity_id)
+        duplicates = frozenset(e.event_id for e in events if EVENT_ATTRIBUTE + e.event_id in old)
+        return AddResult(duplicates, old.get("link", {}).get("S", ""), old.get("copied", {}).get("S", ""))
+
+    def copy_events(self, group: str, user_id: str, events: Sequence[RecentEvent]) -> None:
+        """A linked session's history into its user (idempotent: eventIds are the attribute names)."""
+        for start in range(0, len(events), COPY_CHUNK):
+            self.add_events(group, user_id, events[start : start + COPY_CHUNK])
+
+    def mark_copied(self, group: str, session_id: str, user_id: str) -> None:
+        self.client.call(
+            "UpdateItem",
+            {
+                "TableName": self.name,
+                "Key": {"pk": _s(entity_key(group, session_id))},
+                "UpdateExpression": "SET #copied = :user",
+                "ExpressionAttributeNames": {"#copied": "copied"},
+                "ExpressionAttributeValues": {":user": _s(user_id)},
+            },
+        )
+
+    def compact(self, group: str, entity_id: str) -> None:
+        """Keep the 100 most recent events per type (within ITEM_BUDGET bytes, none past the
+        retention); skipped if another write lands meanwhile (the next one compacts)."""
+        key = entity_key(group, entity_id)
+        item = self._get(key)
+        if not item:
+            return
+        oldest = self.clock() - self.retention_seconds
+        events = [e for e in _entity(item).events if e.received_at >= oldest]
+        kept: dict[str, Any] = {}
+        size = 0
+        for event in events:  # newest first: the oldest are the ones left out
+            encoded = event.encode()
+            size += len(encoded) + len(event.event_id) + 2
+            if size > ITEM_BUDGET:
+                break
+            kept[EVENT_ATTRIBUTE + event.event_id] = _s(encoded)
+        written = item.get("n", _n(0))
+        replacement: dict[str, Any] = {
+            "pk": _s(key),
+            **kept,
+            **{k: item[k] for k in ("link", "copied") if k in item},
+            "n": written,
+            "kept": _n(len(kept)),
+            "ttl": self._expiry(),
+        }
+        try:
+            self.client.call(
+                "PutItem",
+                {
+                    "TableName": self.name,
+                    "Item": replacement,
+                    "ConditionExpression": "#n = :n",
+                    "ExpressionAttributeNames": {"#n": "n"},
+                    "ExpressionAttributeValues": {":n": written},
+                },
+            )
+        except AwsError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+
+    # -- recommendations (implicit impressions) ----------------------------------------------------
+
+    def put_recommendation(self, recommendation_id: str, group: str, item_ids: Sequence[str]) -> None:
+        item = {
+            "pk": _s(RECOMMENDATION + recommendation_id),
+            "group": _s(group),
+            "items": _s(json.dumps(list(item_ids), separators=(",", ":"), ensure_ascii=False)),
+            "ttl": self._expiry(),
+        }
+        self.client.call("PutItem", {"TableName": self.name, "Item": item})
+
+    def recommendations(self, group: str, recommendation_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The items each known recommendationId of ``group`` answered with."""
+        found = self._batch_get([RECOMMENDATION + r for r in recommendation_ids])
+        out: dict[str, list[str]] = {}
+        for key, item in found.items():
+            if item.get("group", {}).get("S") == group:
+                out[key[len(RECOMMENDATION) :]] = [str(i) for i in json.loads(item["items"]["S"])]
+        return out
+
+    # -- trackers and groups -----------------------------------------------------------------------
+
+    def tracker(self, tracking_id: str) -> TrackerRef | None:
+        item = self._get(tracking_key(tracking_id))
+        if not item:
+            return None
+        return TrackerRef(item["trackerArn"]["S"], item["groupArn"]["S"], float(item["activeAt"]["N"]))
+
+    def group_state(self, group: str) -> GroupState:
+        return _group_state(self._get(group_key(group)))
+
+    def tracker_items(
+        self, group: str, group_arn: str, tracking_id: str, tracker_arn: str, active_at: float
+    ) -> list[dict[str, Any]]:
+        """The two items CreateEventTracker writes beside its record, as TransactWriteItems Puts:
+        the group's claim (refused if the group has a tracker) and the trackingId's lookup."""
+        claim = {
+            "TableName": self.name,
+            "Item": {
+                "pk": _s(group_key(group)),
+                "tracker": _s(tracking_id),
+                "trackerArn": _s(tracker_arn),
+                "activeAt": _n(active_at),
+            },
+            "ConditionExpression": "attribute_not_exists(tracker)",
+        }
+        lookup = {
+            "TableName": self.name,
+            "Item": {
+                "pk": _s(tracking_key(tracking_id)),
+                "trackerArn": _s(tracker_arn),
+                "groupArn": _s(group_arn),
+                "activeAt": _n(active_at),
+            },
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        return [{"Put": claim}, {"Put": lookup}]
+
+    def tracker_removals(self, group: str, tracking_id: str) -> list[dict[str, Any]]:
+        """What DeleteEventTracker removes beside its record: the claim (the group's metadata counter
+        stays) and the lookup."""
+        release = {
+            "TableName": self.name,
+            "Key": {"pk": _s(group_key(group))},
+            "UpdateExpression": "REMOVE tracker, trackerArn, activeAt",
+        }
+        lookup = {"TableName": self.name, "Key": {"pk": _s(tracking_key(tracking_id))}}
+        return [{"Update": release}, {"Delete": lookup}]
+
+    # -- PutItems / PutUsers -----------------------------------------------------------------------
+
+    def put_metadata(self, group: str, dataset_type: str, records: Sequence[tuple[str, str]]) -> None:
+        """``records`` (id, fields as JSON) into their shards, then the group's counter moved (so
+        serving containers read them again); a write that fails leaves the counter as it was."""
+        shards: dict[int, list[tuple[str, str]]] = {}
+        for record_id, fields in records:
+            shards.setdefault(shard_of(record_id), []).append((record_id, fields))
+        now = self.clock()
+        for shard, entries in sorted(shards.items()):
+            names = {f"#r{i}": RECORD_ATTRIBUTE + record_id for i, (record_id, _) in enumerate(entries)}
+            values: dict[str, Any] = {f":r{i}": _s(fields) for i, (_, fields) in enumerate(entries)}
+            values[":now"] = _n(now)
+            sets = [f"#r{i} = :r{i}" for i in range(len(entries))] + ["u = :now"]
+            self.client.call(
+                "UpdateItem",
+                {
+                    "TableName": self.name,
+                    "Key": {"pk": _s(metadata_key(group, dataset_type, shard))},
+                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                },
+            )
+        self.client.call(
+            "UpdateItem",
+            {
+                "TableName": self.name,
+                "Key": {"pk": _s(group_key(group))},
+                "UpdateExpression": "ADD meta :one",
+                "ExpressionAttributeValues": {":one": _n(1)},
+            },
+        )
+
+    def metadata(self, group: str, dataset_type: str) -> dict[str, dict[str, str]]:
+        """Every PutItems (ITEMS) or PutUsers (USERS) record of the group: id -> field -> value."""
+        keys = [metadata_key(group, dataset_type, shard) for shard in range(METADATA_SHARDS)]
+        out: dict[str, dict[str, str]] = {}
+        for item in self._batch_get(keys).values():
+            for name, value in item.items():
+                if name.startswith(RECORD_ATTRIBUTE) and "S" in value:
+                    out[name[len(RECORD_ATTRIBUTE) :]] = json.loads(value["S"])
+        return out
+
+
+@cache
+def get_events_table() -> EventsTable | None:
+    """The process's events table; None when the stack has none (EVENTS_TABLE unset)."""
+    settings = get_settings()
+    if not settings.events_table:
+        return None
+    return EventsTable(settings.events_table, retention_seconds=settings.event_retention_days * 86400.0)
