@@ -26,17 +26,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from personalize_core.arns import parse_arn
 from personalize_core.aws.json_client import AwsError
 from personalize_core.datasets.schema import DatasetType, Field, RowError, check_value, parse_schema
-from personalize_core.errors import (
-    InvalidInputException,
-    PersonalizeError,
-    ResourceNotFoundException,
-    ServiceUnavailableException,
-    ThrottlingException,
-)
+from personalize_core.errors import InvalidInputException, PersonalizeError, ResourceNotFoundException
 from personalize_core.events.delivery import DeliveryFailed, EventDelivery, event_line
 from personalize_core.events.requests import Event, PutEventsRequest, PutMetadataRequest, schema_field
-from personalize_core.events.table import EventsTable, RecentEvent, TrackerRef
-from personalize_core.observability import logger
+from personalize_core.events.table import EventsTable, RecentEvent, TrackerRef, store_error
 
 if TYPE_CHECKING:
     from personalize_core.control.records import RecordsTable
@@ -48,12 +41,7 @@ TRACKER_CACHE_SECONDS = 60.0
 
 
 def unavailable(error: AwsError | DeliveryFailed, what: str) -> PersonalizeError:
-    """The retryable error a caller gets when a store failed: botocore retries both codes."""
-    throttled = error.throttled
-    logger.warning("events store failed", extra={"store": what, "reason": str(error)[:300]})
-    if throttled:
-        return ThrottlingException(f"The {what} is throttling requests; retry with backoff")
-    return ServiceUnavailableException(f"The {what} cannot be reached now; the request can be retried")
+    return store_error(error, what, isinstance(error, DeliveryFailed) and error.throttled)
 
 
 class EventRecorder:

@@ -31,6 +31,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from personalize_core.aws.json_client import AwsError, AwsJsonClient
+from personalize_core.errors import PersonalizeError, ServiceUnavailableException, ThrottlingException
 from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
@@ -51,6 +52,15 @@ ITEM_BUDGET = 300_000
 COPY_CHUNK = 80
 #: DynamoDB's own cap on one BatchGetItem.
 BATCH_GET_MAX = 100
+
+
+def store_error(error: AwsError | Exception, what: str, throttled: bool = False) -> PersonalizeError:
+    """The retryable error a caller gets when a store failed (botocore retries both codes)."""
+    throttled = throttled or (isinstance(error, AwsError) and error.throttled)
+    logger.warning("events store failed", extra={"store": what, "reason": str(error)[:300]})
+    if throttled:
+        return ThrottlingException(f"The {what} is throttling requests; retry with backoff")
+    return ServiceUnavailableException(f"The {what} cannot be reached now; the request can be retried")
 
 
 class RecentEvent(NamedTuple):
