@@ -18,6 +18,7 @@ from personalize_core.control.batch_jobs import get_batch_jobs
 from personalize_core.control.records import get_records
 from personalize_core.control.workspace import get_workspace
 from personalize_core.events.delivery import get_delivery
+from personalize_core.events.recording import get_recorder
 from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import get_model_bucket
 from personalize_core.modelstore.objects import Received, S3Objects
@@ -46,6 +47,7 @@ def clear_process_caches() -> None:
         get_events_table,
         get_delivery,
         get_live,
+        get_recorder,
     ):
         cached.cache_clear()
 

@@ -1,26 +1,14 @@
 """Personalize's events API (personalize-events, REST-JSON): PutEvents (POST /events), PutItems
 (POST /items) and PutUsers (POST /users)."""
 
-from functools import cache
 from typing import Any
 
 from personalize_core.edge import api
-from personalize_core.errors import ServiceUnavailableException
-from personalize_core.events.delivery import get_delivery
-from personalize_core.events.recording import EventRecorder, dataset_lookup
+from personalize_core.events.recording import dataset_lookup, get_recorder
 from personalize_core.events.requests import PutEventsRequest, PutMetadataRequest
-from personalize_core.events.table import get_events_table
 from personalize_core.observability import API_GATEWAY_REST, LambdaContext, logger, metrics, tracer
 
 app = api.create_app()
-
-
-@cache
-def recorder() -> EventRecorder:
-    table = get_events_table()
-    if table is None:
-        raise ServiceUnavailableException("This stack records no events (EVENTS_TABLE is not set)")
-    return EventRecorder(table, get_delivery())
 
 
 # Issue 16's per-operation authorisation hooks in here: each operation needs Personalize's own
@@ -32,7 +20,7 @@ def recorder() -> EventRecorder:
 @tracer.capture_method
 def put_events() -> api.Response:
     request = PutEventsRequest.parse(api.json_body(app))
-    recorder().put_events(request)
+    get_recorder().put_events(request)
     metrics.add_metric(name="EventsRecorded", unit="Count", value=len(request.events))
     return api.empty_response(app)
 
@@ -41,7 +29,7 @@ def put_events() -> api.Response:
 @tracer.capture_method
 def put_items() -> api.Response:
     request = PutMetadataRequest.parse(api.json_body(app), users=False)
-    recorder().put_metadata(request, users=False, datasets=dataset_lookup())
+    get_recorder().put_metadata(request, users=False, datasets=dataset_lookup())
     metrics.add_metric(name="ItemsPut", unit="Count", value=len(request.records))
     return api.empty_response(app)
 
@@ -50,7 +38,7 @@ def put_items() -> api.Response:
 @tracer.capture_method
 def put_users() -> api.Response:
     request = PutMetadataRequest.parse(api.json_body(app), users=True)
-    recorder().put_metadata(request, users=True, datasets=dataset_lookup())
+    get_recorder().put_metadata(request, users=True, datasets=dataset_lookup())
     metrics.add_metric(name="UsersPut", unit="Count", value=len(request.records))
     return api.empty_response(app)
 

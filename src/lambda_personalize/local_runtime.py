@@ -172,6 +172,8 @@ class LocalRuntime:
         self.functions: list[FunctionSpec] = []
         self.pollers: list[Poller] = []
         self.campaigns: dict[str, dict[str, Any]] = {}
+        #: The demo's event tracker ({eventTrackerArn, trackingId}), when the demo was trained.
+        self.tracker: dict[str, str] = {}
         self.notes: list[str] = []
         self._moto: Any = None
         self._saved_environ: dict[str, str] | None = None
@@ -311,7 +313,9 @@ class LocalRuntime:
             region_name=self.options.region,  # credentials: the fake ones this process set
         )
         data_bucket = f"{self.options.stack}-demo-data".lower()
-        self.campaigns = train_demo(personalize, self._s3(), files, data_bucket, self.options.account)
+        self.campaigns, self.tracker = train_demo(
+            personalize, self._s3(), files, data_bucket, self.options.account
+        )
 
     def _routes(self) -> dict[tuple[str, str], tuple[str, Handler]]:
         routes: dict[tuple[str, str], tuple[str, Handler]] = {}
@@ -384,6 +388,8 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         yield f"Demo campaigns (data in {options.data_dir}):"
         for name, published in runtime.campaigns.items():
             yield f"  {name:<28} {published['campaignArn']}"
+    if runtime.tracker:
+        yield f"  event tracker (dataset group demo): trackingId {runtime.tracker['trackingId']}"
     arn = {name: c["campaignArn"] for name, c in runtime.campaigns.items()}
     if {"demo-user-personalization", "demo-personalized-ranking", "demo-related-items"} <= set(arn):
         env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
@@ -405,5 +411,18 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         )
         body = f'{{"campaignArn": "{arn["demo-user-personalization"]}", "userId": "user-3", "numResults": 5}}'
         yield f"  $ curl -s {url}/recommendations -H 'Content-Type: application/json' -d '{body}'"
+    if runtime.tracker and "demo-user-personalization" in arn:
+        env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
+        aws = f"{env} AWS_DEFAULT_REGION={options.region} {_aws_cli()}"
+        events = '[{"eventId": "demo-1", "eventType": "watch", "itemId": "item-42", "sentAt": 1700000000}]'
+        yield "Record an anonymous visitor's event, then recommend for the session:"
+        yield (
+            f"  $ {aws} personalize-events put-events --endpoint-url {url} "
+            f"--tracking-id {runtime.tracker['trackingId']} --session-id visitor-1 --event-list '{events}'"
+        )
+        yield (
+            f"  $ {aws} personalize-runtime get-recommendations --endpoint-url {url} "
+            f"--campaign-arn {arn['demo-user-personalization']} --user-id visitor-1 --num-results 5"
+        )
     yield ""
     yield "Press Ctrl-C to stop."

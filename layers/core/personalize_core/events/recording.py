@@ -21,15 +21,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
+from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
 from personalize_core.arns import parse_arn
 from personalize_core.aws.json_client import AwsError
 from personalize_core.datasets.schema import DatasetType, Field, RowError, check_value, parse_schema
-from personalize_core.errors import InvalidInputException, PersonalizeError, ResourceNotFoundException
-from personalize_core.events.delivery import DeliveryFailed, EventDelivery, event_line
+from personalize_core.errors import (
+    InvalidInputException,
+    PersonalizeError,
+    ResourceNotFoundException,
+    ServiceUnavailableException,
+)
+from personalize_core.events.delivery import DeliveryFailed, EventDelivery, event_line, get_delivery
 from personalize_core.events.requests import Event, PutEventsRequest, PutMetadataRequest, schema_field
-from personalize_core.events.table import EventsTable, RecentEvent, TrackerRef, store_error
+from personalize_core.events.table import EventsTable, RecentEvent, TrackerRef, get_events_table, store_error
 
 if TYPE_CHECKING:
     from personalize_core.control.records import RecordsTable
@@ -129,17 +135,19 @@ class EventRecorder:
     def _store(self, group: str, session_id: str, user_id: str | None, events: Sequence[RecentEvent]) -> None:
         table = self.table
         if user_id is None:
-            result = table.add_events(group, session_id, events, session=True)
-            if result.old_link:  # the session belongs to a user: so do its anonymous events
-                table.add_events(group, result.old_link, events)
+            user = table.add_session_events(group, session_id, events)
+            if user:  # the session belongs to a user: so do its anonymous events
+                table.add_events(group, user, events)
             return
         mine = self._pool.submit(table.add_events, group, user_id, events)
-        link = table.add_events(group, session_id, [], link_to=user_id)
-        mine.result()
-        if link.old_copied != user_id:
+        try:
+            history = table.link_session(group, session_id, user_id)
+        finally:
+            mine.result()  # never answer while a write of this call is still under way
+        if history is not None:
             # The first event that links the session: its history becomes the user's (once).
-            table.copy_events(group, user_id, table.entity(group, session_id).events)
-            table.mark_copied(group, session_id, user_id)
+            table.copy_events(group, user_id, history)
+            table.mark_linked(group, session_id, user_id)
 
     # -- PutItems / PutUsers -----------------------------------------------------------------------
 
@@ -228,14 +236,17 @@ class DatasetLookup:
         return Dataset(arn, group, kind, dict(columns))
 
 
+@cache
+def get_recorder() -> EventRecorder:
+    """The events function's recorder (warm invocations reuse it: its trackingIds and threads)."""
+    table = get_events_table()
+    if table is None:
+        raise ServiceUnavailableException("This stack records no events (EVENTS_TABLE is not set)")
+    return EventRecorder(table, get_delivery())
+
+
 def dataset_lookup() -> DatasetLookup:
     from personalize_core.control.records import get_records  # noqa: PLC0415 - boto3, on first use
     from personalize_core.modelstore.bucket import get_model_bucket  # noqa: PLC0415
 
     return DatasetLookup(get_records(), get_model_bucket())
-
-
-def record_summary(request: Any) -> dict[str, Any]:
-    """What a log line may say about a call (no ids or properties: user data stays out of logs)."""
-    events = getattr(request, "events", None)
-    return {"events": len(events)} if events is not None else {"records": len(request.records)}

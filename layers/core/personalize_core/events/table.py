@@ -5,7 +5,7 @@ Its items, by key prefix (dataset groups are named by their name: ``dataset-grou
     E#<group>#<id>       a user's or a session's recent events: one attribute ``e:<eventId>`` per
                          event (so writing an eventId twice keeps it once), ``link`` (a session: the
                          user it was linked to), ``copied`` (the user its history was copied to),
-                         ``n`` (events written) and ``kept`` (events kept at the last compaction)
+                         ``n`` (events written since the last compaction, plus those it kept)
     R#<recommendationId> the items a GetRecommendations / GetPersonalizedRanking answered with
                          (PutEvents resolves a recommendationId into implicit impressions)
     T#<trackingId>       the event tracker a trackingId names, and its dataset group
@@ -14,11 +14,12 @@ Its items, by key prefix (dataset groups are named by their name: ``dataset-grou
     M#<group>#<TYPE>#<k> PutItems (TYPE ITEMS) / PutUsers (USERS) records, one attribute per id, in
                          METADATA_SHARDS shards by the id's CRC-32
 
-Every write is a single-item UpdateItem or PutItem: blind (no read first) where it can be, so one
-PutEvents is one round trip. Entity items grow by at most COMPACTION_SLACK events before a
-compaction keeps the 100 most recent per event type (what Personalize's interaction filters read),
-within ITEM_BUDGET bytes. Every item but the tracker and group ones expires ``retention`` after its
-last write (the table's TTL attribute ``ttl``).
+Every write is a single-item UpdateItem or PutItem, blind (no read first): one PutEvents is one
+round trip, and a condition (with the old item returned when it fails) covers the rare cases that
+need to know more (a session linked to a user). Entity items grow by at most COMPACTION_SLACK
+events before a compaction keeps the 100 most recent per event type (what Personalize's
+interaction filters read), within ITEM_BUDGET bytes. Every item but the tracker and group ones
+expires ``retention`` after its last write (the table's TTL attribute ``ttl``).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ BATCH_GET_MAX = 100
 
 
 def store_error(error: AwsError | Exception, what: str, throttled: bool = False) -> PersonalizeError:
-    """The retryable error a caller gets when a store failed (botocore retries both codes)."""
+    """The retryable error a caller gets when a store failed (botocore retries both codes); a
+    refusal that retrying cannot fix (a bad request of ours, no permission) is an internal error."""
     throttled = throttled or (isinstance(error, AwsError) and error.throttled)
     logger.warning("events store failed", extra={"store": what, "reason": str(error)[:300]})
+    if isinstance(error, AwsError) and not error.retryable:
+        return PersonalizeError(f"The {what} refused the request ({error.code})")
     if throttled:
         return ThrottlingException(f"The {what} is throttling requests; retry with backoff")
     return ServiceUnavailableException(f"The {what} cannot be reached now; the request can be retried")
@@ -98,15 +102,6 @@ class Entity(NamedTuple):
 
 
 NO_ENTITY = Entity()
-
-
-class AddResult(NamedTuple):
-    #: eventIds the entity held already (written before: not new).
-    duplicates: frozenset[str]
-    #: The session's link before this write ("" if none; users have none).
-    old_link: str
-    #: The user the session's history had been copied to before ("" if none).
-    old_copied: str
 
 
 class GroupState(NamedTuple):
@@ -270,44 +265,35 @@ class EventsTable:
         found = self._batch_get(list(keys))
         return {keys[key]: _entity(item) for key, item in found.items()}
 
-    def add_events(
+    def _update_events(
         self,
         group: str,
         entity_id: str,
         events: Sequence[RecentEvent],
-        *,
-        session: bool = False,
-        link_to: str | None = None,
-    ) -> AddResult:
-        """Write ``events`` into the entity (an eventId it holds is overwritten: kept once).
-
-        ``session``: the entity is a session; its link is read back (``old_link``). ``link_to``: link
-        the session to this user (``old_copied`` says whether its history reached that user).
-        """
-        names: dict[str, str] = {"#ttl": "ttl", "#n": "n", "#kept": "kept"}
-        values: dict[str, Any] = {":ttl": self._expiry(), ":k": _n(len(events)), ":zero": _n(0)}
-        sets = ["#ttl = :ttl", "#kept = if_not_exists(#kept, :zero)"]
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+        sets: Sequence[str] = (),
+    ) -> None:
+        """One UpdateItem: ``events`` into the entity (an eventId it holds is overwritten, so kept
+        once), its expiry pushed back; compacted when it has grown by COMPACTION_SLACK events."""
+        names = {"#ttl": "ttl", "#n": "n", **(names or {})}
+        values = {":ttl": self._expiry(), ":k": _n(len(events)), **(values or {})}
+        updates = ["#ttl = :ttl", *sets]
         for i, event in enumerate(events):
             names[f"#e{i}"] = EVENT_ATTRIBUTE + event.event_id
             values[f":e{i}"] = _s(event.encode())
-            sets.append(f"#e{i} = :e{i}")
-        if session or link_to is not None:
-            names |= {"#link": "link", "#copied": "copied"}
-            values[":none"] = _s("")
-            if link_to is not None:
-                values[":user"] = _s(link_to)
-                sets += ["#link = :user", "#copied = if_not_exists(#copied, :none)"]
-            else:
-                sets.append("#link = if_not_exists(#link, :none)")
-        key = entity_key(group, entity_id)
-        request = {
+            updates.append(f"#e{i} = :e{i}")
+        request: dict[str, Any] = {
             "TableName": self.name,
-            "Key": {"pk": _s(key)},
-            "UpdateExpression": f"SET {', '.join(sets)} ADD #n :k",
+            "Key": {"pk": _s(entity_key(group, entity_id))},
+            "UpdateExpression": f"SET {', '.join(updates)} ADD #n :k",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ReturnValues": "UPDATED_OLD",
+            "ReturnValues": "UPDATED_OLD",  # n always changes: its old value comes back
         }
+        if condition is not None:
+            request |= {"ConditionExpression": condition, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
         try:
             old = self.client.call("UpdateItem", request).get("Attributes", {})
         except AwsError as error:
@@ -315,27 +301,67 @@ class EventsTable:
                 raise
             self.compact(group, entity_id)  # the item is full: make room and write again
             old = self.client.call("UpdateItem", request).get("Attributes", {})
-        written = int(old.get("n", {}).get("N", "0")) + len(events)
-        if written - int(old.get("kept", {}).get("N", "0")) > COMPACTION_SLACK:
+        written = int(old.get("n", {}).get("N", "0"))
+        if written // COMPACTION_SLACK != (written + len(events)) // COMPACTION_SLACK:
             self.compact(group, entity_id)
-        duplicates = frozenset(e.event_id for e in events if EVENT_ATTRIBUTE + e.event_id in old)
-        return AddResult(duplicates, old.get("link", {}).get("S", ""), old.get("copied", {}).get("S", ""))
+
+    def add_events(self, group: str, entity_id: str, events: Sequence[RecentEvent]) -> None:
+        """A user's events (or a session's, when it is known to be linked)."""
+        self._update_events(group, entity_id, events)
+
+    def add_session_events(self, group: str, session_id: str, events: Sequence[RecentEvent]) -> str:
+        """An anonymous session's events; returns the user the session is linked to ("" if none),
+        whose item the caller writes them into too."""
+        try:
+            self._update_events(
+                group,
+                session_id,
+                events,
+                condition="attribute_not_exists(#link) OR #link = :none",
+                names={"#link": "link"},
+                values={":none": _s("")},
+            )
+            return ""
+        except AwsError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+            link = str(error.details.get("Item", {}).get("link", {}).get("S", ""))
+        self._update_events(group, session_id, events)
+        return link
+
+    def link_session(self, group: str, session_id: str, user_id: str) -> tuple[RecentEvent, ...] | None:
+        """Link a session to its user. None if it was linked (and its history copied) before; else
+        the session's events, which the caller copies into the user before ``mark_linked``."""
+        try:
+            self._update_events(
+                group,
+                session_id,
+                (),
+                condition="#copied = :user",
+                names={"#link": "link", "#copied": "copied"},
+                values={":user": _s(user_id)},
+                sets=["#link = :user"],
+            )
+            return None
+        except AwsError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+            return _entity(error.details.get("Item")).events
 
     def copy_events(self, group: str, user_id: str, events: Sequence[RecentEvent]) -> None:
         """A linked session's history into its user (idempotent: eventIds are the attribute names)."""
         for start in range(0, len(events), COPY_CHUNK):
             self.add_events(group, user_id, events[start : start + COPY_CHUNK])
 
-    def mark_copied(self, group: str, session_id: str, user_id: str) -> None:
-        self.client.call(
-            "UpdateItem",
-            {
-                "TableName": self.name,
-                "Key": {"pk": _s(entity_key(group, session_id))},
-                "UpdateExpression": "SET #copied = :user",
-                "ExpressionAttributeNames": {"#copied": "copied"},
-                "ExpressionAttributeValues": {":user": _s(user_id)},
-            },
+    def mark_linked(self, group: str, session_id: str, user_id: str) -> None:
+        """The session belongs to ``user_id``, its history copied: reads of it read the user's."""
+        self._update_events(
+            group,
+            session_id,
+            (),
+            names={"#link": "link", "#copied": "copied"},
+            values={":user": _s(user_id)},
+            sets=["#link = :user", "#copied = :user"],
         )
 
     def compact(self, group: str, entity_id: str) -> None:
@@ -360,8 +386,7 @@ class EventsTable:
             "pk": _s(key),
             **kept,
             **{k: item[k] for k in ("link", "copied") if k in item},
-            "n": written,
-            "kept": _n(len(kept)),
+            "n": _n(len(kept)),  # counts on from what is kept: the next compaction is SLACK events away
             "ttl": self._expiry(),
         }
         try:
