@@ -28,6 +28,11 @@ class Tracked:
     tracker_arn: str
     tracking_id: str
 
+    @property
+    def ranking_arn(self) -> str:
+        """The campaign of the same solution's PERSONALIZED_RANKING version (same dataset group)."""
+        return campaign_arn(f"{self.solution}-ranking")
+
 
 def clustered_model(seed: int = 5, dims: int = 8) -> dict[str, Any]:
     """Two taste clusters: comedies (even items) along one direction, dramas along another."""
@@ -53,8 +58,8 @@ def publish_tracked(
     model: dict[str, Any] | None = None,
 ) -> Tracked:
     """A solution of its own (so its dataset group, ``dataset-group/<solution>``, is the test's),
-    with GENRE / PRICE items, user-0's interactions, a campaign, and (given ``personalize``) an
-    event tracker on its group."""
+    with GENRE / PRICE items, user-0's interactions, a campaign (and a PERSONALIZED_RANKING one:
+    ``ranking_arn``), and (given ``personalize``) an event tracker on its group."""
     model = model or clustered_model()
     name = f"ev-{uuid.uuid4().hex[:10]}"
     extras = prepare_extras(
@@ -67,21 +72,23 @@ def publish_tracked(
         users=(["user-0", "user-1"], {"TIER": ["gold", "basic"]}),
         interactions=[("user-0", "item-0", 100.0, "watch"), ("user-0", "item-1", 101.0, "click")],
     )
-    prepared = prepare_version(
-        solution=name,
-        recipe=recipe,
-        region=REGION,
-        account=ACCOUNT,
-        item_ids=model["item_ids"],
-        item_factors=model["item_factors"],
-        user_ids=model["user_ids"],
-        user_factors=model["user_factors"],
-        popularity=model["popularity"],
-        extra_files=extras,
-        fold_in=fold_in,
-    )
     model_bucket = ModelBucket(s3, bucket)
-    put_campaign(model_bucket, name, upload_version(model_bucket, prepared))
+    for served, campaign in ((recipe, name), (Recipe.PERSONALIZED_RANKING, f"{name}-ranking")):
+        prepared = prepare_version(
+            solution=name,
+            recipe=served,
+            region=REGION,
+            account=ACCOUNT,
+            item_ids=model["item_ids"],
+            item_factors=model["item_factors"],
+            user_ids=model["user_ids"],
+            user_factors=model["user_factors"],
+            popularity=model["popularity"],
+            extra_files=extras,
+            fold_in=fold_in,
+            version=served.value.lower().replace("_", "-"),
+        )
+        put_campaign(model_bucket, campaign, upload_version(model_bucket, prepared))
     group = f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset-group/{name}"
     tracker_arn = tracking_id = ""
     if personalize is not None:

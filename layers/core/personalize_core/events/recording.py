@@ -209,9 +209,9 @@ class DatasetLookup:
     def resolve(self, arn: str, kind: DatasetType) -> Dataset:
         group, named = parse_arn(arn, "datasetArn", "dataset", parts=2).path
         if named != kind.value:
+            operation = "PutUsers" if kind is DatasetType.USERS else "PutItems"
             raise InvalidInputException(
-                f"datasetArn {arn} is not an {kind.value.title()} dataset "
-                f"({'PutUsers' if kind is DatasetType.USERS else 'PutItems'} writes {kind.value} datasets)"
+                f"datasetArn {arn} names a {named} dataset; {operation} writes a {kind.value.title()} dataset"
             )
         record = self.records.get(arn, "dataset")
         if record is not None:
