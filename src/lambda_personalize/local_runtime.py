@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import ModelBucket
 
 from .console import console_routes
@@ -331,7 +332,7 @@ class LocalRuntime:
                     if (method, route.path) in routes:
                         raise TemplateError(f"two functions serve {method} {route.path}")
                     routes[(method, route.path)] = (function.logical_id, handler)
-        for key, value in console_routes(self.model_bucket, self._s3).items():
+        for key, value in console_routes(self.model_bucket, self._s3, get_events_table).items():
             routes.setdefault(key, value)  # a template route wins over the console
         return routes
 

@@ -161,6 +161,7 @@ class EventRecorder:
             for name, value in (record.properties or {}).items():
                 column = schema_field(name)
                 fields[column] = dataset.check(column, value, f"{where}[{i}].properties.{name[:60]}")
+            dataset.check_required(fields, f"{where}[{i}].properties")
             records.append((record.record_id, json.dumps(fields, separators=(",", ":"), ensure_ascii=False)))
         try:
             self.table.put_metadata(dataset.group, kind.value, records)
@@ -177,6 +178,13 @@ class Dataset(NamedTuple):
     #: Upper-case field -> its schema field (a real dataset) or "is numeric" (a published version's
     #: columns, for a dataset group of the CLI's).
     fields: dict[str, Field | bool]
+
+    def check_required(self, fields: dict[str, str], where: str) -> None:
+        """A record replaces the item (or user): the schema's non-null fields must all be given."""
+        for name, field in self.fields.items():
+            required = isinstance(field, Field) and not field.nullable and name != self.kind.id_field
+            if required and name not in fields:
+                raise InvalidInputException(f"{where} needs {name}: the dataset's schema requires it")
 
     def check(self, column: str, value: str, where: str) -> str:
         if column == self.kind.id_field or column not in self.fields:
