@@ -33,6 +33,10 @@ from personalize_core.events.table import EventsTable
 from personalize_core.settings import get_settings
 
 CREATE_PENDING = "CREATE PENDING"
+#: trackingIds are UUIDs named by the tracker and its group: the same tracker (name and group) has
+#: the same trackingId on every stack (make run's demo tracker, events/put_events.json), and a
+#: tracker of another group never inherits the trackingId of a deleted one.
+TRACKING_NAMESPACE = uuid.UUID("5f1b1c1e-7a1d-4c38-9d7e-3f0f6a2b8c41")
 
 
 def _events(ws: Workspace) -> EventsTable:
@@ -82,7 +86,7 @@ def create_event_tracker(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     events = _events(ws)
     group = check_group_exists(ws, group_arn)
     now = ws.now()
-    tracking_id = str(uuid.uuid4())
+    tracking_id = str(uuid.uuid5(TRACKING_NAMESPACE, f"{ws.arn(EVENT_TRACKER, name)}|{group_arn}"))
     ttl = get_settings().event_group_ttl_seconds
     active_at = round(now + ttl + min(1.0, ttl), 3)  # a second's margin for clocks and slow reads
     record = Record(
