@@ -57,6 +57,19 @@ def timed(run: Callable[[], object], repeats: int, warmup: int = 20) -> list[flo
     return samples
 
 
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Each case timed in turn, ``repeats`` rounds: the machine's load moves them all alike."""
+    for run in cases.values():
+        timed(run, 0, warmup=20)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, run in cases.items():
+            started = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -197,7 +210,34 @@ def handlers_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
             return run
 
-        results["put_events_1"] = timed(put(1), args.requests)
+        # The floor, interleaved with PutEvents: one bare UpdateItem and one bare PutRecordBatch of
+        # the same stores through the same client (what PutEvents waits for, in parallel)
+        from personalize_core.events.delivery import get_delivery
+        from personalize_core.events.table import get_events_table
+
+        table, delivery = get_events_table(), get_delivery()
+        assert table is not None
+        assert delivery is not None
+        table_name = table.name
+
+        def update() -> object:
+            return table.client.call(
+                "UpdateItem",
+                {
+                    "TableName": table_name,
+                    "Key": {"pk": {"S": "bench-floor"}},
+                    "UpdateExpression": "SET a = :a",
+                    "ExpressionAttributeValues": {":a": {"S": "x" * 80}},
+                },
+            )
+
+        line = b"s,item-1,1,watch,,,,,s,e,,g,1\n"
+        cases = {
+            "put_events_1": put(1),
+            "dynamodb_update_floor": update,
+            "firehose_put_floor": lambda: delivery.send([line]),
+        }
+        results.update(interleaved(cases, args.requests))
         results["put_events_10"] = timed(put(10), args.requests)
         session = "bench-session-10"
         events(
@@ -235,15 +275,7 @@ def handlers_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "known_user_tracked": ask(tracked, "user-3"),
             "session_10_events": ask(tracked, session),
         }
-        for run in cases.values():
-            timed(run, 0, warmup=20)
-        samples: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(args.requests):
-            for name, run in cases.items():
-                started = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - started)
-        results.update(samples)
+        results.update(interleaved(cases, args.requests))
         # The fold-in alone, on the loaded version (what the session pays beyond the known user)
         from personalize_core.modelstore.store import get_store
         from personalize_core.serving import recipes
@@ -376,6 +408,8 @@ def main() -> None:
         "score_stored_normaliser",
         "score_folded_vector",
         "put_events_1",
+        "dynamodb_update_floor",
+        "firehose_put_floor",
         "put_events_10",
         "known_user_untracked",
         "known_user_tracked",
