@@ -239,6 +239,14 @@ def handlers_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "firehose_put_floor": lambda: delivery.send([line]),
         }
         results.update(interleaved(cases, args.requests))
+        # The handler's own work: CPU time of the calling thread (the waits for the stores excluded)
+        one = put(1)
+        cpu = []
+        for _ in range(args.requests):
+            started = time.thread_time()
+            one()
+            cpu.append(time.thread_time() - started)
+        results["put_events_1_cpu"] = cpu
         results["put_events_10"] = timed(put(10), args.requests)
         session = "bench-session-10"
         events(
@@ -432,6 +440,7 @@ def main() -> None:
         "score_stored_normaliser",
         "score_folded_vector",
         "put_events_1",
+        "put_events_1_cpu",
         "dynamodb_update_floor",
         "firehose_put_floor",
         "put_events_10",
