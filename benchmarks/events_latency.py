@@ -270,7 +270,7 @@ def handlers_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
         # A known user whose ten events all came before the version (so not folded in): the same
         # item read as the session's, the stored vector's path
-        from personalize_core.events.table import RecentEvent
+        from personalize_core.events.items import RecentEvent
 
         table.add_events(
             "tracked",

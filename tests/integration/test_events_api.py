@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from personalize_core.events.table import entity_key
+from personalize_core.events.items import entity_key
 from tests.conftest import events_clients
 from tests.events_helpers import Tracked, event, publish_tracked, recorded_rows
 from tests.faults import FaultProxy, dynamodb_error

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from personalize_core.aws.sigv4 import Credentials, sign_v4
 from personalize_core.datasets.data import Interactions
-from personalize_core.events.table import RecentEvent, recent
+from personalize_core.events.items import RecentEvent, recent
 from personalize_core.modelstore.layout import FoldIn
 from personalize_core.serving.foldin import GRAM_BLOCK, confidences, fold_in, item_gram
 from personalize_core.training.config import EventWeight, TrainingConfig

@@ -1,6 +1,7 @@
 """Events: Personalize's ``personalize-events`` API and the records it keeps.
 
     requests.py    PutEvents, PutItems, PutUsers validated against botocore's model
+    items.py       what the events table's items hold (keys, records, store errors)
     table.py       the events table (DynamoDB): recent events per user and session, session links,
                    recommendation records, event trackers' tracking ids, dataset groups' state and
                    PutItems/PutUsers metadata; the only module that touches it

@@ -34,8 +34,9 @@ from personalize_core.errors import (
     ServiceUnavailableException,
 )
 from personalize_core.events.delivery import DeliveryFailed, EventDelivery, event_line, get_delivery
+from personalize_core.events.items import RecentEvent, TrackerRef, store_error
 from personalize_core.events.requests import Event, PutEventsRequest, PutMetadataRequest, schema_field
-from personalize_core.events.table import EventsTable, RecentEvent, TrackerRef, get_events_table, store_error
+from personalize_core.events.table import EventsTable, get_events_table
 
 if TYPE_CHECKING:
     from personalize_core.control.records import RecordsTable

@@ -26,163 +26,35 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any
 
 from personalize_core.aws.json_client import AwsError, AwsJsonClient
-from personalize_core.errors import PersonalizeError, ServiceUnavailableException, ThrottlingException
-from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
-from personalize_core.observability import logger
+from personalize_core.events.items import (
+    BATCH_GET_MAX,
+    COMPACTION_SLACK,
+    COPY_CHUNK,
+    EVENT_ATTRIBUTE,
+    ITEM_BUDGET,
+    METADATA_SHARDS,
+    RECOMMENDATION,
+    RECORD_ATTRIBUTE,
+    Entity,
+    GroupState,
+    RecentEvent,
+    TrackerRef,
+    entity_key,
+    entity_of,
+    group_key,
+    group_state_of,
+    metadata_key,
+    number_value,
+    shard_of,
+    string_value,
+    tracking_key,
+)
 from personalize_core.settings import get_settings
-
-ENTITY = "E#"
-RECOMMENDATION = "R#"
-TRACKING = "T#"
-GROUP = "G#"
-METADATA = "M#"
-EVENT_ATTRIBUTE = "e:"
-RECORD_ATTRIBUTE = "i:"
-METADATA_SHARDS = 16
-#: An entity item holds at most this many events beyond what its last compaction kept.
-COMPACTION_SLACK = 100
-#: What a compaction keeps at most (DynamoDB's item limit is 400 KB): the oldest events go first.
-ITEM_BUDGET = 300_000
-#: Events copied into a user per UpdateItem when a session is linked (expression size limits).
-COPY_CHUNK = 80
-#: DynamoDB's own cap on one BatchGetItem.
-BATCH_GET_MAX = 100
-
-
-def store_error(error: AwsError | Exception, what: str, throttled: bool = False) -> PersonalizeError:
-    """The retryable error a caller gets when a store failed (botocore retries both codes); a
-    refusal that retrying cannot fix (a bad request of ours, no permission) is an internal error."""
-    throttled = throttled or (isinstance(error, AwsError) and error.throttled)
-    logger.warning("events store failed", extra={"store": what, "reason": str(error)[:300]})
-    if isinstance(error, AwsError) and not error.retryable:
-        return PersonalizeError(f"The {what} refused the request ({error.code})")
-    if throttled:
-        return ThrottlingException(f"The {what} is throttling requests; retry with backoff")
-    return ServiceUnavailableException(f"The {what} cannot be reached now; the request can be retried")
-
-
-class RecentEvent(NamedTuple):
-    event_id: str
-    event_type: str
-    item_id: str | None
-    sent_at: float
-    value: float | None
-    #: When PutEvents accepted it (server time): whether a version was trained before it.
-    received_at: float
-
-    def encode(self) -> str:
-        return json.dumps(
-            [self.event_type, self.item_id, self.sent_at, self.value, self.received_at],
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def decode(cls, event_id: str, text: str) -> RecentEvent | None:
-        try:
-            kind, item, sent, value, received = json.loads(text)
-            return cls(event_id, str(kind), item, float(sent), value, float(received))
-        except (ValueError, TypeError):
-            logger.warning("skipping a malformed event record", extra={"eventId": event_id[:64]})
-            return None
-
-
-class Entity(NamedTuple):
-    """A user's or session's item: its events (newest first, 100 per event type) and its link."""
-
-    events: tuple[RecentEvent, ...] = ()
-    #: The user a session was linked to by an event carrying both ids ("" if none).
-    link: str = ""
-
-
-NO_ENTITY = Entity()
-
-
-class GroupState(NamedTuple):
-    tracking_id: str | None = None
-    tracker_arn: str | None = None
-    #: When the tracker turns ACTIVE (serving containers have all seen it by then).
-    active_at: float = 0.0
-    #: Moves with every PutItems / PutUsers of the group.
-    metadata_version: int = 0
-
-
-NO_GROUP_STATE = GroupState()
-
-
-class TrackerRef(NamedTuple):
-    tracker_arn: str
-    group_arn: str
-    active_at: float
-
-
-def entity_key(group: str, entity_id: str) -> str:
-    return f"{ENTITY}{group}#{entity_id}"
-
-
-def group_key(group: str) -> str:
-    return f"{GROUP}{group}"
-
-
-def tracking_key(tracking_id: str) -> str:
-    return f"{TRACKING}{tracking_id}"
-
-
-def metadata_key(group: str, dataset_type: str, shard: int) -> str:
-    return f"{METADATA}{group}#{dataset_type}#{shard}"
-
-
-def shard_of(record_id: str) -> int:
-    return zlib.crc32(record_id.encode("utf-8")) % METADATA_SHARDS
-
-
-def recent(events: Iterable[RecentEvent]) -> tuple[RecentEvent, ...]:
-    """Newest first (by sentAt, then arrival), at most 100 per event type (types compared in lower case)."""
-    kept: list[RecentEvent] = []
-    per_type: dict[str, int] = {}
-    for event in sorted(events, key=lambda e: (e.sent_at, e.received_at, e.event_id), reverse=True):
-        kind = event.event_type.lower()
-        if per_type.get(kind, 0) < RECENT_PER_EVENT_TYPE:
-            per_type[kind] = per_type.get(kind, 0) + 1
-            kept.append(event)
-    return tuple(kept)
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
-
-
-def _entity(item: dict[str, Any] | None) -> Entity:
-    if not item:
-        return NO_ENTITY
-    events = []
-    for name, value in item.items():
-        if name.startswith(EVENT_ATTRIBUTE) and "S" in value:
-            event = RecentEvent.decode(name[len(EVENT_ATTRIBUTE) :], value["S"])
-            if event is not None:
-                events.append(event)
-    return Entity(recent(events), item.get("link", {}).get("S", ""))
-
-
-def _group_state(item: dict[str, Any] | None) -> GroupState:
-    if not item:
-        return NO_GROUP_STATE
-    return GroupState(
-        tracking_id=item["tracker"]["S"] if "tracker" in item else None,
-        tracker_arn=item["trackerArn"]["S"] if "trackerArn" in item else None,
-        active_at=float(item["activeAt"]["N"]) if "activeAt" in item else 0.0,
-        metadata_version=int(item["meta"]["N"]) if "meta" in item else 0,
-    )
 
 
 def create_dynamodb_client() -> AwsJsonClient:
@@ -221,11 +93,11 @@ class EventsTable:
         return self._client
 
     def _expiry(self) -> dict[str, str]:
-        return _n(int(self.clock() + self.retention_seconds))
+        return number_value(int(self.clock() + self.retention_seconds))
 
     def _get(self, key: str) -> dict[str, Any] | None:
         answer = self.client.call(
-            "GetItem", {"TableName": self.name, "Key": {"pk": _s(key)}, "ConsistentRead": True}
+            "GetItem", {"TableName": self.name, "Key": {"pk": string_value(key)}, "ConsistentRead": True}
         )
         item: dict[str, Any] | None = answer.get("Item")
         return item
@@ -238,7 +110,7 @@ class EventsTable:
             if not pending:
                 return found
             batch, pending = pending[:BATCH_GET_MAX], pending[BATCH_GET_MAX:]
-            request = {"Keys": [{"pk": _s(k)} for k in batch], "ConsistentRead": True}
+            request = {"Keys": [{"pk": string_value(k)} for k in batch], "ConsistentRead": True}
             answer = self.client.call("BatchGetItem", {"RequestItems": {self.name: request}})
             for item in answer.get("Responses", {}).get(self.name, []):
                 found[item["pk"]["S"]] = item
@@ -251,19 +123,19 @@ class EventsTable:
     # -- users and sessions ------------------------------------------------------------------------
 
     def entity(self, group: str, entity_id: str) -> Entity:
-        return _entity(self._get(entity_key(group, entity_id)))
+        return entity_of(self._get(entity_key(group, entity_id)))
 
     def entity_with_group(self, group: str, entity_id: str) -> tuple[GroupState, Entity]:
         """The group's state and an entity's events, in one round trip."""
         keys = [group_key(group), entity_key(group, entity_id)]
         found = self._batch_get(keys)
-        return _group_state(found.get(keys[0])), _entity(found.get(keys[1]))
+        return group_state_of(found.get(keys[0])), entity_of(found.get(keys[1]))
 
     def entities(self, group: str, entity_ids: Sequence[str]) -> dict[str, Entity]:
         """Several entities' events (batch inference): those with an item, by id."""
         keys = {entity_key(group, e): e for e in entity_ids}
         found = self._batch_get(list(keys))
-        return {keys[key]: _entity(item) for key, item in found.items()}
+        return {keys[key]: entity_of(item) for key, item in found.items()}
 
     def _update_events(
         self,
@@ -278,15 +150,15 @@ class EventsTable:
         """One UpdateItem: ``events`` into the entity (an eventId it holds is overwritten, so kept
         once), its expiry pushed back; compacted when it has grown by COMPACTION_SLACK events."""
         names = {"#ttl": "ttl", "#n": "n", **(names or {})}
-        values = {":ttl": self._expiry(), ":k": _n(len(events)), **(values or {})}
+        values = {":ttl": self._expiry(), ":k": number_value(len(events)), **(values or {})}
         updates = ["#ttl = :ttl", *sets]
         for i, event in enumerate(events):
             names[f"#e{i}"] = EVENT_ATTRIBUTE + event.event_id
-            values[f":e{i}"] = _s(event.encode())
+            values[f":e{i}"] = string_value(event.encode())
             updates.append(f"#e{i} = :e{i}")
         request: dict[str, Any] = {
             "TableName": self.name,
-            "Key": {"pk": _s(entity_key(group, entity_id))},
+            "Key": {"pk": string_value(entity_key(group, entity_id))},
             "UpdateExpression": f"SET {', '.join(updates)} ADD #n :k",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
@@ -319,7 +191,7 @@ class EventsTable:
                 events,
                 condition="attribute_not_exists(#link) OR #link = :none",
                 names={"#link": "link"},
-                values={":none": _s("")},
+                values={":none": string_value("")},
             )
             return ""
         except AwsError as error:
@@ -339,14 +211,14 @@ class EventsTable:
                 (),
                 condition="#copied = :user",
                 names={"#link": "link", "#copied": "copied"},
-                values={":user": _s(user_id)},
+                values={":user": string_value(user_id)},
                 sets=["#link = :user"],
             )
             return None
         except AwsError as error:
             if error.code != "ConditionalCheckFailedException":
                 raise
-            return _entity(error.details.get("Item")).events
+            return entity_of(error.details.get("Item")).events
 
     def copy_events(self, group: str, user_id: str, events: Sequence[RecentEvent]) -> None:
         """A linked session's history into its user (idempotent: eventIds are the attribute names)."""
@@ -360,7 +232,7 @@ class EventsTable:
             session_id,
             (),
             names={"#link": "link", "#copied": "copied"},
-            values={":user": _s(user_id)},
+            values={":user": string_value(user_id)},
             sets=["#link = :user", "#copied = :user"],
         )
 
@@ -372,7 +244,7 @@ class EventsTable:
         if not item:
             return
         oldest = self.clock() - self.retention_seconds
-        events = [e for e in _entity(item).events if e.received_at >= oldest]
+        events = [e for e in entity_of(item).events if e.received_at >= oldest]
         kept: dict[str, Any] = {}
         size = 0
         for event in events:  # newest first: the oldest are the ones left out
@@ -380,13 +252,15 @@ class EventsTable:
             size += len(encoded) + len(event.event_id) + 2
             if size > ITEM_BUDGET:
                 break
-            kept[EVENT_ATTRIBUTE + event.event_id] = _s(encoded)
-        written = item.get("n", _n(0))
+            kept[EVENT_ATTRIBUTE + event.event_id] = string_value(encoded)
+        written = item.get("n", number_value(0))
         replacement: dict[str, Any] = {
-            "pk": _s(key),
+            "pk": string_value(key),
             **kept,
             **{k: item[k] for k in ("link", "copied") if k in item},
-            "n": _n(len(kept)),  # counts on from what is kept: the next compaction is SLACK events away
+            "n": number_value(
+                len(kept)
+            ),  # counts on from what is kept: the next compaction is SLACK events away
             "ttl": self._expiry(),
         }
         try:
@@ -408,9 +282,9 @@ class EventsTable:
 
     def put_recommendation(self, recommendation_id: str, group: str, item_ids: Sequence[str]) -> None:
         item = {
-            "pk": _s(RECOMMENDATION + recommendation_id),
-            "group": _s(group),
-            "items": _s(json.dumps(list(item_ids), separators=(",", ":"), ensure_ascii=False)),
+            "pk": string_value(RECOMMENDATION + recommendation_id),
+            "group": string_value(group),
+            "items": string_value(json.dumps(list(item_ids), separators=(",", ":"), ensure_ascii=False)),
             "ttl": self._expiry(),
         }
         self.client.call("PutItem", {"TableName": self.name, "Item": item})
@@ -433,7 +307,7 @@ class EventsTable:
         return TrackerRef(item["trackerArn"]["S"], item["groupArn"]["S"], float(item["activeAt"]["N"]))
 
     def group_state(self, group: str) -> GroupState:
-        return _group_state(self._get(group_key(group)))
+        return group_state_of(self._get(group_key(group)))
 
     def tracker_items(
         self, group: str, group_arn: str, tracking_id: str, tracker_arn: str, active_at: float
@@ -443,20 +317,20 @@ class EventsTable:
         claim = {
             "TableName": self.name,
             "Item": {
-                "pk": _s(group_key(group)),
-                "tracker": _s(tracking_id),
-                "trackerArn": _s(tracker_arn),
-                "activeAt": _n(active_at),
+                "pk": string_value(group_key(group)),
+                "tracker": string_value(tracking_id),
+                "trackerArn": string_value(tracker_arn),
+                "activeAt": number_value(active_at),
             },
             "ConditionExpression": "attribute_not_exists(tracker)",
         }
         lookup = {
             "TableName": self.name,
             "Item": {
-                "pk": _s(tracking_key(tracking_id)),
-                "trackerArn": _s(tracker_arn),
-                "groupArn": _s(group_arn),
-                "activeAt": _n(active_at),
+                "pk": string_value(tracking_key(tracking_id)),
+                "trackerArn": string_value(tracker_arn),
+                "groupArn": string_value(group_arn),
+                "activeAt": number_value(active_at),
             },
             "ConditionExpression": "attribute_not_exists(pk)",
         }
@@ -467,10 +341,10 @@ class EventsTable:
         stays) and the lookup."""
         release = {
             "TableName": self.name,
-            "Key": {"pk": _s(group_key(group))},
+            "Key": {"pk": string_value(group_key(group))},
             "UpdateExpression": "REMOVE tracker, trackerArn, activeAt",
         }
-        lookup = {"TableName": self.name, "Key": {"pk": _s(tracking_key(tracking_id))}}
+        lookup = {"TableName": self.name, "Key": {"pk": string_value(tracking_key(tracking_id))}}
         return [{"Update": release}, {"Delete": lookup}]
 
     # -- PutItems / PutUsers -----------------------------------------------------------------------
@@ -484,14 +358,14 @@ class EventsTable:
         now = self.clock()
         for shard, entries in sorted(shards.items()):
             names = {f"#r{i}": RECORD_ATTRIBUTE + record_id for i, (record_id, _) in enumerate(entries)}
-            values: dict[str, Any] = {f":r{i}": _s(fields) for i, (_, fields) in enumerate(entries)}
-            values[":now"] = _n(now)
+            values: dict[str, Any] = {f":r{i}": string_value(fields) for i, (_, fields) in enumerate(entries)}
+            values[":now"] = number_value(now)
             sets = [f"#r{i} = :r{i}" for i in range(len(entries))] + ["u = :now"]
             self.client.call(
                 "UpdateItem",
                 {
                     "TableName": self.name,
-                    "Key": {"pk": _s(metadata_key(group, dataset_type, shard))},
+                    "Key": {"pk": string_value(metadata_key(group, dataset_type, shard))},
                     "UpdateExpression": "SET " + ", ".join(sets),
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
@@ -501,9 +375,9 @@ class EventsTable:
             "UpdateItem",
             {
                 "TableName": self.name,
-                "Key": {"pk": _s(group_key(group))},
+                "Key": {"pk": string_value(group_key(group))},
                 "UpdateExpression": "ADD meta :one",
-                "ExpressionAttributeValues": {":one": _n(1)},
+                "ExpressionAttributeValues": {":one": number_value(1)},
             },
         )
 

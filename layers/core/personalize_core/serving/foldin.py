@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from personalize_core.events.table import RecentEvent
+from personalize_core.events.items import RecentEvent
 from personalize_core.modelstore.layout import FoldIn
 
 #: Items per block when YᵀY is accumulated (float32 products, summed in float64).

@@ -22,15 +22,8 @@ from typing import NamedTuple
 
 from personalize_core.arns import parse_arn
 from personalize_core.aws.json_client import AwsError
-from personalize_core.events.table import (
-    NO_ENTITY,
-    Entity,
-    EventsTable,
-    GroupState,
-    RecentEvent,
-    get_events_table,
-    store_error,
-)
+from personalize_core.events.items import NO_ENTITY, Entity, GroupState, RecentEvent, store_error
+from personalize_core.events.table import EventsTable, get_events_table
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.observability import logger, metrics
 from personalize_core.serving.overlay import MetadataOverlay

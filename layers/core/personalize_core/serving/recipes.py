@@ -28,7 +28,7 @@ from personalize_core.serving.foldin import confidences, fold_in
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:  # filters are imported by the first query that names one, not by every cold start
-    from personalize_core.events.table import RecentEvent
+    from personalize_core.events.items import RecentEvent
     from personalize_core.serving.filter_store import CompiledFilter
     from personalize_core.serving.live import Live
 
