@@ -34,6 +34,7 @@ from cfnlint.decode import decode  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
+from lambda_personalize.local_iam import install_policy_simulator, signer_identity  # noqa: E402
 from lambda_personalize.local_process import LocalStack, start_local_stack  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
 from personalize_core.modelstore.bucket import ModelBucket  # noqa: E402
@@ -57,8 +58,9 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     # The serving code uses boto3's defaults; these service endpoints send it to the embedded AWS.
-    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "FIREHOSE"):
+    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM", "FIREHOSE"):
         os.environ[f"AWS_ENDPOINT_URL_{service}"] = url
+    install_policy_simulator()  # the embedded IAM answers SimulatePrincipalPolicy, as IAM does
     yield url
     server.stop()
 
@@ -151,9 +153,14 @@ def runtime_url(serving_env: str) -> Iterator[str]:
             load_function("get_personalized_ranking").lambda_handler,
         ),
     }
-    server = LocalApiServer(routes).start()
+    server = LocalApiServer(routes, identity=signed_by).start()
     yield server.url
     server.stop()
+
+
+def signed_by(_method: str, _path: str, headers: Any) -> dict[str, str]:
+    """API Gateway's IAM auth on every route, against the embedded IAM (local_iam)."""
+    return signer_identity(headers)
 
 
 @pytest.fixture
@@ -171,7 +178,7 @@ def runtime(runtime_url: str) -> Any:
 def personalize(serving_env: str) -> Iterator[Any]:
     """An unchanged boto3 ``personalize`` client on the control plane (real HTTP, loopback)."""
     handler = load_function("control_plane").lambda_handler
-    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}).start()
+    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}, identity=signed_by).start()
     yield boto3.client(
         "personalize", endpoint_url=server.url, region_name=REGION, config=Config(retries={"max_attempts": 1})
     )
@@ -333,7 +340,7 @@ def events_api(events_env: str) -> Iterator[str]:
         ),
         ("POST", "/"): ("ControlPlaneFunction", load_function("control_plane").lambda_handler),
     }
-    server = LocalApiServer(routes).start()
+    server = LocalApiServer(routes, identity=signed_by).start()
     yield server.url
     server.stop()
 

@@ -17,6 +17,7 @@ from personalize_core.batch import get_worker
 from personalize_core.control.batch_jobs import get_batch_jobs
 from personalize_core.control.records import get_records
 from personalize_core.control.workspace import get_workspace
+from personalize_core.edge.authorization import get_authorizer
 from personalize_core.events.delivery import get_delivery
 from personalize_core.events.recording import get_recorder
 from personalize_core.events.table import get_events_table
@@ -48,6 +49,7 @@ def clear_process_caches() -> None:
         get_delivery,
         get_live,
         get_recorder,
+        get_authorizer,
     ):
         cached.cache_clear()
 

@@ -11,6 +11,7 @@ table holds them (Personalize has no API that reads events back).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -21,6 +22,7 @@ from personalize_core.events.table import EventsTable
 from .local_api import Handler
 
 _PAGE = "console.html"
+log = logging.getLogger(__name__)
 
 
 def page_html() -> str:
@@ -46,26 +48,23 @@ def list_campaigns(s3: Any, bucket: str) -> list[dict[str, Any]]:
         for entry in page.get("Contents", []):
             if not entry["Key"].endswith(".json"):
                 continue
-            pointer = json.loads(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-            manifest_key = f"solutions/{pointer['solution']}/{pointer['version']}/manifest.json"
+            try:
+                pointer = json.loads(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+                manifest_key = f"solutions/{pointer['solution']}/{pointer['version']}/manifest.json"
+                campaign = {k: pointer[k] for k in ("campaignArn", "name", "solutionVersionArn")}
+            except (ValueError, KeyError, TypeError) as exc:  # one unreadable record: left out, named
+                log.error("console: %s is unreadable and left out: %s", entry["Key"], exc)
+                continue
             try:
                 manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-                recipe = manifest.get("recipe", "")
-                group = manifest.get("datasetGroupArn") or ""
-            except s3.exceptions.NoSuchKey:
+                recipe = manifest.get("recipe", "") if isinstance(manifest, dict) else ""
+                group = (manifest.get("datasetGroupArn") if isinstance(manifest, dict) else "") or ""
+            except (s3.exceptions.NoSuchKey, ValueError):
                 recipe = group = ""
             if not group:  # a published version's dataset group is its solution
                 head = pointer["solutionVersionArn"].partition(":solution/")[0]
                 group = f"{head}:dataset-group/{pointer['solution']}"
-            campaigns.append(
-                {
-                    "campaignArn": pointer["campaignArn"],
-                    "name": pointer["name"],
-                    "solutionVersionArn": pointer["solutionVersionArn"],
-                    "recipe": recipe,
-                    "datasetGroupArn": group,
-                }
-            )
+            campaigns.append({**campaign, "recipe": recipe, "datasetGroupArn": group})
     return sorted(campaigns, key=lambda c: c["name"])
 
 

@@ -21,6 +21,7 @@ from schemathesis import GenerationMode
 
 from lambda_personalize.local_api import LocalApiServer
 from lambda_personalize.openapi import CONTROL_PLANE_OPERATIONS, render
+from tests.conftest import signed_by
 from tests.utils import ROOT, load_function
 
 SPEC = ROOT / "docs" / "openapi.yaml"
@@ -71,7 +72,7 @@ def api_url(fuzz_plane: str) -> Iterator[str]:
     routes = {
         key: (function, load_function(module).lambda_handler) for key, (function, module) in ROUTES.items()
     }
-    server = LocalApiServer(routes).start()
+    server = LocalApiServer(routes, identity=signed_by).start()
     yield server.url
     server.stop()
 

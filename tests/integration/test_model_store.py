@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -18,7 +19,13 @@ from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.npy import encode_npy
 from personalize_core.modelstore.store import ModelStore
-from personalize_core.modelstore.writer import prepare_version, put_campaign, read_manifest, upload_version
+from personalize_core.modelstore.writer import (
+    PublishError,
+    prepare_version,
+    put_campaign,
+    read_manifest,
+    upload_version,
+)
 from personalize_core.serving.scoring import user_top_k
 from tests.conftest import publish
 from tests.utils import ACCOUNT, REGION, CountingObjects, campaign_arn, random_model, softmax_reference
@@ -121,33 +128,52 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         replace_array(s3, bucket, key, array, fortran_order=as_published and change == "nan")
 
 
-@pytest.mark.parametrize(
-    ("file_name", "change", "reason"),
-    [
-        ("item_factors.npy", "truncate", "does not match"),
-        ("user_factors.npy", "flip", "does not match"),
-        ("item_factors.npy", "flip", "does not match"),
-        ("popularity.npy", "flip", "does not match"),
-        ("item_factors.npy", "flip-sha256-only", "does not match"),
-        ("item_ids.txt", "flip-sha256-only", "does not match"),
-        ("item_ids.txt", "delete", "does not exist"),
-        ("manifest.json", "delete", "does not exist"),
-        ("item_factors.npy", "nan", "NaN"),
-        ("item_factors.npy", "nan-c-order", "NaN"),
-        ("user_factors.npy", "nan", "NaN"),
-    ],
-)
+BAD_VERSIONS = [
+    # (file, change, why verification refuses it (None: only a load can see it), why a load does)
+    ("item_factors.npy", "truncate", "is 224 bytes, its manifest says 448", "does not match"),
+    ("user_factors.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("popularity.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("item_factors.npy", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
+    ("item_ids.txt", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
+    ("item_ids.txt", "delete", "item_ids.txt is missing", "does not exist"),
+    ("manifest.json", "delete", "manifest.json does not exist", "does not exist"),
+    ("item_factors.npy", "nan", None, "NaN"),
+    ("item_factors.npy", "nan-c-order", None, "NaN"),
+    ("user_factors.npy", "nan", None, "NaN"),
+]
+
+
+@pytest.mark.parametrize(("file_name", "change", "refused", "reason"), BAD_VERSIONS)
 def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
-    setup: Any, s3: Any, bucket: str, file_name: str, change: str, reason: str
+    setup: Any, s3: Any, bucket: str, file_name: str, change: str, refused: str | None, reason: str
 ) -> None:
     store, objects, clock = setup
+    models = ModelBucket(s3, bucket)
 
     good = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
     bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
     assert store.campaign(campaign_arn("c"))[1].arn == good
-    manifest = read_manifest(ModelBucket(s3, bucket), bad)
+    manifest = read_manifest(models, bad)
     corrupt(s3, bucket, bad, file_name, change)
-    put_campaign(ModelBucket(s3, bucket), "c", manifest)
+    with contextlib.suppress(PublishError):  # the manifest as it is now (unless it was deleted)
+        manifest = read_manifest(models, bad)
+    if refused is not None:
+        # When the campaign is pointed at it, Then the switch is refused, saying why, and recorded
+        with pytest.raises(PublishError, match=f"{bad} cannot be served: .*{refused}"):
+            put_campaign(models, "c", manifest)
+        record = json.loads(s3.get_object(Bucket=bucket, Key="campaigns/c.json")["Body"].read())
+        assert record["solutionVersionArn"] == good
+        assert record["failedUpdate"]["solutionVersionArn"] == bad
+        # (a file corrupted after its version was verified: the pointer names it anyway)
+        record |= {
+            "solutionVersionArn": bad,
+            "version": bad.rsplit("/", 1)[1],
+            "fallbackSolutionVersionArn": good,
+        }
+        s3.put_object(Bucket=bucket, Key="campaigns/c.json", Body=json.dumps(record).encode())
+    else:
+        # A content fault whose manifest agrees passes verification: only a load can see it
+        put_campaign(models, "c", manifest)
     clock.now = 10
     # The corrupt version is refused; the good one answers
     assert store.campaign(campaign_arn("c"))[1].arn == good
@@ -155,10 +181,15 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     reads = len(objects.reads)
     store.campaign(campaign_arn("c"))
     assert len(objects.reads) == reads
-    # A cold store has no good version to fall back on: a clear 503, with the reason
+    # A cold store falls back to the version the campaign's record served before (it used to 503)
     cold = ModelStore(CountingObjects(bucket))
+    assert cold.campaign(campaign_arn("c"))[1].arn == good
+    # ...and with no version to fall back on, it is a clear 503, with the reason
+    record = json.loads(s3.get_object(Bucket=bucket, Key="campaigns/c.json")["Body"].read())
+    del record["fallbackSolutionVersionArn"]
+    s3.put_object(Bucket=bucket, Key="campaigns/c.json", Body=json.dumps(record).encode())
     with pytest.raises(ModelUnavailableError, match=reason):
-        cold.campaign(campaign_arn("c"))
+        ModelStore(CountingObjects(bucket)).campaign(campaign_arn("c"))
 
 
 def test_campaign_pointing_to_a_missing_version(setup: Any, s3: Any, bucket: str) -> None:
@@ -217,7 +248,9 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
     if order == "C":
         key = f"solutions/sol/{manifest.version}/item_factors.npy"
         replace_array(s3, bucket, key, model["item_factors"], fortran_order=False)
-    put_campaign(ModelBucket(s3, bucket), "c", manifest)
+    put_campaign(
+        ModelBucket(s3, bucket), "c", read_manifest(ModelBucket(s3, bucket), manifest.solution_version_arn)
+    )
     # When a store reads it (a C-order matrix in chunks that split rows and the header)
     objects = SmallChunks(bucket)
     loaded = ModelStore(objects).campaign(campaign_arn("c"))[1]

@@ -44,11 +44,6 @@ class InvalidNextTokenException(PersonalizeError):
     status = 400
 
 
-class UnknownOperationException(PersonalizeError):
-    code = "UnknownOperationException"
-    status = 404
-
-
 class ServiceUnavailableException(PersonalizeError):
     """A store the request needs cannot be reached now; the request can be retried (botocore does)."""
 
@@ -61,6 +56,22 @@ class ThrottlingException(PersonalizeError):
 
     code = "ThrottlingException"
     status = 400
+
+
+class AccessDeniedException(PersonalizeError):
+    """The caller's IAM policies do not allow the operation (edge/authorization.py)."""
+
+    code = "AccessDeniedException"
+    status = 403
+
+
+class AuthorizationUnavailableError(ServiceUnavailableException):
+    """IAM could not be asked whether the caller may act (throttled, unreachable): try again."""
+
+
+class UnknownOperationException(PersonalizeError):
+    code = "UnknownOperationException"
+    status = 404
 
 
 class ModelUnavailableError(ServiceUnavailableException):

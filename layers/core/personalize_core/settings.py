@@ -46,6 +46,15 @@ class Settings(NamedTuple):
     batch_stall_timeout_seconds: float = 6 * 3600.0
     #: S3 endpoint of the serving path's reader (the local runtime and tests); empty: AWS's own.
     s3_endpoint_url: str = ""
+    #: Who may call the control plane (edge/authorization.py): "IAM_POLICIES", each operation
+    #: authorised against the caller's IAM policies with Personalize's action names and ARNs; or
+    #: "OPEN", anyone API Gateway lets through (the template's explicit ControlPlaneAccess=Open).
+    control_plane_access: str = "IAM_POLICIES"
+    #: How long an authorisation decision is reused for the same principal, action and resource.
+    authorization_cache_seconds: float = 30.0
+    #: The roles (name or path/name, IAM wildcards) a batch job may name; the template's
+    #: BatchJobRoleNamePattern, which the worker's sts:AssumeRole grant is scoped to as well.
+    batch_job_role_name_pattern: str = "*"
     #: PERSONALIZE_NATIVE_KERNELS=0 scores with numpy only (serving/native.py: for comparison).
     native_kernels: bool = True
     #: Training (personalize_core.training): the table of dataset groups, schemas, datasets, import
@@ -111,6 +120,9 @@ def get_settings() -> Settings:
         account_id=os.environ.get("ACCOUNT_ID", ""),
         batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
+        control_plane_access=os.environ.get("CONTROL_PLANE_ACCESS", "IAM_POLICIES").strip().upper(),
+        authorization_cache_seconds=_float("AUTHORIZATION_CACHE_SECONDS", 30.0),
+        batch_job_role_name_pattern=os.environ.get("BATCH_JOB_ROLE_NAME_PATTERN") or "*",
         native_kernels=os.environ.get(NATIVE_KERNELS_VARIABLE, "1") != "0",
         records_table=os.environ.get("RECORDS_TABLE", ""),
         training_queue_url=os.environ.get("TRAINING_QUEUE_URL", ""),

@@ -26,6 +26,7 @@ from personalize_core.serving.filter_store import CompiledFilter
 from personalize_core.serving.live import NO_LIVE, Live
 from personalize_core.serving.recipes import Operation
 from personalize_core.serving.scoring import batch_user_top_k
+from personalize_core.text import check_text, dumps
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {
@@ -57,7 +58,7 @@ class Line:
         if self.error or output is None:
             output = {"recommendedItems": [], **({"scores": []} if self.scored else {})}
         line = {"input": self.given, "output": output, "error": self.error}
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return dumps(line).encode("utf-8")
 
 
 def parse_line(raw: bytes, recipe: Recipe) -> Line:
@@ -72,6 +73,7 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
         return Line(given=text, error="The line is not valid JSON", scored=scored)
     line = Line(given=given, scored=scored)
     try:
+        check_text(given)
         fields = Fields(given, "", LINE_FIELDS[recipe])
         if recipe is Recipe.RELATED_ITEMS:
             line.item_id = fields.string("itemId", max_len=ID_MAX, min_len=1, required=True)

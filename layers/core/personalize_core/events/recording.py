@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from personalize_core.arns import parse_arn
 from personalize_core.aws.json_client import AwsError
 from personalize_core.datasets.schema import DatasetType, Field, RowError, check_value, parse_schema
+from personalize_core.edge.authorization import Permission
 from personalize_core.errors import (
     InvalidInputException,
     PersonalizeError,
@@ -45,6 +46,15 @@ if TYPE_CHECKING:
 #: How long a warm events function trusts a trackingId it has looked up (a deleted tracker's id
 #: is refused at most this long after DeleteEventTracker).
 TRACKER_CACHE_SECONDS = 60.0
+
+
+def required_permission(request: PutEventsRequest | PutMetadataRequest, users: bool = False) -> Permission:
+    """What Personalize checks before it records: ``personalize:PutEvents`` on "*" (its documentation:
+    a tracker is named by its trackingId, not an ARN), ``personalize:PutItems`` / ``PutUsers`` on
+    the dataset the records go to."""
+    if isinstance(request, PutEventsRequest):
+        return Permission("personalize:PutEvents")
+    return Permission("personalize:PutUsers" if users else "personalize:PutItems", request.dataset_arn)
 
 
 def unavailable(error: AwsError | DeliveryFailed, what: str) -> PersonalizeError:

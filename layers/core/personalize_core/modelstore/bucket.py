@@ -6,6 +6,7 @@ everything that lists, writes or deletes records goes through ``ModelBucket``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
@@ -15,10 +16,14 @@ from typing import TYPE_CHECKING, Any
 from personalize_core.arns import parse_arn
 from personalize_core.errors import ArtifactError, ResourceNotFoundException
 from personalize_core.modelstore.layout import MANIFEST, Manifest, version_prefix
+from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+#: S3's largest single PUT.
+SINGLE_PUT_MAX = 5 * 1024**3
 
 
 def create_s3_client() -> S3Client:
@@ -72,8 +77,41 @@ class ModelBucket:
         return True
 
     def upload(self, key: str, data: bytes) -> None:
-        """Write a file of any size (multipart past boto3's threshold)."""
-        self.client.upload_fileobj(io.BytesIO(data), self.bucket, key)
+        """Write a file of any size, with S3 storing its CRC-32 (what verifying a version compares:
+        modelstore/pointers.py). Up to 5 GiB in one PUT, so S3 keeps the whole object's CRC-32 (a
+        multipart upload would keep a checksum of its parts' checksums instead); beyond, multipart."""
+        if len(data) <= SINGLE_PUT_MAX:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="CRC32")
+        else:
+            extra = {"ChecksumAlgorithm": "CRC32"}
+            self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra)
+
+    def stored_crc32(self, key: str) -> tuple[int, str | None] | None:
+        """(size, the whole object's CRC-32 as 8 hex digits if S3 stored one) of an object, from one
+        HEAD; None if there is no such object."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        stored, kind = head.get("ChecksumCRC32"), head.get("ChecksumType", "FULL_OBJECT")
+        crc32 = None
+        # A multipart object's checksum is one of its parts' checksums ("...-<parts>"): not comparable.
+        if stored and kind == "FULL_OBJECT" and "-" not in stored:
+            crc32 = base64.b64decode(stored).hex()
+        return int(head["ContentLength"]), crc32
+
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes, a chunk at a time (ArtifactError if it does not exist)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise ArtifactError(f"{key} does not exist") from None
+        try:
+            yield from body.iter_chunks(size)
+        finally:
+            body.close()
 
     def write_json(self, key: str, value: dict[str, Any]) -> None:
         body = json.dumps(value, indent=2).encode()
@@ -116,11 +154,15 @@ class ModelBucket:
     # -- solution versions -----------------------------------------------------------------------
 
     def manifests(self, prefix: str = "solutions/") -> Iterator[Manifest]:
+        """Every readable manifest under ``prefix``; an unreadable one is logged and skipped."""
         for key in self.keys(prefix):
             if key.endswith("/" + MANIFEST):
-                raw = self.read_json(key)
-                if raw is not None:
-                    yield Manifest.from_json(raw)
+                try:
+                    raw = self.read_json(key)
+                    if raw is not None:
+                        yield Manifest.from_json(raw)
+                except ArtifactError as exc:
+                    logger.error("an unreadable manifest is skipped", extra={"key": key, "reason": str(exc)})
 
     def newest_manifest(self, solution: str) -> Manifest | None:
         found = [m for m in self.manifests(f"solutions/{solution}/") if m.solution == solution]

@@ -309,6 +309,10 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     return plan
 
 
+#: The campaign record's key for the version it served before the current one (modelstore/pointers.py).
+FALLBACK = "fallbackSolutionVersionArn"
+
+
 class CampaignPointer(NamedTuple):
     campaign_arn: str
     name: str
@@ -317,9 +321,12 @@ class CampaignPointer(NamedTuple):
     version: str
     created_at: float
     updated_at: float
+    #: The version served before this one (verified when it was set): what a container that cannot
+    #: load the current version serves. None for a campaign that never switched.
+    fallback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "campaignArn": self.campaign_arn,
             "name": self.name,
             "solutionVersionArn": self.solution_version_arn,
@@ -328,10 +335,14 @@ class CampaignPointer(NamedTuple):
             "creationDateTime": self.created_at,
             "lastUpdatedDateTime": self.updated_at,
         }
+        if self.fallback is not None:
+            out[FALLBACK] = self.fallback
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> CampaignPointer:
         try:
+            fallback = raw.get(FALLBACK)
             return cls(
                 campaign_arn=str(raw["campaignArn"]),
                 name=str(raw["name"]),
@@ -340,8 +351,9 @@ class CampaignPointer(NamedTuple):
                 version=str(raw["version"]),
                 created_at=float(raw["creationDateTime"]),
                 updated_at=float(raw["lastUpdatedDateTime"]),
+                fallback=str(fallback) if fallback else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"campaign record is malformed: {exc!r}") from None
 
 
@@ -400,6 +412,8 @@ class RecommenderPointer(NamedTuple):
 
 #: The status of every record this service keeps (filters, campaigns, solution versions).
 ACTIVE = "ACTIVE"
+#: The status of a record that cannot be used (an unreadable object, a refused update) - with a reason.
+CREATE_FAILED = "CREATE FAILED"
 
 
 class FilterRecord(NamedTuple):
@@ -441,5 +455,5 @@ class FilterRecord(NamedTuple):
                 created_at=float(raw["creationDateTime"]),
                 updated_at=float(raw["lastUpdatedDateTime"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"filter record is malformed: {exc!r}") from None

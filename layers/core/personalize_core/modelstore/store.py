@@ -154,6 +154,11 @@ class ModelStore:
                 if refused_at is None or self._clock() - refused_at >= self.pointer_ttl_seconds:
                     self._refused[key] = self._clock()
                 fallback = self._serving.get(name)
+            if fallback is None:  # a cold container: the version the campaign's record served before
+                fallback = self._recorded_fallback(pointer)
+                if fallback is not None:
+                    with self._lock:
+                        self._serving[name] = fallback
             if fallback is None:
                 raise ModelUnavailableError(
                     f"Solution version {pointer.solution_version_arn} cannot be loaded: {exc}"
@@ -167,6 +172,20 @@ class ModelStore:
             self._serving[name] = model
             self._refused.pop(key, None)
         return model
+
+    def _recorded_fallback(self, pointer: CampaignPointer) -> SolutionVersionModel | None:
+        """The version the campaign's record names as served before the current one (a cold
+        container has no model of its own to fall back on), or None if there is none to load."""
+        if pointer.fallback is None:
+            return None
+        try:
+            solution, version = parse_arn(pointer.fallback, "fallback", "solution", parts=2).path
+            return self.version(solution, version)
+        except Exception:  # the fallback is unusable too: the caller reports the current version's fault
+            logger.exception(
+                "the campaign's fallback version cannot be loaded either", extra={"campaign": pointer.name}
+            )
+            return None
 
     # -- solution versions -----------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from personalize_core.modelstore.layout import (
     version_prefix,
 )
 from personalize_core.modelstore.npy import encode_npy, npy_header
+from personalize_core.modelstore.pointers import refusal, switched, verify_version, with_failed_update
 from personalize_core.serving.scoring import log_normalisers
 
 
@@ -292,7 +293,10 @@ def read_manifest(bucket: ModelBucket, solution_version_arn: str) -> Manifest:
 
 
 def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> CampaignPointer:
-    """Create the campaign, or switch it to ``manifest``'s version (one atomic S3 write)."""
+    """Create the campaign, or switch it to ``manifest``'s version (one atomic S3 write), once the
+    version's files are verified against its manifest (modelstore/pointers.py). A version that fails
+    is refused (PublishError with the reason) and recorded as the campaign's failed update; the
+    campaign keeps serving what it served."""
     try:
         check_name(name, "campaign")
     except InvalidInputException as exc:
@@ -300,13 +304,26 @@ def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> Campaign
     version_arn = parse_arn(manifest.solution_version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(version_arn.region, version_arn.account, "campaign", name))
     now = time.time()
-    current = bucket.read_json(campaign_key(name))
-    created = CampaignPointer.from_json(current).created_at if current is not None else now
+    key = campaign_key(name)
+    try:
+        current = bucket.read_json(key)
+        created = CampaignPointer.from_json(current).created_at if current is not None else now
+    except ArtifactError:
+        current, created = None, now  # a garbled record: this write replaces it
+    try:
+        verify_version(bucket, manifest)
+    except ArtifactError as exc:
+        reason = refusal(manifest, exc)
+        if current is not None:
+            bucket.write_json(key, with_failed_update(current, manifest.solution_version_arn, reason, now))
+            reason += f"; campaign {name} keeps serving {current.get('solutionVersionArn')}"
+        raise PublishError(reason) from None
     pointer = CampaignPointer(
         arn, name, manifest.solution_version_arn, manifest.solution, manifest.version, created, now
     )
-    bucket.write_json(campaign_key(name), pointer.to_json())
-    return pointer
+    record = switched(current, pointer)
+    bucket.write_json(key, record)
+    return CampaignPointer.from_json(record)
 
 
 def put_recommender(bucket: ModelBucket, pointer: RecommenderPointer) -> RecommenderPointer:

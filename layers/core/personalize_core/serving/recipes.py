@@ -25,6 +25,7 @@ from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import DEFAULT_FOLD_IN, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.serving.foldin import confidences, fold_in
+from personalize_core.serving.related import co_occurring_items
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:  # filters are imported by the first query that names one, not by every cold start
@@ -193,7 +194,8 @@ class Recommender(NamedTuple):
 
 def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str | None) -> Recommender:
     """The ranker of a GetRecommendations query: by score for a user (USER_PERSONALIZATION; the
-    cold-user vector scores unknown users), by cosine similarity to a known item (RELATED_ITEMS),
+    cold-user vector scores unknown users), by similarity to a known item (RELATED_ITEMS: item-item
+    co-occurrence where the version has it, else the item factors' cosine),
     else by popularity, without scores (POPULAR_ITEMS; and RELATED_ITEMS for an item the model
     does not know, whose popular items are placeholders, as Personalize marks them)."""
     recipe = model.manifest.recipe
@@ -212,6 +214,13 @@ def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str
 
         return Recommender(by_score)
     item = model.item_index.get(item_id) if recipe is Recipe.RELATED_ITEMS and item_id is not None else None
+    co = model.extras.co_occurrence
+    if item is not None and co is not None:  # a trained version where co-occurrence measured better
+
+        def by_co_occurrence(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+            return co_occurring_items(co, model.popular_order, item, k, allowed), None
+
+        return Recommender(by_co_occurrence)
     if item is not None and model.item_factors is not None and model.item_norms is not None:
         factors, norms = model.item_factors, model.item_norms
 

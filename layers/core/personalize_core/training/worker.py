@@ -207,6 +207,8 @@ class TrainingWorker:
             attributes={
                 "metrics": trained.metrics,
                 "popularityBaselineMetrics": trained.baseline,
+                # RELATED_ITEMS: how each way of relating items measured (the better one serves)
+                **({"relatedItemsCompared": dict(trained.compared)} if trained.compared else {}),
                 "interactions": trained.interactions,
                 "trainingSeconds": round(time.perf_counter() - started, 3),
                 "steps": trained.seconds,
