@@ -406,3 +406,39 @@ def test_throttling_or_failure_is_a_retryable_error_and_nothing_is_half_written(
     assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
     reads.times = 0
     assert runtime.get_recommendations(campaignArn=tracked.campaign_arn, userId="user-7")["itemList"]
+
+
+def test_the_events_api_is_authorised_by_the_callers_policies(
+    clients: tuple[Any, Any, Any], tracked: Tracked, moto_url: str, events_api: str
+) -> None:
+    # Given an IAM user of the embedded IAM allowed to put events, and items of one dataset only
+    iam = boto3.client("iam", endpoint_url=moto_url, region_name=REGION)
+    user = f"sender-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    allowed = f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset/{tracked.solution}/ITEMS"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "personalize:PutEvents", "Resource": "*"},
+            {"Effect": "Allow", "Action": "personalize:PutItems", "Resource": allowed},
+        ],
+    }
+    iam.put_user_policy(UserName=user, PolicyName="events", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    events = boto3.client(
+        "personalize-events",
+        endpoint_url=events_api,
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+        config=Config(retries={"max_attempts": 1}),
+    )
+    # Then what the policy allows is done, and the rest is Personalize's AccessDeniedException
+    events.put_events(trackingId=tracked.tracking_id, sessionId="signed", eventList=[event(3)])
+    events.put_items(datasetArn=allowed, items=[{"itemId": "item-3", "properties": '{"genre": "drama"}'}])
+    users = f"arn:aws:personalize:{REGION}:{ACCOUNT}:dataset/{tracked.solution}/USERS"
+    with pytest.raises(events.exceptions.ClientError) as refused:
+        events.put_users(datasetArn=users, users=[{"userId": "user-1"}])
+    error = refused.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException"
+    assert f"personalize:PutUsers on resource: {users}" in error["Message"]
