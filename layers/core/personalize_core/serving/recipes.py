@@ -120,12 +120,14 @@ def user_vector(
     if model.item_factors is None:
         return None
     row = model.user_index.get(user_id) if user_id is not None else None
-    known = row is not None and model.user_factors is not None
-    folded = _folded(model, row if known else None, events) if events else None
+    # The one place a stored user vector is read (the fold-in's prior too).
+    stored: np.ndarray | None = (
+        model.user_factors[row] if row is not None and model.user_factors is not None else None
+    )
+    folded = _folded(model, stored, events) if events else None
     if folded is not None:
-        return UserVector(folded + shift if shift is not None else folded, None, cold=not known)
-    if row is not None and model.user_factors is not None:
-        stored: np.ndarray = model.user_factors[row]
+        return UserVector(folded + shift if shift is not None else folded, None, cold=stored is None)
+    if row is not None and stored is not None:
         if shift is None:
             return UserVector(stored, model.log_normaliser(row), row)
         return UserVector(stored.astype(np.float64) + shift, None)
@@ -136,17 +138,19 @@ def user_vector(
     return UserVector(model.cold_user_vector + shift, None, cold=True)
 
 
-def _folded(model: SolutionVersionModel, row: int | None, events: Sequence[RecentEvent]) -> np.ndarray | None:
-    """The user's vector folded in from ``events`` (a known user's from those received after the
-    version was trained), or None when no event names an item the version can use."""
+def _folded(
+    model: SolutionVersionModel, stored: np.ndarray | None, events: Sequence[RecentEvent]
+) -> np.ndarray | None:
+    """The user's vector folded in from ``events`` against the item factors (a known user's, with
+    their ``stored`` vector as the prior, from the events received after the version was trained),
+    or None when no event names an item the version can use."""
     assert model.item_factors is not None
     rules = model.manifest.fold_in or DEFAULT_FOLD_IN
-    since = model.manifest.created_at if row is not None else None
+    since = model.manifest.created_at if stored is not None else None
     rows, confidence = confidences(events, model.item_index, rules, since)
     if rows.size == 0:
         return None
-    prior = model.user_factors[row] if row is not None and model.user_factors is not None else None
-    return fold_in(model.item_factors, model.item_gram(), rows, confidence, rules.regularization, prior)
+    return fold_in(model.item_factors, model.item_gram(), rows, confidence, rules.regularization, stored)
 
 
 # -- filters ----------------------------------------------------------------------------------------
