@@ -7,6 +7,7 @@ from personalize_core.control import (
     campaigns,
     dataset_groups,
     datasets,
+    event_trackers,
     filters,
     recommenders,
     solution_versions,
@@ -24,7 +25,7 @@ app = api.create_app(json_1_1=True)
 plane = ControlPlane()
 for resource in (filters, campaigns):
     register_all(plane, resource.OPERATIONS, get_model_bucket)
-for training in (dataset_groups, datasets, solutions, solution_versions, recommenders):
+for training in (dataset_groups, datasets, solutions, solution_versions, recommenders, event_trackers):
     register_all(plane, training.OPERATIONS, get_workspace)
 register_all(plane, batch_jobs.OPERATIONS, batch_jobs.get_batch_jobs)
 

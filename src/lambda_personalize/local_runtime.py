@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import ModelBucket
 
 from .console import console_routes
@@ -52,7 +53,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM", "FIREHOSE")
 
 
 class LocalRuntimeError(Exception):
@@ -192,6 +193,8 @@ class LocalRuntime:
         self.functions: list[FunctionSpec] = []
         self.pollers: list[Poller] = []
         self.campaigns: dict[str, dict[str, Any]] = {}
+        #: The demo's event tracker ({eventTrackerArn, trackingId}), when the demo was trained.
+        self.tracker: dict[str, str] = {}
         self.notes: list[str] = []
         self._moto: Any = None
         self._saved_environ: dict[str, str] | None = None
@@ -342,7 +345,9 @@ class LocalRuntime:
             region_name=self.options.region,  # credentials: the fake ones this process set
         )
         data_bucket = f"{self.options.stack}-demo-data".lower()
-        self.campaigns = train_demo(personalize, self._s3(), files, data_bucket, self.options.account)
+        self.campaigns, self.tracker = train_demo(
+            personalize, self._s3(), files, data_bucket, self.options.account
+        )
 
     def _routes(self) -> dict[tuple[str, str], tuple[str, Handler]]:
         routes: dict[tuple[str, str], tuple[str, Handler]] = {}
@@ -358,7 +363,7 @@ class LocalRuntime:
                     if (method, route.path) in routes:
                         raise TemplateError(f"two functions serve {method} {route.path}")
                     routes[(method, route.path)] = (function.logical_id, handler)
-        for key, value in console_routes(self.model_bucket, self._s3).items():
+        for key, value in console_routes(self.model_bucket, self._s3, get_events_table).items():
             routes.setdefault(key, value)  # a template route wins over the console
         return routes
 
@@ -420,6 +425,8 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         yield f"Demo campaigns (data in {options.data_dir}):"
         for name, published in runtime.campaigns.items():
             yield f"  {name:<28} {published['campaignArn']}"
+    if runtime.tracker:
+        yield f"  event tracker (dataset group demo): trackingId {runtime.tracker['trackingId']}"
     arn = {name: c["campaignArn"] for name, c in runtime.campaigns.items()}
     if {"demo-user-personalization", "demo-personalized-ranking", "demo-related-items"} <= set(arn):
         env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
@@ -441,5 +448,18 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         )
         body = f'{{"campaignArn": "{arn["demo-user-personalization"]}", "userId": "user-3", "numResults": 5}}'
         yield f"  $ curl -s {url}/recommendations -H 'Content-Type: application/json' -d '{body}'"
+    if runtime.tracker and "demo-user-personalization" in arn:
+        env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
+        aws = f"{env} AWS_DEFAULT_REGION={options.region} {_aws_cli()}"
+        events = '[{"eventId": "demo-1", "eventType": "watch", "itemId": "item-42", "sentAt": 1700000000}]'
+        yield "Record an anonymous visitor's event, then recommend for the session:"
+        yield (
+            f"  $ {aws} personalize-events put-events --endpoint-url {url} "
+            f"--tracking-id {runtime.tracker['trackingId']} --session-id visitor-1 --event-list '{events}'"
+        )
+        yield (
+            f"  $ {aws} personalize-runtime get-recommendations --endpoint-url {url} "
+            f"--campaign-arn {arn['demo-user-personalization']} --user-id visitor-1 --num-results 5"
+        )
     yield ""
     yield "Press Ctrl-C to stop."

@@ -25,7 +25,8 @@ S3_BUCKET = "AWS::S3::Bucket"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 SQS_QUEUE = "AWS::SQS::Queue"
 SCHEDULE_GROUP = "AWS::Scheduler::ScheduleGroup"
-LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE, SCHEDULE_GROUP)
+FIREHOSE_STREAM = "AWS::KinesisFirehose::DeliveryStream"
+LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE, SCHEDULE_GROUP, FIREHOSE_STREAM)
 FUNCTION = "AWS::Serverless::Function"
 NO_VALUE = object()  # AWS::NoValue: the property is dropped
 
@@ -153,6 +154,7 @@ class LocalTemplate:
             DYNAMODB_TABLE: "TableName",
             SQS_QUEUE: "QueueName",
             SCHEDULE_GROUP: "Name",
+            FIREHOSE_STREAM: "DeliveryStreamName",
         }[kind]
         if explicit in properties:
             return str(self.resolve(properties[explicit]))
@@ -176,6 +178,8 @@ class LocalTemplate:
                 return f"arn:aws:dynamodb:{region}:{account}:table/{name}"
             case "AWS::Scheduler::ScheduleGroup":
                 return f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
+            case "AWS::KinesisFirehose::DeliveryStream":
+                return f"arn:aws:firehose:{region}:{account}:deliverystream/{name}"
             case _:
                 return f"arn:aws:sqs:{region}:{account}:{name}"
 

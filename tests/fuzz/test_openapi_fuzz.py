@@ -42,6 +42,9 @@ ROUTES = {
     ("POST", "/recommendations"): ("GetRecommendationsFunction", "get_recommendations"),
     ("POST", "/personalize-ranking"): ("GetPersonalizedRankingFunction", "get_personalized_ranking"),
     ("POST", "/"): ("ControlPlaneFunction", "control_plane"),
+    ("POST", "/events"): ("EventsFunction", "events"),
+    ("POST", "/items"): ("EventsFunction", "events"),
+    ("POST", "/users"): ("EventsFunction", "events"),
 }
 
 
@@ -78,6 +81,8 @@ def assert_personalize_shaped(response: schemathesis.Response, json_1_1: bool) -
     headers = {name.lower(): values[0] for name, values in response.headers.items()}
     assert response.status_code < 500, response.content
     assert headers.get("x-amzn-requestid")
+    if response.status_code == 200 and not response.content:
+        return  # PutEvents, PutItems and PutUsers answer 200 with an empty body
     body = json.loads(response.content or b"null")
     assert isinstance(body, dict), response.content
     if response.status_code == 200:

@@ -22,7 +22,15 @@ from personalize_core.control.records import BY_KIND, BY_PARENT
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SERVING_FUNCTIONS = ("GetRecommendationsFunction", "GetPersonalizedRankingFunction")
-S3_READ_ACTIONS = frozenset({"s3:getobject", "s3:getobjectversion", "s3:listbucket", "s3:getbucketlocation"})
+S3_READ_ACTIONS = frozenset(
+    {
+        "s3:getobject",
+        "s3:getobjectversion",
+        "s3:listbucket",
+        "s3:getbucketlocation",
+        "s3:listbucketmultipartuploads",
+    }
+)
 RANKING_DIR = "functions/get_personalized_ranking"
 READ_ONLY_POLICY_TEMPLATES = frozenset({"S3ReadPolicy"})
 
@@ -254,6 +262,9 @@ def test_the_core_layer_is_built_for_python312_from_layers_core(template: Templa
         ("POST", "/recommendations", "GetRecommendationsFunction", "functions/get_recommendations"),
         ("POST", "/personalize-ranking", "GetPersonalizedRankingFunction", RANKING_DIR),
         ("POST", "/", "ControlPlaneFunction", "functions/control_plane"),
+        ("POST", "/events", "EventsFunction", "functions/events"),
+        ("POST", "/items", "EventsFunction", "functions/events"),
+        ("POST", "/users", "EventsFunction", "functions/events"),
     ],
 )
 def test_runtime_routes_map_to_their_functions(
@@ -275,19 +286,35 @@ def test_runtime_routes_map_to_their_functions(
 
 
 @pytest.mark.parametrize("logical_id", SERVING_FUNCTIONS)
-def test_serving_functions_can_only_read_the_model_bucket(template: Template, logical_id: str) -> None:
+def test_serving_functions_read_the_model_and_events_and_write_only_recommendations(
+    template: Template, logical_id: str
+) -> None:
     # Given a serving function's role, with the default parameters
     params = _defaults(template)
     statements = _without_common(_role_statements(template, logical_id, params))
 
     # When reviewing every statement
     problems = policy_violations([{"Statement": statements}])
+    by_action = {a: s for s in statements for a in _as_list(s["Action"])}
 
-    # Then nothing writes, nothing is a wildcard, and the reads are scoped to the model bucket
+    # Then nothing writes S3, nothing is a wildcard: the model bucket is read, the events table read
+    # (a tracked group's user events, every request), and written only under R# (each answer's
+    # items, for implicit impressions: the PutItem's keys are bound by dynamodb:LeadingKeys)
     assert problems == []
-    assert {a for s in statements for a in _as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
-    for statement in statements:
-        assert "ModelBucket" in repr(statement["Resource"]), statement
+    assert set(by_action) == {
+        "s3:GetObject",
+        "s3:ListBucket",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+    }
+    for action, statement in by_action.items():
+        owner = "ModelBucket" if action.startswith("s3:") else "EventsTable"
+        assert owner in repr(statement["Resource"]), statement
+    assert by_action["dynamodb:PutItem"]["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["R#*"]}
+    }
+    assert "Condition" not in by_action["dynamodb:GetItem"]
 
 
 def _allow(action: Any, resource: str = "arn:aws:s3:::bucket/*") -> dict[str, Any]:
@@ -468,60 +495,66 @@ def test_snapstart_is_a_parameter_of_get_recommendations_with_preloaded_campaign
 
 # ---------------------------------------------------------------- batch inference (issue 4)
 
-BATCH_GRANTS = {
+#: Each function's grants: action -> the resources (by logical id or ARN fragment) it is granted on.
+BATCH_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "ControlPlaneFunction": {
-        "s3:PutObject": "ModelBucket",  # filters/* and campaigns/* only (the management API)
-        "s3:DeleteObject": "ModelBucket",
-        "dynamodb:PutItem": "JobsTable",
-        "dynamodb:GetItem": "JobsTable",
-        "dynamodb:UpdateItem": "JobsTable",
-        "dynamodb:Query": "JobsTable",
-        "sqs:SendMessage": "ShardQueue",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
-        "iam:SimulatePrincipalPolicy": "iam::",  # the callers' policies (ControlPlaneAccess=IamPolicies)
-        "iam:GetRole": ":role/",
-        "dynamodb:DeleteItem": "RecordsTable",
-        "scheduler:CreateSchedule": "TrainingScheduleGroup",
-        "scheduler:UpdateSchedule": "TrainingScheduleGroup",
-        "scheduler:GetSchedule": "TrainingScheduleGroup",
-        "scheduler:DeleteSchedule": "TrainingScheduleGroup",
-        "iam:PassRole": "SchedulerRole",
+        "s3:PutObject": ("ModelBucket",),  # filters/* and campaigns/* only (the management API)
+        "s3:DeleteObject": ("ModelBucket",),
+        # job records, training records, and (G#, T# items only) event trackers' claims and lookups
+        "dynamodb:PutItem": ("JobsTable", "RecordsTable", "EventsTable"),
+        "dynamodb:GetItem": ("JobsTable", "RecordsTable"),
+        "dynamodb:UpdateItem": ("JobsTable", "EventsTable"),
+        "dynamodb:Query": ("JobsTable", "RecordsTable"),
+        "sqs:SendMessage": ("ShardQueue", "TrainingQueue"),
+        "s3:GetObject": ("ModelBucket",),
+        "s3:ListBucket": ("ModelBucket",),
+        "iam:SimulatePrincipalPolicy": ("iam::",),  # the callers' policies (ControlPlaneAccess=IamPolicies)
+        "iam:GetRole": (":role/",),
+        "dynamodb:DeleteItem": ("RecordsTable", "EventsTable"),
+        "scheduler:CreateSchedule": ("TrainingScheduleGroup",),
+        "scheduler:UpdateSchedule": ("TrainingScheduleGroup",),
+        "scheduler:GetSchedule": ("TrainingScheduleGroup",),
+        "scheduler:DeleteSchedule": ("TrainingScheduleGroup",),
+        "iam:PassRole": ("SchedulerRole",),
     },
     "BatchWorkerFunction": {
-        "dynamodb:GetItem": "JobsTable",
-        "dynamodb:UpdateItem": "JobsTable",
-        "sqs:SendMessage": "ShardQueue",
-        "sts:AssumeRole": "BatchJobRoleNamePattern",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
-        "sqs:ReceiveMessage": "ShardQueue",  # its SQS event source
-        "sqs:DeleteMessage": "ShardQueue",
-        "sqs:GetQueueAttributes": "ShardQueue",
+        "dynamodb:GetItem": ("JobsTable", "EventsTable"),
+        "dynamodb:UpdateItem": ("JobsTable",),
+        "dynamodb:BatchGetItem": ("EventsTable",),  # users' recent events, as in real time
+        "sqs:SendMessage": ("ShardQueue",),
+        "sts:AssumeRole": ("BatchJobRoleNamePattern",),
+        "s3:GetObject": ("ModelBucket",),
+        "s3:ListBucket": ("ModelBucket",),
+        "sqs:ReceiveMessage": ("ShardQueue",),  # its SQS event source
+        "sqs:DeleteMessage": ("ShardQueue",),
+        "sqs:GetQueueAttributes": ("ShardQueue",),
     },
     "TrainingFunction": {
-        "dynamodb:GetItem": "RecordsTable",
-        "dynamodb:PutItem": "RecordsTable",
-        "dynamodb:Query": "RecordsTable",
-        "sqs:SendMessage": "TrainingQueue",
-        "sts:AssumeRole": "BatchJobRoleNamePattern",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
-        "s3:PutObject": "ModelBucket",  # datasets/*, solutions/*, recommenders/*, campaigns/* only
-        "s3:DeleteObject": "ModelBucket",
-        "sqs:ReceiveMessage": "TrainingQueue",  # its SQS event source
-        "sqs:DeleteMessage": "TrainingQueue",
-        "sqs:GetQueueAttributes": "TrainingQueue",
+        "dynamodb:GetItem": ("RecordsTable",),
+        "dynamodb:PutItem": ("RecordsTable",),
+        "dynamodb:Query": ("RecordsTable",),
+        "dynamodb:BatchGetItem": ("EventsTable",),  # PutItems / PutUsers records
+        "sqs:SendMessage": ("TrainingQueue",),
+        "sts:AssumeRole": ("BatchJobRoleNamePattern",),
+        "s3:GetObject": ("ModelBucket",),  # events/ too: the recorded events
+        "s3:ListBucket": ("ModelBucket",),
+        "s3:PutObject": ("ModelBucket",),  # datasets/*, solutions/*, recommenders/*, campaigns/* only
+        "s3:DeleteObject": ("ModelBucket",),
+        "sqs:ReceiveMessage": ("TrainingQueue",),  # its SQS event source
+        "sqs:DeleteMessage": ("TrainingQueue",),
+        "sqs:GetQueueAttributes": ("TrainingQueue",),
     },
-}
-#: Actions granted on a second resource too: the control plane keeps job records and training records.
-SECOND_RESOURCES = {
-    "ControlPlaneFunction": {
-        "dynamodb:PutItem": "RecordsTable",
-        "dynamodb:GetItem": "RecordsTable",
-        "dynamodb:Query": "RecordsTable",
-        "sqs:SendMessage": "TrainingQueue",
-    }
+    "EventsFunction": {
+        "dynamodb:GetItem": ("EventsTable", "RecordsTable"),  # and PutItems' dataset and schema
+        "dynamodb:BatchGetItem": ("EventsTable",),
+        "dynamodb:UpdateItem": ("EventsTable",),
+        "dynamodb:PutItem": ("EventsTable",),
+        "firehose:PutRecordBatch": ("EventsDeliveryStream",),
+        "s3:GetObject": ("ModelBucket",),  # a published solution's columns (PutItems on its group)
+        "s3:ListBucket": ("ModelBucket",),
+        "iam:SimulatePrincipalPolicy": ("iam::",),  # its callers' policies, as the control plane
+        "iam:GetRole": (":role/",),
+    },
 }
 
 
@@ -547,8 +580,7 @@ def test_batch_functions_get_exactly_their_grants(template: Template, logical_id
     assert policy_violations([{"Statement": statements}], MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert {action for action, _ in granted} == set(BATCH_GRANTS[logical_id])
     for action, resource in granted:
-        allowed = {BATCH_GRANTS[logical_id][action], SECOND_RESOURCES.get(logical_id, {}).get(action, "-")}
-        assert any(name in resource for name in allowed), (action, resource)
+        assert any(name in resource for name in BATCH_GRANTS[logical_id][action]), (action, resource)
 
 
 def test_the_worker_may_only_assume_roles_of_its_account_matching_the_pattern(template: Template) -> None:
@@ -718,3 +750,48 @@ def test_the_training_queue_and_records_suit_the_training_function(template: Tem
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     # And its layers are the core's and the training layer (scipy + implicit)
     assert function["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "TrainingLayer"}]
+
+
+# ---------------------------------------------------------------- events (issue 17)
+
+
+def test_the_events_table_suits_the_code_and_expires_what_it_holds(template: Template) -> None:
+    table = template["Resources"]["EventsTable"]["Properties"]
+    # Then it is keyed as events/table.py reads it, on demand, encrypted, recoverable, with a TTL
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert "GlobalSecondaryIndexes" not in table  # one key lookup per read: no Query, no scan
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    # And every function finds it, with the retention the parameter gives
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["EVENTS_TABLE"] == {"Ref": "EventsTable"}
+    assert variables["EVENT_RETENTION_DAYS"] == {"Ref": "EventRetentionDays"}
+
+
+def test_the_firehose_stream_writes_only_events_to_the_model_bucket(template: Template) -> None:
+    params = _defaults(template)
+    stream = _resolve(template["Resources"]["EventsDeliveryStream"]["Properties"], template, params)
+    role = _resolve(template["Resources"]["EventsDeliveryRole"]["Properties"], template, params)
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    # Then events land under events/ of the model bucket, encrypted at rest, as Firehose's role
+    assert destination["Prefix"] == "events/"
+    assert "ModelBucket" in repr(destination["BucketARN"])
+    assert destination["RoleARN"] == {"Fn::GetAtt": ["EventsDeliveryRole", "Arn"]}
+    assert stream["DeliveryStreamEncryptionConfigurationInput"] == {"KeyType": "AWS_OWNED_CMK"}
+    # And the role is Firehose's (this account's) and writes nothing but events/ and events-errors/
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert "aws:SourceAccount" in trust["Condition"]["StringEquals"]
+    policies = [p["PolicyDocument"] for p in role["Policies"]]
+    assert policy_violations(policies, ("/events/*", "/events-errors/*")) == []
+    assert _function(template, "EventsFunction")["Environment"]["Variables"]["EVENTS_DELIVERY_STREAM"] == {
+        "Ref": "EventsDeliveryStream"
+    }
+
+
+def test_the_control_plane_writes_only_trackers_into_the_events_table(template: Template) -> None:
+    statements = _role_statements(template, "ControlPlaneFunction", _defaults(template))
+    statement = next(s for s in statements if "EventsTable" in repr(s["Resource"]))
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["G#*", "T#*"]}}

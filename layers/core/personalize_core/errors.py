@@ -44,6 +44,20 @@ class InvalidNextTokenException(PersonalizeError):
     status = 400
 
 
+class ServiceUnavailableException(PersonalizeError):
+    """A store the request needs cannot be reached now; the request can be retried (botocore does)."""
+
+    code = "ServiceUnavailableException"
+    status = 503
+
+
+class ThrottlingException(PersonalizeError):
+    """A store the request needs is throttling it; botocore retries this code with backoff."""
+
+    code = "ThrottlingException"
+    status = 400
+
+
 class AccessDeniedException(PersonalizeError):
     """The caller's IAM policies do not allow the operation (edge/authorization.py)."""
 
@@ -51,11 +65,8 @@ class AccessDeniedException(PersonalizeError):
     status = 403
 
 
-class AuthorizationUnavailableError(PersonalizeError):
+class AuthorizationUnavailableError(ServiceUnavailableException):
     """IAM could not be asked whether the caller may act (throttled, unreachable): try again."""
-
-    code = "ServiceUnavailableException"
-    status = 503
 
 
 class UnknownOperationException(PersonalizeError):
@@ -63,11 +74,8 @@ class UnknownOperationException(PersonalizeError):
     status = 404
 
 
-class ModelUnavailableError(PersonalizeError):
+class ModelUnavailableError(ServiceUnavailableException):
     """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
-
-    code = "ServiceUnavailableException"
-    status = 503
 
 
 class ArtifactError(Exception):

@@ -71,6 +71,24 @@ class Settings(NamedTuple):
     training_queue_arn: str = ""
     #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
     training_threads: int = 0
+    #: Events (personalize_core.events): the DynamoDB table of recent events, event trackers,
+    #: recommendation records and PutItems/PutUsers metadata; empty: no events (serving reads none).
+    events_table: str = ""
+    #: The Firehose delivery stream every accepted event goes to (Personalize's Interactions format).
+    events_delivery_stream: str = ""
+    #: DynamoDB and Firehose endpoints of the JSON client (aws/json_client.py); empty: AWS's own.
+    dynamodb_endpoint_url: str = ""
+    firehose_endpoint_url: str = ""
+    #: Attempts of one DynamoDB / Firehose call (backoff with jitter between them).
+    events_max_attempts: int = 3
+    events_connect_timeout_seconds: float = 2.0
+    events_read_timeout_seconds: float = 5.0
+    #: How long recent events, session links and recommendation records are kept after their last write.
+    event_retention_days: float = 30.0
+    #: How long a serving container trusts what it read of a dataset group (has it an event tracker?
+    #: did PutItems/PutUsers change its metadata?). A new tracker turns ACTIVE only after this, so no
+    #: container can still believe the group has none when its first event is acknowledged.
+    event_group_ttl_seconds: float = 5.0
 
 
 def _float(name: str, default: float) -> float:
@@ -113,6 +131,17 @@ def get_settings() -> Settings:
         scheduler_role_arn=os.environ.get("SCHEDULER_ROLE_ARN", ""),
         training_queue_arn=os.environ.get("TRAINING_QUEUE_ARN", ""),
         training_threads=max(0, int(_float("TRAINING_THREADS", 0))),
+        events_table=os.environ.get("EVENTS_TABLE", ""),
+        events_delivery_stream=os.environ.get("EVENTS_DELIVERY_STREAM", ""),
+        dynamodb_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        firehose_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_FIREHOSE")
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        events_max_attempts=max(1, int(_float("EVENTS_MAX_ATTEMPTS", 3))),
+        events_connect_timeout_seconds=_float("EVENTS_CONNECT_TIMEOUT_SECONDS", 2.0),
+        events_read_timeout_seconds=_float("EVENTS_READ_TIMEOUT_SECONDS", 5.0),
+        event_retention_days=_float("EVENT_RETENTION_DAYS", 30.0),
+        event_group_ttl_seconds=_float("EVENT_GROUP_TTL_SECONDS", 5.0),
     )
 
 

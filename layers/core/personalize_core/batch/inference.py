@@ -10,6 +10,7 @@ each of them. A line that cannot be answered becomes an error line and the shard
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.serving import recipes
 from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.filter_store import CompiledFilter
+from personalize_core.serving.live import NO_LIVE, Live
 from personalize_core.serving.recipes import Operation
 from personalize_core.text import check_text, dumps
 
@@ -101,9 +103,17 @@ def _output(model: SolutionVersionModel, indices: np.ndarray, scores: np.ndarray
 
 
 def answer_lines(
-    model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None = None
+    model: SolutionVersionModel,
+    lines: list[Line],
+    k: int,
+    job_filter: CompiledFilter | None = None,
+    live: Callable[[str | None], Live] | None = None,
 ) -> None:
-    """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are."""
+    """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are.
+
+    ``live(user_id)``: the user's recent events and the group's PutItems / PutUsers records, as the
+    real-time API reads them (``LiveStore.read_many``); a user whose events move their vector is
+    scored on their own, like any user the batched product does not cover."""
     recipe = model.manifest.recipe
     operation = Operation.RANKING if recipe is Recipe.PERSONALIZED_RANKING else Operation.RECOMMENDATIONS
     batched: list[tuple[int, int]] = []  # (position in lines, user row) scored together
@@ -112,10 +122,17 @@ def answer_lines(
             continue
         try:
             recipes.check_query(model, operation, line.user_id, line.item_id)
+            now = live(line.user_id) if live is not None else NO_LIVE
             allowed = recipes.allowed_items(
-                model, job_filter, line.filter_values, line.user_id, line.item_id, owner="the job's filterArn"
+                model,
+                job_filter,
+                line.filter_values,
+                line.user_id,
+                line.item_id,
+                owner="the job's filterArn",
+                live=now,
             )
-            user = recipes.user_vector(model, line.user_id, {})
+            user = recipes.user_vector(model, line.user_id, {}, now.events)
             if recipe is Recipe.PERSONALIZED_RANKING:
                 ranking = recipes.rank(model, user, line.item_list, allowed)
                 line.output = _output(model, ranking.items, ranking.scores)

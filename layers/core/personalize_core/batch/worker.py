@@ -32,6 +32,7 @@ from personalize_core.modelstore.layout import Manifest
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.observability import logger
 from personalize_core.serving.filter_store import CompiledFilter
+from personalize_core.serving.live import get_live
 from personalize_core.text import check_text
 
 #: Where a job keeps its parts until the .out files are assembled (under its output path).
@@ -259,7 +260,8 @@ class BatchWorker:
     def _answered(
         model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None
     ) -> bytes:
-        answer_lines(model, lines, k, job_filter)
+        users = [line.user_id for line in lines if line.user_id is not None and not line.error]
+        answer_lines(model, lines, k, job_filter, get_live().read_many(model, users))
         return b"".join(line.to_json() + b"\n" for line in lines)
 
     def _filter_of(self, job: Job) -> CompiledFilter | None:

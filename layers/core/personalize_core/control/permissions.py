@@ -136,6 +136,10 @@ RESOURCES: dict[str, Callable[[_Body], str] | None] = {
     "StopRecommender": _given("recommenderArn"),
     "DeleteRecommender": _given("recommenderArn"),
     "ListRecommenders": None,
+    "CreateEventTracker": _own("event-tracker", "name"),
+    "DescribeEventTracker": _given("eventTrackerArn"),
+    "DeleteEventTracker": _given("eventTrackerArn"),
+    "ListEventTrackers": None,
 }
 #: Operations that hand a role to the service: the caller must be allowed to pass it.
 PASSED_ROLES = {

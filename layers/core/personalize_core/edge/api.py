@@ -31,6 +31,7 @@ __all__ = [
     "Response",
     "RestApp",
     "create_app",
+    "empty_response",
     "error_response",
     "json_body",
     "request_id",
@@ -204,6 +205,11 @@ def respond(
         body=dumps(body),
         headers={"x-amzn-RequestId": request_id(app), **(headers or {})},
     )
+
+
+def empty_response(app: RestApp) -> Response:
+    """200 with an empty body: what an operation without output answers (PutEvents, PutItems...)."""
+    return Response(status_code=200, body="", headers={"x-amzn-RequestId": request_id(app)})
 
 
 def error_response(app: RestApp, error: PersonalizeError) -> Response:

@@ -144,6 +144,13 @@ class ModelBucket:
             for obj in page.get("Contents", []):
                 yield obj["Key"]
 
+    def objects(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, LastModified as epoch seconds) of every object under ``prefix``, in key order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"].timestamp()
+
     # -- solution versions -----------------------------------------------------------------------
 
     def manifests(self, prefix: str = "solutions/") -> Iterator[Manifest]:

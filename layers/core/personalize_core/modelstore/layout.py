@@ -171,6 +171,64 @@ def decode_ids(data: bytes, expected: int) -> list[str]:
     return ids
 
 
+class FoldIn(NamedTuple):
+    """How a user's events fold into a vector of this version (serving/foldin.py): implicit ALS's
+    confidence c = alpha * (sum of the events' weights on an item) and its regularization, and the
+    solution's event rules (trainer.weigh's, per event). A trained version records its training's;
+    a published one gets these defaults."""
+
+    alpha: float = 1.0
+    regularization: float = 1.0
+    #: (event type in lower case, weight, EVENT_VALUE threshold or None); empty: every type weighs 1.
+    weights: tuple[tuple[str, float, float | None], ...] = ()
+    #: Events with an EVENT_VALUE below this weigh nothing (solutionConfig.eventValueThreshold).
+    value_threshold: float | None = None
+    #: The solution's eventType: events of other types weigh nothing (None: every type counts).
+    event_type: str | None = None
+
+    def weight(self, event_type: str, value: float | None) -> float:
+        """An event's weight, as training weighs an interaction row (0: it does not count)."""
+        kind = event_type.lower()
+        if self.event_type is not None and kind != self.event_type.lower():
+            return 0.0
+        weight = 1.0
+        if self.weights:
+            found = next((w for w in self.weights if w[0] == kind), None)
+            if found is None:
+                return 0.0
+            weight = found[1]
+            if found[2] is not None and value is not None and value < found[2]:
+                return 0.0
+        if self.value_threshold is not None and value is not None and value < self.value_threshold:
+            return 0.0
+        return weight
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "regularization": self.regularization,
+            "weights": [list(w) for w in self.weights],
+            "valueThreshold": self.value_threshold,
+            "eventType": self.event_type,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FoldIn:
+        threshold, event_type = raw.get("valueThreshold"), raw.get("eventType")
+        return cls(
+            alpha=float(raw["alpha"]),
+            regularization=float(raw["regularization"]),
+            weights=tuple(
+                (str(t).lower(), float(w), None if th is None else float(th)) for t, w, th in raw["weights"]
+            ),
+            value_threshold=None if threshold is None else float(threshold),
+            event_type=None if event_type is None else str(event_type),
+        )
+
+
+DEFAULT_FOLD_IN = FoldIn()
+
+
 class Manifest(NamedTuple):
     solution_version_arn: str
     solution: str
@@ -184,6 +242,8 @@ class Manifest(NamedTuple):
     #: The dataset group the version belongs to (a trained version's); None: a published version,
     #: whose dataset group is its solution (``dataset-group/<solution>``).
     dataset_group_arn: str | None = None
+    #: How events fold a user in (None: DEFAULT_FOLD_IN, for versions that do not say).
+    fold_in: FoldIn | None = None
 
     @property
     def dataset_group(self) -> str:
@@ -194,7 +254,11 @@ class Manifest(NamedTuple):
         return f"{head}:dataset-group/{self.solution}"
 
     def to_json(self) -> dict[str, Any]:
-        group = {"datasetGroupArn": self.dataset_group_arn} if self.dataset_group_arn is not None else {}
+        group: dict[str, Any] = {}
+        if self.dataset_group_arn is not None:
+            group["datasetGroupArn"] = self.dataset_group_arn
+        if self.fold_in is not None:
+            group["foldIn"] = self.fold_in.to_json()
         return {
             "formatVersion": FORMAT_VERSION,
             "solutionVersionArn": self.solution_version_arn,
@@ -224,6 +288,7 @@ class Manifest(NamedTuple):
                 created_at=float(raw["createdAt"]),
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
                 dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
+                fold_in=FoldIn.from_json(raw["foldIn"]) if raw.get("foldIn") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc!r}") from None

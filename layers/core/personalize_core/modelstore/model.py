@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -23,6 +24,29 @@ from personalize_core.modelstore.matrices import (
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
 from personalize_core.serving.scoring import max_norm_bound, squared_norms
+
+
+class Derived:
+    """What is computed from a loaded version on first use and kept with it: YᵀY, which every
+    fold-in of the version reads (serving/foldin.py). A plain class: a NamedTuple's fields cannot
+    change, and this is filled in later, once, under a lock."""
+
+    __slots__ = ("_gram", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gram: np.ndarray | None = None
+
+    def gram(self, item_factors: ItemMatrix) -> np.ndarray:
+        if self._gram is None:
+            from personalize_core.serving.foldin import item_gram  # noqa: PLC0415 - first fold-in only
+
+            with self._lock:
+                if self._gram is None:
+                    gram = item_gram(item_factors)
+                    gram.setflags(write=False)
+                    self._gram = gram
+        return self._gram
 
 
 class SolutionVersionModel(NamedTuple):
@@ -56,6 +80,8 @@ class SolutionVersionModel(NamedTuple):
     cold_user_vector: np.ndarray | None = None
     #: log Σ_j exp(cold·j), when the version stores it.
     cold_user_log_normaliser: float | None = None
+    #: Computed on first use and kept (YᵀY); None for models built by hand (computed per call then).
+    derived: Derived | None = None
 
     @property
     def arn(self) -> str:
@@ -64,6 +90,11 @@ class SolutionVersionModel(NamedTuple):
     @property
     def num_items(self) -> int:
         return len(self.item_ids)
+
+    def item_gram(self) -> np.ndarray:
+        """YᵀY of the item factors, float64 [d, d]: once per version (the first fold-in pays it)."""
+        assert self.item_factors is not None
+        return (self.derived or Derived()).gram(self.item_factors)
 
     def log_normaliser(self, user: int) -> float | None:
         """The user's precomputed log Σ_j exp(u·j), when the version carries it."""
@@ -260,6 +291,7 @@ def build_model(
         item_max_norm=item_max_norm,
         cold_user_vector=cold_vector,
         cold_user_log_normaliser=cold_normaliser,
+        derived=Derived(),
     )
 
 

@@ -33,6 +33,7 @@ from personalize_core.modelstore.layout import (
     ArrayName,
     CampaignPointer,
     FileEntry,
+    FoldIn,
     Manifest,
     Recipe,
     RecommenderPointer,
@@ -134,6 +135,7 @@ def prepare_version(
     extra_files: Mapping[str, bytes] | None = None,
     precompute_normalisers: bool = True,
     dataset_group_arn: str | None = None,
+    fold_in: FoldIn | None = None,
 ) -> PreparedVersion:
     """Validate the inputs and encode the files of a solution version. No I/O.
 
@@ -142,7 +144,8 @@ def prepare_version(
     so serving runs no exp over the catalog; it costs a float64 users x items product here.
     User recipes also get the cold-user vector (the mean user vector and its normaliser), which
     scores users the model does not know. ``dataset_group_arn``: the dataset group a trained version
-    belongs to (None: its solution's, as for every published version).
+    belongs to (None: its solution's, as for every published version). ``fold_in``: how events fold
+    a user into it (a trained version's training parameters; None: the defaults).
     """
     try:
         check_name(solution, "solution")
@@ -200,7 +203,17 @@ def prepare_version(
         version = fingerprint[:16]
     arn = str(make_arn(region, account, "solution", solution, version))
     manifest = Manifest(
-        arn, solution, version, recipe, len(items), len(users), dims, time.time(), entries, dataset_group_arn
+        arn,
+        solution,
+        version,
+        recipe,
+        len(items),
+        len(users),
+        dims,
+        time.time(),
+        entries,
+        dataset_group_arn,
+        fold_in if recipe.needs_user_factors else None,
     )
     return PreparedVersion(manifest, files)
 

@@ -25,7 +25,7 @@ import numpy as np
 from personalize_core.datasets.data import Interactions
 from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
 from personalize_core.modelstore.co_occurrence import encode_co_occurrence
-from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.layout import FoldIn, Recipe
 from personalize_core.modelstore.writer import PreparedVersion, prepare_extras, prepare_version
 from personalize_core.training.config import TrainingConfig
 from personalize_core.training.evaluation import TOP, evaluate, split, top_items
@@ -82,6 +82,18 @@ def weigh(interactions: Interactions, config: TrainingConfig) -> np.ndarray:
     if config.value_threshold is not None:
         weights[values < config.value_threshold] = 0
     return weights
+
+
+def fold_in_of(config: TrainingConfig) -> FoldIn:
+    """What serving needs to fold a user's events into this training's vectors: the same alpha,
+    regularization and event rules (``weigh``'s, applied per event)."""
+    return FoldIn(
+        alpha=config.alpha,
+        regularization=config.regularization,
+        weights=tuple((e.event_type.lower(), e.weight, e.threshold) for e in config.events),
+        value_threshold=config.value_threshold,
+        event_type=config.event_type,
+    )
 
 
 def _matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> Any:
@@ -214,6 +226,7 @@ def train(
         version=version,
         extra_files=extras,
         dataset_group_arn=dataset_group_arn,
+        fold_in=fold_in_of(config),
     )
     clock["encode"] = time.perf_counter()
     steps = list(clock.items())

@@ -168,7 +168,7 @@ class TrainingWorker:
         prepared = None
         try:
             config = training_config(attributes.get("solutionConfig"), attributes.get("eventType"))
-            data = load_training_input(ws.bucket, ws.records, attributes["datasetGroupArn"])
+            data = load_training_input(ws.bucket, ws.records, attributes["datasetGroupArn"], ws.events)
             started = time.perf_counter()
             trained = self.trainer(
                 data,
