@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install native run chromium lint typecheck unit integration pytest test sam-validate sam-build clean bench fuzz load
+.PHONY: help install native run chromium cross-tools arm64-test lint typecheck unit integration pytest test sam-validate sam-build clean bench fuzz load
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,14 +26,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) native ## create .venv with the project and its dev tools
 
-# The compiled candidate selection (personalize_core/serving/native.py): optional, numpy scores without it.
-# The layer build compiles its own copy for the target (layers/core/Makefile).
+# The compiled kernels (personalize_core/serving/native.py: the item scan and candidate selection):
+# optional, numpy scores without them. The layer build compiles its own copy for the target
+# (layers/core/Makefile), cross-compiling for arm64.
 CC             ?= cc
-NATIVE_SOURCE  := layers/core/personalize_core/serving/_select.c
-NATIVE_LIBRARY := layers/core/personalize_core/serving/_select.so
+NATIVE_DIR     := layers/core/personalize_core/serving
+NATIVE_SOURCE  := $(NATIVE_DIR)/_select.c $(NATIVE_DIR)/_planes.c
+NATIVE_LIBRARY := $(NATIVE_DIR)/_select.so
 NATIVE_CFLAGS  := -O3 -fPIC -shared -Wall -Wextra
-$(NATIVE_LIBRARY): $(NATIVE_SOURCE)
-	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $< && echo "built $@"; \
+$(NATIVE_LIBRARY): $(NATIVE_SOURCE) $(NATIVE_DIR)/_kernels.h
+	@if command -v $(CC) >/dev/null; then $(CC) $(NATIVE_CFLAGS) -o $@ $(NATIVE_SOURCE) && echo "built $@"; \
 	else echo "no C compiler ($(CC)): scoring uses its numpy path"; fi
 native: $(NATIVE_LIBRARY) ## compile the candidate-selection kernel (needs a C compiler; optional)
 
@@ -53,6 +55,42 @@ chromium: ## install Debian's chromium for the browser test, when it is missing
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@$(CHROMIUM) --version
 
+# arm64: the layer's kernels are cross-compiled with Debian's gcc-aarch64-linux-gnu, and their own
+# tests (tests/unit/test_native.py) run on an aarch64 Python under qemu-user: Debian's
+# libpython3.11:arm64 (multiarch, beside the host's Python) behind CPython's main
+# (tests/arm64/python_main.c), with PyPI's manylinux aarch64 numpy, pytest and hypothesis.
+# Like `make chromium`, cross-tools installs the packages with apt-get when they are missing.
+ARM64_DIR      := .tools/arm64
+ARM64_LIBRARY  := /usr/lib/aarch64-linux-gnu
+ARM64_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libpython3.11:arm64 libstdc++6:arm64
+ARM64_WHEELS   := 'numpy>=2.2,<3' 'pytest>=8,<10' 'hypothesis>=6,<7'
+cross-tools: ## Debian's aarch64 cross-compiler, qemu-user and an aarch64 libpython (apt-get, when missing)
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null && \
+	  test -e $(ARM64_LIBRARY)/libpython3.11.so.1.0 && test -e $(ARM64_LIBRARY)/libstdc++.so.6 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO dpkg --add-architecture arm64 && $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(ARM64_PACKAGES) >/dev/null; }
+	@aarch64-linux-gnu-gcc --version | head -n 1; qemu-aarch64 --version | head -n 1
+
+$(ARM64_DIR)/.installed: tests/arm64/python_main.c | $(STAMP) cross-tools
+	rm -rf $(ARM64_DIR) && mkdir -p $(ARM64_DIR)
+	aarch64-linux-gnu-gcc -O2 -o $(ARM64_DIR)/python3 $< $(ARM64_LIBRARY)/libpython3.11.so.1.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --target $(ARM64_DIR)/site \
+	  --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
+	  --implementation cp --python-version 3.11 --only-binary=:all: $(ARM64_WHEELS)
+	@touch $@
+
+arm64-test: $(ARM64_DIR)/.installed ## the kernels' own tests on aarch64: cross-compiled as the layer build does, run under qemu-user
+	rm -rf $(ARM64_DIR)/layer && mkdir -p $(ARM64_DIR)/layer
+	cp -R layers/core/personalize_core $(ARM64_DIR)/layer/
+	find $(ARM64_DIR)/layer -depth -name __pycache__ -type d -exec rm -rf {} + ; rm -f $(ARM64_DIR)/layer/personalize_core/serving/*.so
+	$(MAKE) --no-print-directory -C layers/core native-kernel LAMBDA_ARCH=arm64 \
+	  OUT=$(CURDIR)/$(ARM64_DIR)/layer/personalize_core/serving/_select.so
+	PYTHONPATH=$(ARM64_DIR)/layer:$(ARM64_DIR)/site PYTHONDONTWRITEBYTECODE=1 qemu-aarch64 -L / $(ARM64_DIR)/python3 \
+	  -c 'import platform, numpy; print("arm64-test:", platform.machine(), "numpy", numpy.__version__)'
+	PYTHONPATH=$(ARM64_DIR)/layer:$(ARM64_DIR)/site PYTHONDONTWRITEBYTECODE=1 qemu-aarch64 -L / $(ARM64_DIR)/python3 \
+	  -m pytest -q -p no:cacheprovider --noconftest tests/unit/test_native.py
+
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -70,7 +108,7 @@ integration: $(STAMP) native chromium ## the integration tests (tests/integratio
 pytest: $(STAMP) native chromium ## every test (unit + integration + the fuzz suites' CI size), in parallel
 	$(BIN)/pytest -n auto -q
 
-test: lint typecheck pytest sam-validate sam-build ## everything CI runs
+test: lint typecheck pytest arm64-test sam-validate sam-build ## everything CI runs
 
 # The soak runs of issue 6: the same tests as CI, many times bigger; both stop by themselves.
 FUZZ_EXAMPLES         ?= 3000
@@ -134,16 +172,16 @@ sam-tools: $(SAM_STAMP) ## install the SAM CLI into .tools/sam
 sam-validate: $(SAM_STAMP) ## sam validate --lint (SAM schema + cfn-lint)
 	$(SAM) validate --lint
 
-build: $(SAM_STAMP) ## sam build into .aws-sam/build for ARCH (x86_64 | arm64; default x86_64)
+build: $(SAM_STAMP) $(if $(filter arm64,$(ARCH)),cross-tools) ## sam build into .aws-sam/build for ARCH (x86_64 | arm64; default x86_64)
 	$(SAM_ENV) LAMBDA_ARCH=$(ARCH) $(SAM) build --parameter-overrides Architecture=$(ARCH)
 	@$(call check_layer,.aws-sam/build,$(ARCH))
 
 deploy: build ## sam deploy the build (Architecture=ARCH; more overrides: PARAMS="AuthMode=API_KEY ...")
 	$(SAM) deploy --parameter-overrides Architecture=$(ARCH) $(PARAMS)
 
-sam-build: sam-build-x86_64 sam-build-arm64 ## sam build for x86_64 and arm64, checking numpy's machine code
+sam-build: sam-build-x86_64 sam-build-arm64 ## sam build for x86_64 and arm64, checking numpy's and the kernels' machine code
 
-sam-build-x86_64 sam-build-arm64: sam-build-%: $(SAM_STAMP)
+sam-build-x86_64 sam-build-arm64: sam-build-%: $(SAM_STAMP) cross-tools
 	$(SAM_ENV) LAMBDA_ARCH=$* $(SAM) build --parameter-overrides Architecture=$* \
 	  --build-dir .aws-sam/$*/build --cache-dir .aws-sam/$*/cache
 	@$(call check_layer,.aws-sam/$*/build,$*)
@@ -162,10 +200,9 @@ define check_layer
 	if command -v file >/dev/null; then file -b "$$so" | cut -d, -f1-2; fi; \
 	test "$$got" = "$$want" || { echo "FAIL: numpy in $$layer is not built for $(2)"; exit 1; }; \
 	kernel="$$layer/personalize_core/serving/_select.so"; \
-	if test -e "$$kernel"; then \
-	  got=$$(od -An -tx2 -j18 -N2 "$$kernel" | tr -d ' '); echo "$(2): _select.so: e_machine $$got"; \
-	  test "$$got" = "$$want" || { echo "FAIL: _select.so in $$layer is not built for $(2)"; exit 1; }; \
-	else echo "$(2): no _select.so (scoring takes its numpy path)"; fi; \
+	test -e "$$kernel" || { echo "FAIL: no kernels (_select.so) in $$layer (make cross-tools)"; exit 1; }; \
+	got=$$(od -An -tx2 -j18 -N2 "$$kernel" | tr -d ' '); echo "$(2): _select.so: e_machine $$got"; \
+	test "$$got" = "$$want" || { echo "FAIL: _select.so in $$layer is not built for $(2)"; exit 1; }; \
 	training="$(1)/TrainingLayer/python"; \
 	als=$$(ls "$$training"/implicit/cpu/_als*.so 2>/dev/null | head -n 1); \
 	test -n "$$als" || { echo "FAIL: no implicit ALS extension in $$training"; exit 1; }; \

@@ -23,14 +23,17 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from typing import Any
 
 import numpy as np
 
 from personalize_core.batch.inference import answer_lines, parse_line
+from personalize_core.modelstore.item_matrix import ItemMatrix
 from personalize_core.modelstore.layout import Manifest, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.users import LoadedUsers
-from personalize_core.serving.scoring import batch_user_top_k, log_normalisers, user_top_k
+from personalize_core.serving.batch_scoring import batch_user_top_k
+from personalize_core.serving.scoring import log_normalisers, max_row_norm, user_top_k
 
 
 def catalog(items: int, users: int, dims: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +65,8 @@ def model_of(
         manifest=manifest,
         item_ids=item_ids,
         item_index={item: i for i, item in enumerate(item_ids)},
-        item_factors=item_factors,
+        item_factors=ItemMatrix.from_matrix(item_factors),  # the layout a loaded version serves
+        item_max_norm=max_row_norm(item_factors),
         # the users in memory with their normalisers (a warm worker with its users fetched)
         users=LoadedUsers({f"user-{u}": u for u in range(users)}, user_factors, normalisers),
         popularity=popularity,
@@ -71,20 +75,24 @@ def model_of(
     )
 
 
-_SHARD: dict[str, np.ndarray] = {}
+_SHARD: dict[str, Any] = {}
 
 
 def _prepare_shard_process(items: int, users: int, dims: int) -> None:
     """Each worker process builds its catalog and the users' normalisers once, untimed (as a
     published version carries them and a warm worker has the model loaded)."""
     item_factors, user_factors = catalog(items, users, dims, seed=1)
-    _SHARD.update(items=item_factors, users=user_factors, norms=log_normalisers(item_factors, user_factors))
+    served = ItemMatrix.from_matrix(item_factors)
+    norms = log_normalisers(item_factors, user_factors)
+    _SHARD.update(items=served, users=user_factors, norms=norms, largest=max_row_norm(served))
 
 
 def _shard(k: int) -> float:
     """Score one shard in a worker process; returns its own wall time."""
     started = time.perf_counter()
-    batch_user_top_k(_SHARD["items"], _SHARD["users"], k, log_normalisers=_SHARD["norms"])
+    batch_user_top_k(
+        _SHARD["items"], _SHARD["users"], k, log_normalisers=_SHARD["norms"], max_norm=_SHARD["largest"]
+    )
     return time.perf_counter() - started
 
 
@@ -100,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
 
     item_factors, user_factors = catalog(args.items, args.users, args.dims)
+    served = ItemMatrix.from_matrix(item_factors)  # the layout a loaded version serves
+    largest = max_row_norm(served)
     print(
         f"catalog {args.items} x {args.dims} float32, top-{args.k}, 1 BLAS thread a process, "
         f"{os.cpu_count()} cores"
@@ -107,15 +117,15 @@ def main() -> None:
 
     # As a published version: every user's softmax normaliser computed at publish time.
     normalisers = log_normalisers(item_factors, user_factors)
-    user_top_k(item_factors, user_factors[0], args.k, log_normaliser=float(normalisers[0]))  # warm up
+    user_top_k(served, user_factors[0], args.k, log_normaliser=float(normalisers[0]), max_norm=largest)
     started = time.perf_counter()
     for u in range(args.loop_users):
-        user_top_k(item_factors, user_factors[u], args.k, log_normaliser=float(normalisers[u]))
+        user_top_k(served, user_factors[u], args.k, log_normaliser=float(normalisers[u]), max_norm=largest)
     loop_rate = args.loop_users / (time.perf_counter() - started)
     print(f"reference  per-user loop of user_top_k      {loop_rate:10.0f} users/s")
 
     started = time.perf_counter()
-    batch_user_top_k(item_factors, user_factors, args.k, log_normalisers=normalisers)
+    batch_user_top_k(served, user_factors, args.k, log_normalisers=normalisers, max_norm=largest)
     batch_rate = args.users / (time.perf_counter() - started)
     print(
         f"batched    batch_user_top_k                 {batch_rate:10.0f} users/s   "

@@ -34,6 +34,7 @@ from cfnlint.decode import decode  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from lambda_personalize.local_api import LocalApiServer  # noqa: E402
+from lambda_personalize.local_iam import install_policy_simulator, signer_identity  # noqa: E402
 from lambda_personalize.local_process import LocalStack, start_local_stack  # noqa: E402
 from lambda_personalize.sqs_poller import SqsPoller  # noqa: E402
 from personalize_core.modelstore.bucket import ModelBucket  # noqa: E402
@@ -57,8 +58,9 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     # The serving code uses boto3's defaults; these service endpoints send it to the embedded AWS.
-    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER"):
+    for service in ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM", "FIREHOSE"):
         os.environ[f"AWS_ENDPOINT_URL_{service}"] = url
+    install_policy_simulator()  # the embedded IAM answers SimulatePrincipalPolicy, as IAM does
     yield url
     server.stop()
 
@@ -151,9 +153,14 @@ def runtime_url(serving_env: str) -> Iterator[str]:
             load_function("get_personalized_ranking").lambda_handler,
         ),
     }
-    server = LocalApiServer(routes).start()
+    server = LocalApiServer(routes, identity=signed_by).start()
     yield server.url
     server.stop()
+
+
+def signed_by(_method: str, _path: str, headers: Any) -> dict[str, str]:
+    """API Gateway's IAM auth on every route, against the embedded IAM (local_iam)."""
+    return signer_identity(headers)
 
 
 @pytest.fixture
@@ -171,7 +178,7 @@ def runtime(runtime_url: str) -> Any:
 def personalize(serving_env: str) -> Iterator[Any]:
     """An unchanged boto3 ``personalize`` client on the control plane (real HTTP, loopback)."""
     handler = load_function("control_plane").lambda_handler
-    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}).start()
+    server = LocalApiServer({("POST", "/"): ("ControlPlaneFunction", handler)}, identity=signed_by).start()
     yield boto3.client(
         "personalize", endpoint_url=server.url, region_name=REGION, config=Config(retries={"max_attempts": 1})
     )
@@ -264,3 +271,84 @@ _TABLE_API_FIELDS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexe
 def control_plane(batch_env: BatchEnv, personalize: Any) -> Any:
     """The control-plane client, with the batch functions' environment in place."""
     return personalize
+
+
+# ---------------------------------------------------------------- events (issue 17)
+
+
+@pytest.fixture(scope="session")
+def events_table(moto_url: str) -> str:
+    """template.yaml's EventsTable (with its TTL) in the embedded AWS."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    name = f"events-{uuid.uuid4().hex[:10]}"
+    properties = template_properties("EventsTable")
+    dynamodb.create_table(TableName=name, **{k: v for k, v in properties.items() if k in _TABLE_API_FIELDS})
+    ttl = properties["TimeToLiveSpecification"]
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True}
+    )
+    return name
+
+
+@pytest.fixture(scope="session")
+def events_stream(moto_url: str, serving_bucket: str) -> str:
+    """template.yaml's EventsDeliveryStream: Firehose into events/ of the serving bucket."""
+    firehose = boto3.client("firehose", endpoint_url=moto_url, region_name=REGION)
+    name = f"events-{uuid.uuid4().hex[:10]}"
+    destination = template_properties("EventsDeliveryStream")["ExtendedS3DestinationConfiguration"]
+    firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{serving_bucket}",
+            "Prefix": destination["Prefix"],
+        },
+    )
+    return name
+
+
+@pytest.fixture
+def events_env(
+    serving_env: str, events_table: str, events_stream: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The serving environment with the events table and stream; group state is never trusted
+    (EVENT_GROUP_TTL_SECONDS=0: a new tracker is ACTIVE at once)."""
+    monkeypatch.setenv("EVENTS_TABLE", events_table)
+    monkeypatch.setenv("EVENTS_DELIVERY_STREAM", events_stream)
+    monkeypatch.setenv("EVENT_GROUP_TTL_SECONDS", "0")
+    clear_process_caches()
+    yield serving_env
+    clear_process_caches()
+
+
+@pytest.fixture
+def events_api(events_env: str) -> Iterator[str]:
+    """Every route of template.yaml but the batch worker's (events, runtime, control plane) on loopback."""
+    events = load_function("events").lambda_handler
+    routes = {
+        ("POST", "/events"): ("EventsFunction", events),
+        ("POST", "/items"): ("EventsFunction", events),
+        ("POST", "/users"): ("EventsFunction", events),
+        ("POST", "/recommendations"): (
+            "GetRecommendationsFunction",
+            load_function("get_recommendations").lambda_handler,
+        ),
+        ("POST", "/personalize-ranking"): (
+            "GetPersonalizedRankingFunction",
+            load_function("get_personalized_ranking").lambda_handler,
+        ),
+        ("POST", "/"): ("ControlPlaneFunction", load_function("control_plane").lambda_handler),
+    }
+    server = LocalApiServer(routes, identity=signed_by).start()
+    yield server.url
+    server.stop()
+
+
+def events_clients(url: str) -> tuple[Any, Any, Any]:
+    """Unchanged boto3 clients (personalize-events, personalize-runtime, personalize) on ``url``."""
+    config = Config(retries={"max_attempts": 1})
+    return tuple(  # type: ignore[return-value]
+        boto3.client(service, endpoint_url=url, region_name=REGION, config=config)
+        for service in ("personalize-events", "personalize-runtime", "personalize")
+    )

@@ -8,6 +8,7 @@ lets tests put real S3 faults under the real botocore retry logic.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 import time
@@ -26,14 +27,37 @@ class Fault:
     #: Forward the real answer, but close the connection after this many bytes of its body.
     truncate_body_at: int | None = None
     times: int = 1
+    #: JSON-protocol services (DynamoDB, Firehose) all POST to "/": match their X-Amz-Target too.
+    target_pattern: str | None = None
+    #: The fault's body and type (default: S3's XML error); e.g. a DynamoDB error's JSON.
+    body: bytes | None = None
+    content_type: str = "application/xml"
     hits: int = field(default=0)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, target: str = "") -> bool:
         return (
             method == self.method
             and re.search(self.path_pattern, path) is not None
+            and (self.target_pattern is None or re.search(self.target_pattern, target) is not None)
             and self.hits < self.times
         )
+
+
+S3_ERROR = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+
+
+def dynamodb_error(code: str, operation: str, times: int = 1, status: int = 400) -> Fault:
+    """DynamoDB answering ``operation`` with ``code`` (as its JSON 1.0 protocol does) ``times`` times."""
+    payload = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "injected"})
+    return Fault(
+        "^/$",
+        method="POST",
+        status=status,
+        times=times,
+        target_pattern=rf"DynamoDB_20120810\.{operation}$",
+        body=payload.encode(),
+        content_type="application/x-amz-json-1.0",
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -46,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.seen.append((self.command, self.path))
-        fault = self.server.fault_for(self.command, self.path)
+        fault = self.server.fault_for(self.command, self.path, self.headers.get("X-Amz-Target") or "")
         if fault is not None and fault.truncate_body_at is None:
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
@@ -55,8 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.close()
                 return
             if fault.status is not None:
-                payload = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                payload = fault.body or S3_ERROR
                 self.send_response(fault.status)
+                self.send_header("Content-Type", fault.content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -111,10 +136,10 @@ class FaultProxy(ThreadingHTTPServer):
             self.faults.append(fault)
         return fault
 
-    def fault_for(self, method: str, path: str) -> Fault | None:
+    def fault_for(self, method: str, path: str, target: str = "") -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, target):
                     fault.hits += 1
                     return fault
         return None

@@ -42,11 +42,9 @@ def legacy_version(
     users = list(model["user_ids"])
     user_factors = np.ascontiguousarray(model["user_factors"], dtype=np.float32)
     item_factors = np.asarray(model["item_factors"], dtype=np.float32)
-    files = {
-        name: data
-        for name, data in prepared.files.items()
-        if name not in (ArrayName.USER_PAGES_INDEX.value, ArrayName.COLD_USER.value)
-    }
+    replaced = (ArrayName.USER_PAGES_INDEX.value, ArrayName.COLD_USER.value)
+    files = {name: data for name, data in prepared.files.items() if name not in replaced}
+    kept = set(files)
     ids = encode_ids(users)
     files[ArrayName.USER_IDS.value] = ids
     files[ArrayName.USER_IDS_INDEX.value] = encode_npy(hash_index(CompactIds(ids, len(users))))
@@ -67,7 +65,8 @@ def legacy_version(
         len(users),
         manifest.dimensions,
         manifest.created_at,
-        {name: entry(data, name) for name, data in files.items()},
+        # the files kept from today's writer keep their entries (the item matrix's layout too)
+        {name: manifest.files[name] if name in kept else entry(data, name) for name, data in files.items()},
         manifest.dataset_group_arn,
     )
     return PreparedVersion(old, files)

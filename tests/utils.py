@@ -17,9 +17,14 @@ from personalize_core.batch import get_worker
 from personalize_core.control.batch_jobs import get_batch_jobs
 from personalize_core.control.records import get_records
 from personalize_core.control.workspace import get_workspace
+from personalize_core.edge.authorization import get_authorizer
+from personalize_core.events.delivery import get_delivery
+from personalize_core.events.recording import get_recorder
+from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import get_model_bucket
 from personalize_core.modelstore.objects import Received, S3Objects
 from personalize_core.modelstore.store import get_store
+from personalize_core.serving.live import get_live
 from personalize_core.settings import get_settings
 from personalize_core.training.worker import get_training_worker
 
@@ -40,6 +45,11 @@ def clear_process_caches() -> None:
         get_records,
         get_workspace,
         get_training_worker,
+        get_events_table,
+        get_delivery,
+        get_live,
+        get_recorder,
+        get_authorizer,
     ):
         cached.cache_clear()
 

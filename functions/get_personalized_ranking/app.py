@@ -15,12 +15,13 @@ app = api.create_app()
 @tracer.capture_method
 def get_personalized_ranking() -> api.Response:
     request = RankingRequest.parse(api.json_body(app))
-    answer = operations.get_personalized_ranking(request, get_store())
+    recommendation_id = f"RID-{api.request_id(app)}"
+    answer = operations.get_personalized_ranking(request, get_store(), recommendation_id=recommendation_id)
     metrics.add_metric(name="Rankings", unit="Count", value=1)
     return api.respond(
         app,
         200,
-        {"personalizedRanking": answer.items, "recommendationId": f"RID-{api.request_id(app)}"},
+        {"personalizedRanking": answer.items, "recommendationId": recommendation_id},
         {api.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
     )
 

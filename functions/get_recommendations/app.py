@@ -25,12 +25,13 @@ preload(get_store(), get_settings().preload_campaigns)
 @tracer.capture_method
 def get_recommendations() -> api.Response:
     request = RecommendationsRequest.parse(api.json_body(app))
-    answer = operations.get_recommendations(request, get_store())
+    recommendation_id = f"RID-{api.request_id(app)}"
+    answer = operations.get_recommendations(request, get_store(), recommendation_id=recommendation_id)
     metrics.add_metric(name="Recommendations", unit="Count", value=1)
     return api.respond(
         app,
         200,
-        {"itemList": answer.items, "recommendationId": f"RID-{api.request_id(app)}"},
+        {"itemList": answer.items, "recommendationId": recommendation_id},
         {api.SOLUTION_VERSION_HEADER: answer.solution_version_arn},
     )
 

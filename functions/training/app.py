@@ -17,6 +17,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
+    logger.set_correlation_id(record.message_id)  # Powertools' SQS correlation id: the message's
     get_training_worker().handle(record.body, int(record.attributes.approximate_receive_count))
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalize_core.errors import PersonalizeError
+from personalize_core.errors import ArtifactError, PersonalizeError
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.writer import list_versions, put_campaign, read_manifest
@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE", help="template parameters"
     )
     run.add_argument("--verbose", action="store_true", help="log every request and the functions' metrics")
+    run.add_argument(
+        "--sqs-environments",
+        type=int,
+        default=int(_env("SQS_ENVIRONMENTS", "0")) or None,
+        metavar="N",
+        help="environments per SQS-driven function (default: the machine's CPUs, at least 2; "
+        "capped by the template's MaximumConcurrency)",
+    )
     run.set_defaults(run=cmd_run)
     return parser
 
@@ -223,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         region=args.region,
         parameter_overrides=overrides,
         verbose=args.verbose,
+        sqs_environments=args.sqs_environments,
     )
     runtime = LocalRuntime(options).start()
     try:
@@ -236,13 +245,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from .local_runtime import LocalRuntimeError
     from .template import TemplateError
 
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (PublishError, LocalRuntimeError, TemplateError, PersonalizeError) as exc:
+    except (PublishError, LocalRuntimeError, TemplateError, ArtifactError, PersonalizeError) as exc:
+        print(f"lambda-personalize: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as exc:  # S3 or STS said no (a missing bucket, no access)
         print(f"lambda-personalize: error: {exc}", file=sys.stderr)
         return 2
     if result:

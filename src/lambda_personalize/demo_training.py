@@ -3,8 +3,9 @@
 The demo's interactions and items (Personalize's CSV formats, ``demo_data.py``) go to a local data
 bucket; then, with an unchanged boto3 ``personalize`` client on the local API, exactly what a
 team's script would do: a dataset group, schemas, datasets, import jobs, one solution per recipe,
-a version of each (trained by the training function, driven by its SQS queue), and one campaign
-per recipe under the names ``events/*.json`` and the README use.
+a version of each (trained by the training function, driven by its SQS queue), one campaign per
+recipe under the names ``events/*.json`` and the README use, and an event tracker (``demo-events``)
+so that PutEvents, the console and the README's examples record events for the group.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from .demo_data import DEMO_CAMPAIGNS, DemoFiles
 
 DEMO_GROUP = "demo"
+DEMO_TRACKER = "demo-events"
 DEMO_VERSION = "demo"  # fixed version names: the same ARNs on every `make run`
 DEMO_ROLE = "arn:aws:iam::{account}:role/personalize-batch-demo"
 RECIPES = {
@@ -62,8 +64,9 @@ def _wait(describe: Callable[[], dict[str, Any]], what: str, timeout: float) -> 
 
 def train_demo(
     personalize: Any, s3: Any, files: DemoFiles, data_bucket: str, account: str, timeout: float = 600.0
-) -> dict[str, dict[str, Any]]:
-    """Run the workflow; returns campaign name -> {campaignArn, solutionVersionArn}."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Run the workflow; returns (campaign name -> {campaignArn, solutionVersionArn}, the event
+    tracker's {eventTrackerArn, trackingId})."""
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=data_bucket)
     group = personalize.create_dataset_group(name=DEMO_GROUP)["datasetGroupArn"]
@@ -92,6 +95,8 @@ def train_demo(
             return found["datasetImportJob"]  # type: ignore[no-any-return]
 
         _wait(describe_job, f"import job {job}", timeout)
+    # Created now: it turns ACTIVE while the versions train.
+    tracker = personalize.create_event_tracker(name=DEMO_TRACKER, datasetGroupArn=group)
     versions = {}
     for campaign, recipe in RECIPES.items():
         solution = personalize.create_solution(
@@ -114,4 +119,10 @@ def train_demo(
         _wait(describe_version, f"solution version {arn}", timeout)
         campaign_arn = personalize.create_campaign(name=campaign, solutionVersionArn=arn)["campaignArn"]
         published[campaign] = {"campaignArn": campaign_arn, "solutionVersionArn": arn}
-    return published
+
+    def describe_tracker() -> dict[str, Any]:
+        found: dict[str, Any] = personalize.describe_event_tracker(eventTrackerArn=tracker["eventTrackerArn"])
+        return found["eventTracker"]  # type: ignore[no-any-return]
+
+    _wait(describe_tracker, f"event tracker {tracker['eventTrackerArn']}", timeout)
+    return published, {"eventTrackerArn": tracker["eventTrackerArn"], "trackingId": tracker["trackingId"]}

@@ -44,7 +44,7 @@ class LocalStack:
 
     def client(self, service: str, region: str = "us-east-1", config: Config | None = None) -> Any:
         """A boto3 client as a user of `make run` makes it (fake credentials)."""
-        url = self.api_url if service in ("personalize", "personalize-runtime") else self.aws_url
+        url = self.api_url if service.startswith("personalize") else self.aws_url
         session: Any = boto3.session.Session()  # Any: the service is chosen at run time
         return session.client(
             service,

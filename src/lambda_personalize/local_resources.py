@@ -1,4 +1,5 @@
-"""Create the template's buckets, tables and queues in the embedded AWS from their own Properties.
+"""Create the template's buckets, tables, queues, schedule groups and Firehose delivery streams in
+the embedded AWS from their own Properties.
 
 Each CloudFormation property is translated into the API call that realises it, so what runs
 locally is what the template declares. A property the translation does not know is reported
@@ -13,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .template import DYNAMODB_TABLE, S3_BUCKET, SCHEDULE_GROUP, SQS_QUEUE, ResourceSpec
+from .template import DYNAMODB_TABLE, FIREHOSE_STREAM, S3_BUCKET, SCHEDULE_GROUP, SQS_QUEUE, ResourceSpec
 
 # Properties that have no local effect worth emulating (names are handled by the template reader).
 _IGNORED = {"BucketName", "TableName", "QueueName", "Name", "Tags"}
@@ -22,17 +23,28 @@ _IGNORED = {"BucketName", "TableName", "QueueName", "Name", "Tags"}
 def create_resources(session: Any, endpoint_url: str, resources: list[ResourceSpec]) -> list[str]:
     """Create every resource; returns notes on properties that were not applied."""
     notes: list[str] = []
-    creators: dict[str, Callable[[Any, ResourceSpec], set[str]]] = {
+    # A creator returns the top-level properties it applied (and, optionally, notes of its own on
+    # nested ones it could not).
+    creators: dict[str, Callable[[Any, ResourceSpec], set[str] | tuple[set[str], list[str]]]] = {
         S3_BUCKET: _create_bucket,
         DYNAMODB_TABLE: _create_table,
         SQS_QUEUE: _create_queue,
         SCHEDULE_GROUP: _create_schedule_group,
+        FIREHOSE_STREAM: _create_delivery_stream,
     }
-    services = {S3_BUCKET: "s3", DYNAMODB_TABLE: "dynamodb", SQS_QUEUE: "sqs", SCHEDULE_GROUP: "scheduler"}
+    services = {
+        S3_BUCKET: "s3",
+        DYNAMODB_TABLE: "dynamodb",
+        SQS_QUEUE: "sqs",
+        SCHEDULE_GROUP: "scheduler",
+        FIREHOSE_STREAM: "firehose",
+    }
     for resource in resources:
         service = services[resource.type]
         client = session.client(service, endpoint_url=endpoint_url)
-        applied = creators[resource.type](client, resource)
+        created = creators[resource.type](client, resource)
+        applied, own_notes = created if isinstance(created, tuple) else (created, [])
+        notes += [f"{resource.logical_id}: {note}" for note in own_notes]
         skipped = sorted(set(resource.properties) - applied - _IGNORED)
         if skipped:
             notes.append(f"{resource.logical_id}: not emulated locally: {', '.join(skipped)}")
@@ -179,3 +191,31 @@ def _create_schedule_group(scheduler: Any, resource: ResourceSpec) -> set[str]:
     with contextlib.suppress(scheduler.exceptions.ConflictException):
         scheduler.create_schedule_group(Name=resource.physical_name)
     return set()
+
+
+# -- Firehose --------------------------------------------------------------------------------------
+
+#: What the embedded Firehose emulates of an S3 destination; the rest is reported as a note.
+_S3_DESTINATION = ("BucketARN", "RoleARN", "Prefix", "ErrorOutputPrefix", "CompressionFormat")
+
+
+def _create_delivery_stream(firehose: Any, resource: ResourceSpec) -> tuple[set[str], list[str]]:
+    """A DirectPut stream to S3. The embedded Firehose writes each PutRecordBatch at once (no
+    buffering: BufferingHints is reported as not emulated), to <Prefix>YYYY/MM/DD/HH/<object>."""
+    properties = resource.properties
+    destination = properties.get("ExtendedS3DestinationConfiguration")
+    if destination is None:
+        return set(), []  # only S3 destinations are emulated; the notes list what was not applied
+    config = {key: destination[key] for key in _S3_DESTINATION if key in destination}
+    arguments: dict[str, Any] = {
+        "DeliveryStreamName": resource.physical_name,
+        "DeliveryStreamType": properties.get("DeliveryStreamType", "DirectPut"),
+        "ExtendedS3DestinationConfiguration": config,
+    }
+    with contextlib.suppress(firehose.exceptions.ResourceInUseException):
+        firehose.create_delivery_stream(**arguments)
+    applied = {"DeliveryStreamType", "ExtendedS3DestinationConfiguration"}
+    skipped = sorted(set(destination) - set(config))
+    nested = ", ".join(f"ExtendedS3DestinationConfiguration.{name}" for name in skipped)
+    notes = [f"not emulated locally: {nested}"] if skipped else []
+    return applied, notes

@@ -33,14 +33,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import ModelBucket
 
 from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
 from .demo_training import train_demo
 from .local_api import Handler, LocalApiServer
+from .local_iam import install_policy_simulator, signer_identity
 from .local_resources import create_resources
-from .template import SQS_QUEUE, FunctionSpec, LocalTemplate, Stack, TemplateError
+from .template import SQS_QUEUE, FunctionSpec, LocalTemplate, QueueTrigger, Stack, TemplateError
 
 DEFAULT_PORT = 3000  # SAM's `sam local start-api` port
 DEFAULT_AWS_PORT = 5050
@@ -51,7 +53,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 #: Services whose endpoint variables are set explicitly (AWS_ENDPOINT_URL covers the rest).
-_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER")
+_SERVICES = ("S3", "STS", "DYNAMODB", "SQS", "SCHEDULER", "IAM", "FIREHOSE")
 
 
 class LocalRuntimeError(Exception):
@@ -90,18 +92,23 @@ class RuntimeOptions:
     account: str = "123456789012"  # moto's default account
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
+    #: Environments per SQS-driven function (None: the machine's CPUs, at least 2), each capped by its
+    #: event source's MaximumConcurrency.
+    sqs_environments: int | None = None
 
 
 # -- loading handlers as Lambda does -------------------------------------------------------------
 
 
-def load_handler_module(code_uri: Path, module: str) -> ModuleType:
+def load_handler_module(code_uri: Path, module: str, environment: int = 0) -> ModuleType:
     """``<code_uri>/<module>.py`` as its own module (every function's file is called app.py).
 
     The module is registered as ``functions_<folder>_<module>``, so loading it twice (the
-    runtime and a test) gives the same module and the same registered state.
+    runtime and a test) gives the same module and the same registered state. ``environment`` > 0
+    loads another instance (``..._env<n>``): another execution environment of the same function,
+    with its own module state, as Lambda runs concurrent invocations in separate environments.
     """
-    name = f"functions_{code_uri.name}_{module}"
+    name = f"functions_{code_uri.name}_{module}" + (f"_env{environment}" if environment else "")
     if name in sys.modules:
         return sys.modules[name]
     path = code_uri / f"{module}.py"
@@ -122,12 +129,26 @@ def load_handler_module(code_uri: Path, module: str) -> ModuleType:
     return loaded
 
 
-def load_handler(function: FunctionSpec) -> Handler:
+def load_handler(function: FunctionSpec, environment: int = 0) -> Handler:
     module, _, attribute = function.handler.rpartition(".")
     if not module:
         raise LocalRuntimeError(f"{function.logical_id}: Handler {function.handler!r} is not module.function")
-    handler: Handler = getattr(load_handler_module(function.code_uri, module.replace(".", "/")), attribute)
+    loaded = load_handler_module(function.code_uri, module.replace(".", "/"), environment)
+    handler: Handler = getattr(loaded, attribute)
     return handler
+
+
+def default_environments() -> int:
+    """How many environments an SQS-driven function gets locally when not told: what the machine can
+    run side by side (its CPUs, at least 2, so two jobs overlap as they do on Lambda)."""
+    return max(2, os.cpu_count() or 1)
+
+
+def queue_environments(trigger: QueueTrigger, wanted: int | None) -> int:
+    """Environments polling one queue: ``wanted`` (default: the machine's), at most the template's
+    MaximumConcurrency for that event source, as Lambda caps it."""
+    count = default_environments() if wanted is None else max(1, wanted)
+    return min(count, trigger.maximum_concurrency) if trigger.maximum_concurrency else count
 
 
 def merged_environment(functions: list[FunctionSpec]) -> dict[str, str]:
@@ -172,6 +193,8 @@ class LocalRuntime:
         self.functions: list[FunctionSpec] = []
         self.pollers: list[Poller] = []
         self.campaigns: dict[str, dict[str, Any]] = {}
+        #: The demo's event tracker ({eventTrackerArn, trackingId}), when the demo was trained.
+        self.tracker: dict[str, str] = {}
         self.notes: list[str] = []
         self._moto: Any = None
         self._saved_environ: dict[str, str] | None = None
@@ -202,7 +225,16 @@ class LocalRuntime:
             if options.demo is not None and not trains:
                 self._publish_demo(options.demo)  # a template without the data path: the CLI's way
             self._start_pollers()
-            self.api = LocalApiServer(routes, host=options.host, port=options.port, verbose=options.verbose)
+            iam_routes = self.template.iam_auth_routes() if self.template is not None else set()
+            self.api = LocalApiServer(
+                routes,
+                host=options.host,
+                port=options.port,
+                verbose=options.verbose,
+                identity=lambda method, path, headers: (
+                    signer_identity(headers, options.account) if (method, path) in iam_routes else {}
+                ),
+            )
             self.api.start()
             if options.demo is not None and trains:
                 self._train_demo(options.demo)
@@ -249,6 +281,7 @@ class LocalRuntime:
             ip_address=self.options.host, port=self.options.aws_port, verbose=False
         )
         self._moto.start()
+        install_policy_simulator()  # IAM's SimulatePrincipalPolicy, which moto lacks (local_iam.py)
         host, port = self._moto.get_host_and_port()
         self.aws_url = f"http://{host}:{port}"
 
@@ -270,6 +303,7 @@ class LocalRuntime:
         options = self.options
         stack = Stack(options.stack, options.region, options.account, self.aws_url)
         self.template = LocalTemplate(options.template, stack, options.parameter_overrides)
+        self.template.check_rules()  # as CloudFormation does before a deploy
         self.functions = self.template.functions()
         merged_environment(self.functions)  # refuse conflicting environments before doing anything
 
@@ -311,7 +345,9 @@ class LocalRuntime:
             region_name=self.options.region,  # credentials: the fake ones this process set
         )
         data_bucket = f"{self.options.stack}-demo-data".lower()
-        self.campaigns = train_demo(personalize, self._s3(), files, data_bucket, self.options.account)
+        self.campaigns, self.tracker = train_demo(
+            personalize, self._s3(), files, data_bucket, self.options.account
+        )
 
     def _routes(self) -> dict[tuple[str, str], tuple[str, Handler]]:
         routes: dict[tuple[str, str], tuple[str, Handler]] = {}
@@ -327,7 +363,7 @@ class LocalRuntime:
                     if (method, route.path) in routes:
                         raise TemplateError(f"two functions serve {method} {route.path}")
                     routes[(method, route.path)] = (function.logical_id, handler)
-        for key, value in console_routes(self.model_bucket, self._s3).items():
+        for key, value in console_routes(self.model_bucket, self._s3, get_events_table).items():
             routes.setdefault(key, value)  # a template route wins over the console
         return routes
 
@@ -335,21 +371,26 @@ class LocalRuntime:
         return self._session().client("s3", endpoint_url=self.aws_url)
 
     def _start_pollers(self) -> None:
+        """Every SQS event source: as many pollers as the function gets environments, each calling
+        its own instance of the handler module, so batch and training jobs overlap as on Lambda."""
         assert self.template is not None
         for function in self.functions:
             if not function.queues:
                 continue
-            handler = load_handler(function)
             sqs = self._session().client("sqs", endpoint_url=self.aws_url)
+            environments = 0
             for trigger in function.queues:
                 if self.template.resources[trigger.queue]["Type"] != SQS_QUEUE:
                     raise TemplateError(f"{function.logical_id}: {trigger.queue} is not a queue")
                 queue_url = sqs.get_queue_url(QueueName=self.template.physical_names[trigger.queue])[
                     "QueueUrl"
                 ]
-                poller = self.poller_factory(queue_url, handler, function.logical_id, trigger.batch_size)
-                poller.start()
-                self.pollers.append(poller)
+                for _ in range(queue_environments(trigger, self.options.sqs_environments)):
+                    handler = load_handler(function, environments)
+                    environments += 1
+                    poller = self.poller_factory(queue_url, handler, function.logical_id, trigger.batch_size)
+                    poller.start()
+                    self.pollers.append(poller)
 
 
 # -- what `lambda-personalize run` prints -----------------------------------------------------------
@@ -384,6 +425,8 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         yield f"Demo campaigns (data in {options.data_dir}):"
         for name, published in runtime.campaigns.items():
             yield f"  {name:<28} {published['campaignArn']}"
+    if runtime.tracker:
+        yield f"  event tracker (dataset group demo): trackingId {runtime.tracker['trackingId']}"
     arn = {name: c["campaignArn"] for name, c in runtime.campaigns.items()}
     if {"demo-user-personalization", "demo-personalized-ranking", "demo-related-items"} <= set(arn):
         env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
@@ -405,5 +448,18 @@ def banner(runtime: LocalRuntime) -> Iterator[str]:
         )
         body = f'{{"campaignArn": "{arn["demo-user-personalization"]}", "userId": "user-3", "numResults": 5}}'
         yield f"  $ curl -s {url}/recommendations -H 'Content-Type: application/json' -d '{body}'"
+    if runtime.tracker and "demo-user-personalization" in arn:
+        env = " ".join(f"{k}={v}" for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN")
+        aws = f"{env} AWS_DEFAULT_REGION={options.region} {_aws_cli()}"
+        events = '[{"eventId": "demo-1", "eventType": "watch", "itemId": "item-42", "sentAt": 1700000000}]'
+        yield "Record an anonymous visitor's event, then recommend for the session:"
+        yield (
+            f"  $ {aws} personalize-events put-events --endpoint-url {url} "
+            f"--tracking-id {runtime.tracker['trackingId']} --session-id visitor-1 --event-list '{events}'"
+        )
+        yield (
+            f"  $ {aws} personalize-runtime get-recommendations --endpoint-url {url} "
+            f"--campaign-arn {arn['demo-user-personalization']} --user-id visitor-1 --num-results 5"
+        )
     yield ""
     yield "Press Ctrl-C to stop."

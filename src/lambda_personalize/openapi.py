@@ -6,6 +6,9 @@ regenerates it and compares it with the committed file.
 
 - the runtime (REST-JSON): ``POST /recommendations`` and ``POST /personalize-ranking``, errors as
   ``x-amzn-ErrorType`` + ``{"message"}``;
+- the events API (personalize-events, REST-JSON): ``POST /events``, ``POST /items``, ``POST /users``
+  (200 with an empty body), its structures named ``Events<Shape>`` (its ``Item`` or
+  ``MetricAttribution`` are not the control plane's);
 - the control plane (JSON 1.1): ``POST /`` with ``X-Amz-Target: AmazonPersonalize.<Operation>``
   for each operation served; OpenAPI has one operation per path and method, so the body is any
   of the operations' inputs, and errors are ``{"__type", "message"}``.
@@ -24,6 +27,8 @@ import yaml
 
 #: The runtime operations this stack serves (the template's routes).
 RUNTIME_OPERATIONS = ("GetRecommendations", "GetPersonalizedRanking")
+#: The personalize-events operations it serves (EventsFunction's routes).
+EVENTS_OPERATIONS = ("PutEvents", "PutItems", "PutUsers")
 #: The control-plane operations registered on functions/control_plane/app.py's ``plane``.
 CONTROL_PLANE_OPERATIONS = (
     "CreateBatchInferenceJob",
@@ -31,6 +36,7 @@ CONTROL_PLANE_OPERATIONS = (
     "CreateDataset",
     "CreateDatasetGroup",
     "CreateDatasetImportJob",
+    "CreateEventTracker",
     "CreateFilter",
     "CreateRecommender",
     "CreateSchema",
@@ -39,6 +45,7 @@ CONTROL_PLANE_OPERATIONS = (
     "DeleteCampaign",
     "DeleteDataset",
     "DeleteDatasetGroup",
+    "DeleteEventTracker",
     "DeleteFilter",
     "DeleteRecommender",
     "DeleteSchema",
@@ -48,6 +55,7 @@ CONTROL_PLANE_OPERATIONS = (
     "DescribeDataset",
     "DescribeDatasetGroup",
     "DescribeDatasetImportJob",
+    "DescribeEventTracker",
     "DescribeFilter",
     "DescribeRecommender",
     "DescribeSchema",
@@ -59,6 +67,7 @@ CONTROL_PLANE_OPERATIONS = (
     "ListDatasetGroups",
     "ListDatasetImportJobs",
     "ListDatasets",
+    "ListEventTrackers",
     "ListFilters",
     "ListRecommenders",
     "ListSchemas",
@@ -78,16 +87,17 @@ RUNTIME_ERRORS = {"400": "InvalidInputException", "404": "ResourceNotFoundExcept
 
 
 class _Schemas:
-    """JSON Schemas of botocore shapes, one component per structure."""
+    """JSON Schemas of botocore shapes, one component per structure (named ``prefix<Shape>``)."""
 
-    def __init__(self) -> None:
-        self.components: dict[str, Any] = {}
+    def __init__(self, components: dict[str, Any] | None = None, prefix: str = "") -> None:
+        self.components: dict[str, Any] = {} if components is None else components
+        self.prefix = prefix
 
     def of(self, shape: Any) -> dict[str, Any]:
         kind = shape.type_name
         meta = shape.metadata
         if kind == "structure":
-            name = shape.name
+            name = self.prefix + shape.name
             if name not in self.components:
                 self.components[name] = {}  # placeholder: a structure may refer to itself
                 members = shape.members
@@ -152,6 +162,7 @@ def build_spec() -> dict[str, Any]:
     session = botocore.session.get_session()
     runtime = session.get_service_model("personalize-runtime")
     control = session.get_service_model("personalize")
+    events = session.get_service_model("personalize-events")
     schemas = _Schemas()
     paths: dict[str, Any] = {}
     for operation in _operations(runtime, RUNTIME_OPERATIONS):
@@ -175,6 +186,27 @@ def build_spec() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": schemas.of(operation.input_shape)}},
+                },
+                "responses": responses,
+            }
+        }
+    event_schemas = _Schemas(schemas.components, prefix="Events")
+    for operation in _operations(events, EVENTS_OPERATIONS):
+        http = operation.http
+        responses = {"200": {"description": f"{operation.name}: accepted (an empty body)"}}
+        for status, code in {**RUNTIME_ERRORS, "503": "ServiceUnavailableException"}.items():
+            responses[status] = {
+                "description": f"{code} (x-amzn-ErrorType names the error)",
+                "headers": {"x-amzn-ErrorType": {"schema": {"type": "string", "minLength": 1}}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RestJsonError"}}},
+            }
+        paths[http["requestUri"]] = {
+            http["method"].lower(): {
+                "operationId": operation.name,
+                "summary": f"Personalize events {operation.name}",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": event_schemas.of(operation.input_shape)}},
                 },
                 "responses": responses,
             }
@@ -216,8 +248,9 @@ def build_spec() -> dict[str, Any]:
         "info": {
             "title": "Lambda Personalize",
             "version": "1",
-            "description": "Amazon Personalize's runtime and control-plane contract, as served by this "
-            "stack. Generated from botocore's service models by lambda_personalize.openapi; do not edit.",
+            "description": "Amazon Personalize's runtime, events and control-plane contract, as served "
+            "by this stack. Generated from botocore's service models by lambda_personalize.openapi; "
+            "do not edit.",
         },
         "paths": paths,
         "components": {"schemas": components},

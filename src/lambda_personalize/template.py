@@ -25,7 +25,8 @@ S3_BUCKET = "AWS::S3::Bucket"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 SQS_QUEUE = "AWS::SQS::Queue"
 SCHEDULE_GROUP = "AWS::Scheduler::ScheduleGroup"
-LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE, SCHEDULE_GROUP)
+FIREHOSE_STREAM = "AWS::KinesisFirehose::DeliveryStream"
+LOCAL_RESOURCE_TYPES = (S3_BUCKET, DYNAMODB_TABLE, SQS_QUEUE, SCHEDULE_GROUP, FIREHOSE_STREAM)
 FUNCTION = "AWS::Serverless::Function"
 NO_VALUE = object()  # AWS::NoValue: the property is dropped
 
@@ -68,6 +69,8 @@ class ApiRoute:
 class QueueTrigger:
     queue: str  # logical id of the AWS::SQS::Queue
     batch_size: int
+    #: ScalingConfig.MaximumConcurrency: at most this many environments of the function poll it.
+    maximum_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,7 @@ class LocalTemplate:
             DYNAMODB_TABLE: "TableName",
             SQS_QUEUE: "QueueName",
             SCHEDULE_GROUP: "Name",
+            FIREHOSE_STREAM: "DeliveryStreamName",
         }[kind]
         if explicit in properties:
             return str(self.resolve(properties[explicit]))
@@ -174,6 +178,8 @@ class LocalTemplate:
                 return f"arn:aws:dynamodb:{region}:{account}:table/{name}"
             case "AWS::Scheduler::ScheduleGroup":
                 return f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
+            case "AWS::KinesisFirehose::DeliveryStream":
+                return f"arn:aws:firehose:{region}:{account}:deliverystream/{name}"
             case _:
                 return f"arn:aws:sqs:{region}:{account}:{name}"
 
@@ -299,6 +305,18 @@ class LocalTemplate:
 
         return re.sub(r"\$\{([^}]+)\}", substitute, str(text))
 
+    def check_rules(self) -> None:
+        """The template's ``Rules``, as CloudFormation applies them before deploying: a rule whose
+        condition holds must have every assertion hold (TemplateError with its description)."""
+        for name, rule in (self.document.get("Rules") or {}).items():
+            condition = rule.get("RuleCondition")
+            if condition is not None and not self.resolve(condition):
+                continue
+            for assertion in rule.get("Assertions") or []:
+                if not self.resolve(assertion["Assert"]):
+                    description = assertion.get("AssertDescription", f"rule {name} does not hold")
+                    raise TemplateError(f"template rule {name}: {description}")
+
     # -- what the runtime needs ------------------------------------------------------------------
 
     def local_resources(self) -> list[ResourceSpec]:
@@ -325,6 +343,28 @@ class LocalTemplate:
                 )
         return ordered
 
+    def iam_auth_routes(self) -> set[tuple[str, str]]:
+        """(METHOD, path) of every route an ``AWS::Serverless::Api``'s OpenAPI body puts behind IAM
+        auth (a security scheme of ``x-amazon-apigateway-authtype: awsSigv4``), with the
+        template's conditions resolved: the routes where API Gateway reports who signed."""
+        found: set[tuple[str, str]] = set()
+        for resource in self.resources.values():
+            if resource.get("Type") != "AWS::Serverless::Api" or not self._exists(resource):
+                continue
+            body = self.resolve((resource.get("Properties") or {}).get("DefinitionBody") or {})
+            definitions = (
+                body.get("securityDefinitions") or body.get("components", {}).get("securitySchemes") or {}
+            )
+            sigv4 = {n for n, d in definitions.items() if d.get("x-amazon-apigateway-authtype") == "awsSigv4"}
+            for path, methods in (body.get("paths") or {}).items():
+                for method, operation in methods.items():
+                    schemes = {
+                        name for requirement in operation.get("security") or [] for name in requirement
+                    }
+                    if schemes & sigv4:
+                        found.add((method.upper(), path))
+        return found
+
     def functions(self) -> list[FunctionSpec]:
         globals_ = (self.document.get("Globals") or {}).get("Function") or {}
         specs = []
@@ -346,7 +386,15 @@ class LocalTemplate:
                 elif event.get("Type") == "SQS":
                     queue_arn = str(self.resolve(event_properties["Queue"]))
                     batch_size = int(self.resolve(event_properties.get("BatchSize", 10)))
-                    queues.append(QueueTrigger(self.queue_by_arn(queue_arn), batch_size))
+                    scaling = self.resolve(event_properties.get("ScalingConfig") or {})
+                    maximum = scaling.get("MaximumConcurrency") if isinstance(scaling, dict) else None
+                    queues.append(
+                        QueueTrigger(
+                            self.queue_by_arn(queue_arn),
+                            batch_size,
+                            int(maximum) if maximum is not None else None,
+                        )
+                    )
             specs.append(
                 FunctionSpec(
                     logical_id=logical_id,

@@ -3,7 +3,7 @@
 The fields of each operation come from botocore's own model of Personalize (the shapes a real
 client sends), so every operation registered on functions/control_plane/app.py's ``plane`` is
 fuzzed with its own fields: mostly plausible values (real ARNs, names, limits' edges), often wrong
-ones (types, oversize, odd unicode, huge numbers, nesting), plus unknown targets, missing targets,
+ones (types, oversize, odd and invalid unicode, huge numbers, nesting), plus unknown targets, missing targets,
 wrong content types and bodies that are not JSON objects at all.
 
 CI runs FUZZ_EXAMPLES // 3 cases per operation (50); `make fuzz` runs many more.
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from lambda_personalize.local_api import proxy_event
 from personalize_core.control.registry import TARGET_PREFIX
 from personalize_core.errors import PersonalizeError
-from tests.fuzz.test_runtime_fuzz import json_values, odd_text
+from tests.fuzz.test_runtime_fuzz import invalid_text, json_values, odd_text
 from tests.utils import ACCOUNT, REGION, invoke, load_function, response_headers
 
 EXAMPLES = max(1, int(os.environ.get("FUZZ_EXAMPLES", "150")) // 3)
@@ -63,7 +63,7 @@ def shape_values(shape: Any, depth: int = 0) -> st.SearchStrategy[Any]:
         if shape.enum:
             return st.sampled_from(shape.enum)
         size = st.text(min_size=meta.get("min", 0), max_size=min(meta.get("max", 64), 300))
-        return st.sampled_from(PLAUSIBLE_ARNS + PLAUSIBLE_STRINGS) | size
+        return st.sampled_from(PLAUSIBLE_ARNS + PLAUSIBLE_STRINGS) | size | invalid_text
     if kind in ("integer", "long"):
         return st.integers(min_value=meta.get("min", -(2**31)) - 1, max_value=meta.get("max", 2**31) + 1)
     if kind in ("float", "double"):
@@ -144,6 +144,7 @@ def assert_json_1_1_shaped(result: dict[str, Any]) -> None:
     headers = response_headers(result)
     assert status < 500, result["body"]
     assert headers["x-amzn-RequestId"]
+    result["body"].encode("utf-8")  # every answer can be written (none echoes invalid Unicode)
     body = json.loads(result["body"])
     assert isinstance(body, dict)
     if status != 200:

@@ -21,6 +21,7 @@ from schemathesis import GenerationMode
 
 from lambda_personalize.local_api import LocalApiServer
 from lambda_personalize.openapi import CONTROL_PLANE_OPERATIONS, render
+from tests.conftest import signed_by
 from tests.utils import ROOT, load_function
 
 SPEC = ROOT / "docs" / "openapi.yaml"
@@ -41,6 +42,9 @@ ROUTES = {
     ("POST", "/recommendations"): ("GetRecommendationsFunction", "get_recommendations"),
     ("POST", "/personalize-ranking"): ("GetPersonalizedRankingFunction", "get_personalized_ranking"),
     ("POST", "/"): ("ControlPlaneFunction", "control_plane"),
+    ("POST", "/events"): ("EventsFunction", "events"),
+    ("POST", "/items"): ("EventsFunction", "events"),
+    ("POST", "/users"): ("EventsFunction", "events"),
 }
 
 
@@ -68,7 +72,7 @@ def api_url(fuzz_plane: str) -> Iterator[str]:
     routes = {
         key: (function, load_function(module).lambda_handler) for key, (function, module) in ROUTES.items()
     }
-    server = LocalApiServer(routes).start()
+    server = LocalApiServer(routes, identity=signed_by).start()
     yield server.url
     server.stop()
 
@@ -77,6 +81,8 @@ def assert_personalize_shaped(response: schemathesis.Response, json_1_1: bool) -
     headers = {name.lower(): values[0] for name, values in response.headers.items()}
     assert response.status_code < 500, response.content
     assert headers.get("x-amzn-requestid")
+    if response.status_code == 200 and not response.content:
+        return  # PutEvents, PutItems and PutUsers answer 200 with an empty body
     body = json.loads(response.content or b"null")
     assert isinstance(body, dict), response.content
     if response.status_code == 200:

@@ -48,10 +48,18 @@ def page(browser: Browser, local_stack: LocalStack) -> Iterator[Page]:
 
 
 def result_rows(page: Page) -> list[list[str]]:
+    """The results' cells, without the Record button column (shown when the group has a tracker)."""
     rows: list[list[str]] = page.eval_on_selector_all(
         "#results tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
     )
-    return rows
+    return [row[:-1] if "Event" in result_headers(page) else row for row in rows]
+
+
+def result_headers(page: Page) -> list[str]:
+    headers: list[str] = page.eval_on_selector_all(
+        "#results thead th", "cells => cells.map(c => c.textContent)"
+    )
+    return headers
 
 
 def screenshot(page: Page, name: str) -> Path:
@@ -134,7 +142,7 @@ def test_filter_metadata_and_batch_jobs_in_the_console(page: Page, local_stack: 
     page.click("#submit")
     page.wait_for_selector("#results tbody tr")
     # Then every row is a comedy, with its title and genres shown
-    headers = page.eval_on_selector_all("#results thead th", "cells => cells.map(c => c.textContent)")
+    headers = [h for h in result_headers(page) if h != "Event"]
     assert [h.upper() for h in headers[-2:]] == ["TITLE", "GENRES"]
     rows = result_rows(page)
     assert len(rows) == 6
@@ -171,3 +179,36 @@ def test_filter_metadata_and_batch_jobs_in_the_console(page: Page, local_stack: 
     out = s3.get_object(Bucket=bucket, Key="out/in.jsonl.out")["Body"].read().decode().splitlines()
     assert len(out) == 2
     screenshot(page, "console-batch-jobs")
+
+
+#: The recent events table lists an item (its third cell).
+LISTED = "id => [...document.querySelectorAll('#recent tbody tr')].some(r => r.cells[2].textContent == id)"
+
+
+def test_events_recorded_in_the_console_change_the_recommendations(page: Page) -> None:
+    # Given an anonymous visitor's recommendations on the demo campaign (its group has a tracker)
+    page.wait_for_function("document.querySelectorAll('#campaign option').length >= 4")
+    page.select_option("#campaign", label="demo-user-personalization (USER_PERSONALIZATION)")
+    visitor = f"console-visitor-{uuid.uuid4().hex[:6]}"
+    page.fill("#userId", visitor)
+    page.check("#anonymous")
+    page.fill("#numResults", "8")
+    page.click("#submit")
+    page.wait_for_selector("#results tbody tr button.record")
+    assert page.inner_text("#tracker").startswith("trackingId ")
+    first = result_rows(page)
+    # When the visitor records events on two of the items shown
+    clicked = []
+    for row in (2, 5):
+        clicked.append(result_rows(page)[row][1])
+        page.click(f"#results tbody tr:nth-child({row + 1}) button.record")
+        page.wait_for_function(LISTED, arg=clicked[-1])
+    # Then their recent events are listed, newest first, and the recommendations changed
+    recent = page.eval_on_selector_all(
+        "#recent tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert [row[1] for row in recent] == ["watch", "watch"]
+    assert [row[2] for row in recent] == clicked[::-1]
+    page.wait_for_function("document.querySelector('#recent-status').textContent.startsWith('Recent events')")
+    assert [row[1] for row in result_rows(page)] != [row[1] for row in first]
+    screenshot(page, "console-events")

@@ -211,5 +211,8 @@ def test_the_printed_commands_work_as_printed(local_stack: LocalStack) -> None:
             check=False,
         )
         assert done.returncode == 0, f"{command}\n{done.stderr}"
+        if "put-events" in command:
+            assert done.stdout.strip() == ""  # PutEvents answers 200 with an empty body
+            continue
         answer = json.loads(done.stdout)
         assert answer.get("itemList") or answer.get("personalizedRanking"), command

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -117,9 +119,12 @@ def test_api_events_are_served_with_the_resolved_environment(started: tuple[Loca
 def test_sqs_events_get_a_poller_and_the_environment_is_given_back(
     started: tuple[LocalRuntime, list[RecordingPoller]],
 ) -> None:
-    # Given the runtime: the SQS-triggered function got one poller on its queue, started
+    # Given the runtime: the SQS-triggered function got a poller per environment on its queue
+    # (the machine's CPUs, at least 2, at most the event source's MaximumConcurrency of 3), started
     runtime, pollers = started
-    (poller,) = pollers
+    assert len(pollers) == min(max(2, os.cpu_count() or 1), 3)
+    assert len({id(p.handler) for p in pollers}) == len(pollers)  # each environment its own module
+    poller = pollers[0]
     worker = next(f for f in runtime.functions if f.logical_id == "WorkerFunction")
     assert worker.timeout_seconds == 60
     assert poller.function_name == "WorkerFunction"
@@ -128,7 +133,7 @@ def test_sqs_events_get_a_poller_and_the_environment_is_given_back(
         poller.queue_url
         == aws(runtime, "sqs").get_queue_url(QueueName=f"{runtime.options.stack}-ShardQueue")["QueueUrl"]
     )
-    assert poller.calls == ["start"]
+    assert all(p.calls == ["start"] for p in pollers)
     # When the poller hands it a batch, Then the worker's own handler runs
     assert poller.handler({"Records": []}, None) == {"batchItemFailures": []}
     # When the runtime stops, Then the poller stops and the process environment is what it was
@@ -137,6 +142,58 @@ def test_sqs_events_get_a_poller_and_the_environment_is_given_back(
     assert poller.calls == ["start", "stop"]
     assert "TABLE" not in os.environ
     assert os.environ.get("AWS_ENDPOINT_URL") != before
+
+
+@pytest.mark.parametrize(("wanted", "cap", "expected"), [(5, "3", 3), (1, "3", 1), (4, "2", 2)])
+def test_sqs_environments_are_what_is_asked_capped_by_maximum_concurrency(
+    wanted: int, cap: str, expected: int
+) -> None:
+    pollers: list[RecordingPoller] = []
+
+    def factory(queue_url: str, handler: Handler, function_name: str, batch_size: int) -> RecordingPoller:
+        pollers.append(RecordingPoller(queue_url, handler, function_name, batch_size))
+        return pollers[-1]
+
+    options = RuntimeOptions(
+        template=FIXTURE,
+        port=0,
+        aws_port=0,
+        demo=None,
+        stack=f"t-{uuid.uuid4().hex[:8]}",
+        sqs_environments=wanted,
+        parameter_overrides={"WorkerConcurrency": cap},
+    )
+    runtime = LocalRuntime(options, poller_factory=factory).start()
+    try:
+        assert len(pollers) == expected
+    finally:
+        runtime.stop()
+
+
+def test_two_messages_run_at_once_in_two_environments() -> None:
+    # Given the runtime with its real SQS pollers, two environments for the worker
+    options = RuntimeOptions(
+        template=FIXTURE, port=0, aws_port=0, demo=None, stack=f"t-{uuid.uuid4().hex[:8]}", sqs_environments=2
+    )
+    runtime = LocalRuntime(options).start()
+    try:
+        rendezvous = sys.modules["rendezvous"]
+        rendezvous.met.clear()
+        sqs = aws(runtime, "sqs")
+        queue_url = sqs.get_queue_url(QueueName=f"{runtime.options.stack}-ShardQueue")["QueueUrl"]
+        # When one message waits in its invocation for another, and a second message arrives
+        sqs.send_message(QueueUrl=queue_url, MessageBody="meet")
+        deadline = time.monotonic() + 10
+        while rendezvous.meeting.n_waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sqs.send_message(QueueUrl=queue_url, MessageBody="meet")
+        while len(rendezvous.met) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Then the second ran in the other environment while the first was still running
+        assert sorted(met for _, met in rendezvous.met) == [True, True]
+        assert len({name for name, _ in rendezvous.met}) == 2
+    finally:
+        runtime.stop()
 
 
 def test_conditions_and_parameters_switch_resources() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,10 +16,17 @@ import pytest
 
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
 from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.item_matrix import LAYOUT, ItemMatrix
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.npy import encode_npy
 from personalize_core.modelstore.store import ModelStore
-from personalize_core.modelstore.writer import prepare_version, put_campaign, read_manifest, upload_version
+from personalize_core.modelstore.writer import (
+    PublishError,
+    prepare_version,
+    put_campaign,
+    read_manifest,
+    upload_version,
+)
 from personalize_core.serving.scoring import user_top_k
 from tests.conftest import publish
 from tests.legacy_layout import legacy_version, publish_legacy
@@ -85,15 +93,22 @@ def test_switch_to_a_new_version_after_the_ttl(setup: Any, s3: Any, bucket: str)
     assert old.num_items == 20  # the old object is untouched
 
 
-def replace_array(s3: Any, bucket: str, key: str, array: np.ndarray, fortran_order: bool) -> None:
-    """Rewrite a version's .npy file, and its manifest entry to agree (checksum, size, order)."""
+def replace_array(
+    s3: Any, bucket: str, key: str, array: np.ndarray, fortran_order: bool, layout: str | None = None
+) -> None:
+    """Rewrite a version's .npy file, and its manifest entry to agree (checksum, size, dtype, shape,
+    order, layout: None for a float32 item matrix, as versions published before the planes hold)."""
     raw = encode_npy(array, fortran_order=fortran_order)
     s3.put_object(Bucket=bucket, Key=key, Body=raw)
     prefix, file_name = key.rsplit("/", 1)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
     entry = manifest["files"][file_name]
     entry.update(sha256=hashlib.sha256(raw).hexdigest(), crc32=f"{zlib.crc32(raw):08x}", bytes=len(raw))
+    entry.update(dtype=array.dtype.str, shape=list(array.shape))
     entry.pop("order", None)
+    entry.pop("layout", None)
+    if layout is not None:
+        entry["layout"] = layout
     if fortran_order:
         entry["order"] = "F"
     s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
@@ -112,40 +127,55 @@ def corrupt(s3: Any, bucket: str, version_arn: str, file_name: str, change: str)
         s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
     elif change == "delete":
         s3.delete_object(Bucket=bucket, Key=key)
-    elif change in ("nan", "nan-c-order"):
-        # A NaN with a manifest that agrees: only the content check can catch it ("nan-c-order":
-        # in a C-order file, as versions published before the Fortran-order item matrix hold)
-        published = np.load(io.BytesIO(data))
-        array = published.copy()
+    elif change == "nan" and file_name == "item_factors.npy":
+        # A NaN with a manifest that agrees: only the content check can catch it (in the planes: a
+        # NaN's high half is 0x7fc0, whatever its low half)
+        planes = np.load(io.BytesIO(data))
+        item_matrix = ItemMatrix(planes.copy(), *NAN_SHAPE)
+        item_matrix.planes[0][item_matrix.offsets(np.array([1]))[0, 2]] = 0x7FC0
+        replace_array(s3, bucket, key, item_matrix.planes, fortran_order=False, layout=LAYOUT)
+    elif change in ("nan-c-order", "nan-f-order"):
+        # ...and in a float32 item matrix, as versions published before the planes hold (C order,
+        # then Fortran order)
+        array = ItemMatrix(np.load(io.BytesIO(data)), *NAN_SHAPE).matrix()
         array[1, 2] = np.nan
-        as_published = not published.flags.c_contiguous
-        replace_array(s3, bucket, key, array, fortran_order=as_published and change == "nan")
+        replace_array(s3, bucket, key, array, fortran_order=change == "nan-f-order")
+    elif change == "nan":
+        array = np.load(io.BytesIO(data)).copy()
+        array[1, 2] = np.nan
+        replace_array(s3, bucket, key, array, fortran_order=False)
 
 
-@pytest.mark.parametrize(
-    ("file_name", "change", "reason"),
-    [
-        ("item_factors.npy", "truncate", "does not match"),
-        ("user_pages.index.npy", "flip", "does not match"),
-        ("cold_user.npy", "flip", "does not match"),
-        ("item_factors.npy", "flip", "does not match"),
-        ("popularity.npy", "flip", "does not match"),
-        ("item_factors.npy", "flip-sha256-only", "does not match"),
-        ("item_ids.txt", "flip-sha256-only", "does not match"),
-        ("item_ids.txt", "delete", "does not exist"),
-        ("manifest.json", "delete", "does not exist"),
-        ("item_factors.npy", "nan", "NaN"),
-        ("item_factors.npy", "nan-c-order", "NaN"),
-        # versions published before user pages (tests/legacy_layout.py)
-        ("user_factors.npy", "flip", "does not match"),
-        ("user_factors.npy", "nan", "NaN"),
-        ("user_ids.txt", "delete", "does not exist"),
-    ],
-)
+#: The shape of the models the corruption tests publish (random_model(20, 5, 4)).
+NAN_SHAPE = (20, 4)
+
+
+BAD_VERSIONS = [
+    # (file, change, why verification refuses it (None: only a load can see it), why a load does)
+    ("item_factors.npy", "truncate", "is 224 bytes, its manifest says 448", "does not match"),
+    ("user_pages.index.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("cold_user.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("popularity.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("item_factors.npy", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
+    ("item_ids.txt", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
+    ("item_ids.txt", "delete", "item_ids.txt is missing", "does not exist"),
+    ("manifest.json", "delete", "manifest.json does not exist", "does not exist"),
+    ("item_factors.npy", "nan", None, "NaN"),
+    ("item_factors.npy", "nan-c-order", None, "NaN"),
+    ("item_factors.npy", "nan-f-order", None, "NaN"),
+    # versions published before user pages (tests/legacy_layout.py)
+    ("user_factors.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("user_factors.npy", "nan", None, "NaN"),
+    ("user_ids.txt", "delete", "user_ids.txt is missing", "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("file_name", "change", "refused", "reason"), BAD_VERSIONS)
 def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
-    setup: Any, s3: Any, bucket: str, file_name: str, change: str, reason: str
+    setup: Any, s3: Any, bucket: str, file_name: str, change: str, refused: str | None, reason: str
 ) -> None:
     store, objects, clock = setup
+    models = ModelBucket(s3, bucket)
 
     good = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
     if file_name.startswith("user_") and not file_name.startswith("user_pages"):
@@ -154,9 +184,27 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     else:
         bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
     assert store.campaign(campaign_arn("c"))[1].arn == good
-    manifest = read_manifest(ModelBucket(s3, bucket), bad)
+    manifest = read_manifest(models, bad)
     corrupt(s3, bucket, bad, file_name, change)
-    put_campaign(ModelBucket(s3, bucket), "c", manifest)
+    with contextlib.suppress(PublishError):  # the manifest as it is now (unless it was deleted)
+        manifest = read_manifest(models, bad)
+    if refused is not None:
+        # When the campaign is pointed at it, Then the switch is refused, saying why, and recorded
+        with pytest.raises(PublishError, match=f"{bad} cannot be served: .*{refused}"):
+            put_campaign(models, "c", manifest)
+        record = json.loads(s3.get_object(Bucket=bucket, Key="campaigns/c.json")["Body"].read())
+        assert record["solutionVersionArn"] == good
+        assert record["failedUpdate"]["solutionVersionArn"] == bad
+        # (a file corrupted after its version was verified: the pointer names it anyway)
+        record |= {
+            "solutionVersionArn": bad,
+            "version": bad.rsplit("/", 1)[1],
+            "fallbackSolutionVersionArn": good,
+        }
+        s3.put_object(Bucket=bucket, Key="campaigns/c.json", Body=json.dumps(record).encode())
+    else:
+        # A content fault whose manifest agrees passes verification: only a load can see it
+        put_campaign(models, "c", manifest)
     clock.now = 10
     # The corrupt version is refused; the good one answers
     assert store.campaign(campaign_arn("c"))[1].arn == good
@@ -164,10 +212,15 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     reads = len(objects.reads)
     store.campaign(campaign_arn("c"))
     assert len(objects.reads) == reads
-    # A cold store has no good version to fall back on: a clear 503, with the reason
+    # A cold store falls back to the version the campaign's record served before (it used to 503)
     cold = ModelStore(CountingObjects(bucket))
+    assert cold.campaign(campaign_arn("c"))[1].arn == good
+    # ...and with no version to fall back on, it is a clear 503, with the reason
+    record = json.loads(s3.get_object(Bucket=bucket, Key="campaigns/c.json")["Body"].read())
+    del record["fallbackSolutionVersionArn"]
+    s3.put_object(Bucket=bucket, Key="campaigns/c.json", Body=json.dumps(record).encode())
     with pytest.raises(ModelUnavailableError, match=reason):
-        cold.campaign(campaign_arn("c"))
+        ModelStore(CountingObjects(bucket)).campaign(campaign_arn("c"))
 
 
 def test_campaign_pointing_to_a_missing_version(setup: Any, s3: Any, bucket: str) -> None:
@@ -202,15 +255,16 @@ class SmallChunks(CountingObjects):
         return super().read_chunks(key, 7)
 
 
-@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("order", ["planes", "F", "C"])
 @pytest.mark.parametrize("layout", ["pages", "legacy", "legacy-without-normalisers"])
-def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formula(
+def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
     s3: Any, bucket: str, layout: str, order: str
 ) -> None:
     # Given a version published with user pages (normalisers computed on first use), or as older
     # versions were, with the whole user matrix, with or without every user's log-normaliser; its
-    # item matrix in Fortran order (as published now) or C order (as published before)
-    model = random_model(301, 6, 5, seed=4)
+    # item matrix as two bfloat16-half planes (as published now) or a float32 matrix in Fortran or
+    # C order (as published before)
+    model = random_model(2301, 6, 5, seed=4)
     prepared = prepare_version(
         solution="sol",
         recipe=Recipe.USER_PERSONALIZATION,
@@ -224,30 +278,37 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
     if layout != "pages":
         prepared = legacy_version(prepared, model, normalisers=layout == "legacy")
     manifest = upload_version(ModelBucket(s3, bucket), prepared)
-    assert manifest.files["item_factors.npy"].fortran_order
-    if order == "C":
+    entry = manifest.files["item_factors.npy"]
+    assert (entry.layout, entry.dtype, entry.shape) == (LAYOUT, "<u2", (2, 2301 * 5))
+    if order != "planes":
         key = f"solutions/sol/{manifest.version}/item_factors.npy"
-        replace_array(s3, bucket, key, model["item_factors"], fortran_order=False)
-    put_campaign(ModelBucket(s3, bucket), "c", manifest)
+        replace_array(s3, bucket, key, model["item_factors"], fortran_order=order == "F")
+    put_campaign(
+        ModelBucket(s3, bucket), "c", read_manifest(ModelBucket(s3, bucket), manifest.solution_version_arn)
+    )
     # When a store reads it (a C-order matrix in chunks that split rows and the header)
     objects = SmallChunks(bucket)
     loaded = ModelStore(objects).campaign(campaign_arn("c"))[1]
-    # Then the matrix is the published one, laid out [d, items] in memory, read-only
+    # Then the planes hold the published matrix bit for bit, read-only
     assert loaded.item_factors is not None
-    np.testing.assert_array_equal(loaded.item_factors, model["item_factors"])
-    assert loaded.item_factors.T.flags.c_contiguous
-    assert not loaded.item_factors.flags.writeable
-    if order == "F":
+    np.testing.assert_array_equal(loaded.item_factors.matrix(), model["item_factors"])
+    assert not loaded.item_factors.planes.flags.writeable
+    assert loaded.item_factors.nbytes == model["item_factors"].nbytes  # the float32 matrix's memory
+    assert loaded.item_max_norm >= float(
+        np.linalg.norm(model["item_factors"].astype(np.float64), axis=1).max()
+    )
+    if order == "planes":
         # ...received whole, straight into the array it is served from (a view of the download's
-        # buffer: no transposition and no second copy), not streamed in chunks
-        base = loaded.item_factors
+        # buffer: no conversion and no second copy), not streamed in chunks
+        base = loaded.item_factors.planes
         while isinstance(base.base, np.ndarray):
             base = base.base
         assert base.dtype == np.uint8
         assert base.nbytes == manifest.files["item_factors.npy"].size
-        assert objects.streamed == []
-    else:
+    if order == "C":
         assert [k.rsplit("/", 1)[1] for k in objects.streamed] == ["item_factors.npy"]
+    else:
+        assert objects.streamed == []
     # ...every user has their published vector, and a normaliser unless an old version lacks them
     assert loaded.users is not None
     for user in range(6):
@@ -257,8 +318,13 @@ def test_item_matrix_lands_in_dimension_major_layout_and_scores_match_the_formul
         np.testing.assert_array_equal(stored.vector, model["user_factors"][user])
         assert (stored.log_normaliser is None) is (layout == "legacy-without-normalisers")
         # ...and their scores are the formula's, with or without the normaliser
-        normaliser = stored.log_normaliser
-        chosen, scores = user_top_k(loaded.item_factors, stored.vector, 25, log_normaliser=normaliser)
+        chosen, scores = user_top_k(
+            loaded.item_factors,
+            stored.vector,
+            25,
+            log_normaliser=stored.log_normaliser,
+            max_norm=loaded.item_max_norm,
+        )
         reference = softmax_reference(model["item_factors"], stored.vector)
         expected = np.argsort(-reference, kind="stable")[:25]
         assert chosen.tolist() == expected.tolist()
@@ -290,7 +356,7 @@ def test_a_version_published_with_sha256s_only_loads_the_same(s3: Any, bucket: s
     assert new.manifest.files["item_factors.npy"].crc32 is not None
     assert old.item_factors is not None
     assert new.item_factors is not None
-    assert np.array_equal(old.item_factors, new.item_factors)
+    assert np.array_equal(old.item_factors.planes, new.item_factors.planes)
     assert old.users is not None
     assert new.users is not None
     for user in model["user_ids"]:

@@ -113,7 +113,10 @@ def test_the_head_start_reads_each_file_once_and_loads_the_model_a_cold_load_doe
     # And the model is the one a load without the head start gives
     _, cold = ModelStore(S3Objects(bucket)).campaign(campaign_arn("c"))
     assert loaded.arn == cold.arn == arn
-    for name in ("item_factors", "popularity", "popular_order", "cold_user_vector"):
+    assert loaded.item_factors is not None
+    assert cold.item_factors is not None
+    assert np.array_equal(loaded.item_factors.planes, cold.item_factors.planes)
+    for name in ("popularity", "popular_order", "cold_user_vector"):
         assert np.array_equal(getattr(loaded, name), getattr(cold, name)), name
     assert list(loaded.item_ids) == list(cold.item_ids)
     assert loaded.users is not None

@@ -46,6 +46,10 @@ def test_python_examples_run(local_stack: LocalStack) -> None:
     answer = namespace["answer"]
     assert isinstance(answer, dict)
     assert set(answer["itemList"][0]["metadata"]) == {"GENRES", "TITLE"}
+    # And the batch job against make run ran to the end
+    job = namespace["batch_job"]
+    assert isinstance(job, dict)
+    assert job["status"] == "ACTIVE", job
     # And the training walk-through trained a version, served it by campaign and by recommender
     assert namespace["trained"]["status"] == "ACTIVE"  # type: ignore[index]
     assert set(namespace["metrics"]) >= {"precision_at_10", "coverage"}  # type: ignore[arg-type]

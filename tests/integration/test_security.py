@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64 as b64
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 from tests.conftest import BatchEnv
 from tests.faults import FaultProxy
-from tests.utils import clear_process_caches, invoke, response_headers
+from tests.utils import ROOT, clear_process_caches, invoke, response_headers
 
 
 @pytest.fixture
@@ -268,3 +269,45 @@ def test_no_user_data_or_credentials_in_control_plane_or_worker_logs(
         assert user not in text
         assert poison not in text
         assert "s3cr3t-credential-value" not in text
+
+
+LIMIT = 1024 * 1024  # the documented MAX_REQUEST_BYTES
+ROUTES = [
+    ("get_recommendations", "/recommendations", {}),
+    ("get_personalized_ranking", "/personalize-ranking", {}),
+    ("control_plane", "/", {"X-Amz-Target": "AmazonPersonalize.CreateFilter"}),
+]
+
+
+def body_of(size: int) -> bytes:
+    """A JSON object of exactly ``size`` bytes (one unknown field: refused, but not for its size)."""
+    head, tail = b'{"padding": "', b'"}'
+    return head + b"a" * (size - len(head) - len(tail)) + tail
+
+
+@pytest.mark.usefixtures("serving_env")
+@pytest.mark.parametrize("base64", [False, True], ids=["text", "base64"])
+@pytest.mark.parametrize(("function", "path", "headers"), ROUTES, ids=[r[0] for r in ROUTES])
+def test_the_body_limit_is_the_documented_mib_of_decoded_bytes_on_every_route(
+    function: str, path: str, headers: dict[str, str], base64: bool
+) -> None:
+    def send(raw: bytes) -> dict[str, Any]:
+        event = proxy_event("POST", path, headers, raw)
+        if base64:  # API Gateway hands binary media types to the function base64-encoded
+            event |= {"body": b64.b64encode(raw).decode(), "isBase64Encoded": True}
+        return json.loads(str(invoke(function, event)["body"]))
+
+    # When a body of exactly 1 MiB, then one byte more, reaches the route (as text or base64)
+    at_limit, over = send(body_of(LIMIT)), send(body_of(LIMIT + 1))
+    # Then the first is not refused for its size (it is read, and refused for what it says), the second is
+    assert "larger than" not in at_limit["message"], at_limit
+    assert at_limit["message"].startswith(("Unknown field", "datasetGroupArn is required")), at_limit
+    assert "larger than 1048576 bytes" in over["message"], over
+    assert "larger than" in send(body_of(LIMIT * 4 // 3))["message"]  # 1.33 MiB was accepted once
+
+
+def test_the_readme_states_the_limit_the_code_applies() -> None:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert get_settings.__wrapped__().max_request_bytes == LIMIT  # the default, unset
+    assert "`MAX_REQUEST_BYTES`, 1 MiB" in readme
+    assert "1,048,576 bytes" in readme

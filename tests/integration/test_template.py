@@ -6,6 +6,7 @@ so these tests evaluate the template's Conditions for a given set of parameter v
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ from personalize_core.control.records import BY_KIND, BY_PARENT
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SERVING_FUNCTIONS = ("GetRecommendationsFunction", "GetPersonalizedRankingFunction")
-S3_READ_ACTIONS = frozenset({"s3:getobject", "s3:getobjectversion", "s3:listbucket", "s3:getbucketlocation"})
+S3_READ_ACTIONS = frozenset(
+    {
+        "s3:getobject",
+        "s3:getobjectversion",
+        "s3:listbucket",
+        "s3:getbucketlocation",
+        "s3:listbucketmultipartuploads",
+    }
+)
 RANKING_DIR = "functions/get_personalized_ranking"
 READ_ONLY_POLICY_TEMPLATES = frozenset({"S3ReadPolicy"})
 
@@ -130,6 +139,25 @@ def policy_violations(policies: list[Any], s3_write_prefixes: tuple[str, ...] = 
     return problems
 
 
+def _role_statements(template: Template, logical_id: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of a function's execution role (the template writes them out), resolved."""
+    role_ref = _function(template, logical_id)["Role"]
+    assert role_ref == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}, role_ref
+    role = _resolve(template["Resources"][f"{logical_id}Role"], template, params)
+    assert role["Type"] == "AWS::IAM::Role"
+    assert "ManagedPolicyArns" not in role["Properties"], "every grant is written out here"
+    return [s for p in role["Properties"]["Policies"] for s in _as_list(p["PolicyDocument"]["Statement"])]
+
+
+#: Grants every function has: its own log streams (X-Ray too, only with Tracing=Active).
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def _without_common(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in statements if not set(_as_list(s["Action"])) <= LOG_ACTIONS | XRAY_ACTIONS]
+
+
 def _api_routes(template: Template) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
     """(METHOD, path) -> (function logical id, its properties) for every Api event."""
     routes = {}
@@ -234,6 +262,9 @@ def test_the_core_layer_is_built_for_python312_from_layers_core(template: Templa
         ("POST", "/recommendations", "GetRecommendationsFunction", "functions/get_recommendations"),
         ("POST", "/personalize-ranking", "GetPersonalizedRankingFunction", RANKING_DIR),
         ("POST", "/", "ControlPlaneFunction", "functions/control_plane"),
+        ("POST", "/events", "EventsFunction", "functions/events"),
+        ("POST", "/items", "EventsFunction", "functions/events"),
+        ("POST", "/users", "EventsFunction", "functions/events"),
     ],
 )
 def test_runtime_routes_map_to_their_functions(
@@ -255,20 +286,35 @@ def test_runtime_routes_map_to_their_functions(
 
 
 @pytest.mark.parametrize("logical_id", SERVING_FUNCTIONS)
-def test_serving_functions_can_only_read_the_model_bucket(template: Template, logical_id: str) -> None:
-    # Given a serving function's policies, with the default parameters
+def test_serving_functions_read_the_model_and_events_and_write_only_recommendations(
+    template: Template, logical_id: str
+) -> None:
+    # Given a serving function's role, with the default parameters
     params = _defaults(template)
-    policies = _resolve(_function(template, logical_id).get("Policies", []), template, params)
+    statements = _without_common(_role_statements(template, logical_id, params))
 
     # When reviewing every statement
-    problems = policy_violations(_as_list(policies))
+    problems = policy_violations([{"Statement": statements}])
+    by_action = {a: s for s in statements for a in _as_list(s["Action"])}
 
-    # Then nothing writes, nothing is a wildcard, and the reads are scoped to the model bucket
+    # Then nothing writes S3, nothing is a wildcard: the model bucket is read, the events table read
+    # (a tracked group's user events, every request), and written only under R# (each answer's
+    # items, for implicit impressions: the PutItem's keys are bound by dynamodb:LeadingKeys)
     assert problems == []
-    statements = [s for p in policies if isinstance(p, dict) for s in _as_list(p.get("Statement", []))]
-    assert {a for s in statements for a in _as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
-    for statement in statements:
-        assert "ModelBucket" in repr(statement["Resource"]), statement
+    assert set(by_action) == {
+        "s3:GetObject",
+        "s3:ListBucket",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+    }
+    for action, statement in by_action.items():
+        owner = "ModelBucket" if action.startswith("s3:") else "EventsTable"
+        assert owner in repr(statement["Resource"]), statement
+    assert by_action["dynamodb:PutItem"]["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["R#*"]}
+    }
+    assert "Condition" not in by_action["dynamodb:GetItem"]
 
 
 def _allow(action: Any, resource: str = "arn:aws:s3:::bucket/*") -> dict[str, Any]:
@@ -420,21 +466,18 @@ def test_the_sam_transform_wires_every_route_to_its_function(template: Template,
 
 
 @pytest.mark.parametrize("logical_id", SERVING_FUNCTIONS)
-def test_the_generated_roles_only_read_s3(logical_id: str) -> None:
-    # Given the IAM role SAM generates for a serving function
+def test_the_transformed_roles_only_read_s3(logical_id: str) -> None:
+    # Given the template as CloudFormation receives it after the SAM transform
     cfn = _sam_transform(TEMPLATE.read_text(), {})
     role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
 
-    # When reviewing its inline and managed policies
+    # When reviewing the serving function's role
     problems = policy_violations([p["PolicyDocument"] for p in role.get("Policies", [])])
-    managed = {
-        (arn if isinstance(arn, str) else arn["Fn::Sub"]).rsplit("/", 1)[-1]
-        for arn in role["ManagedPolicyArns"]
-    }
 
-    # Then the inline ones only read the model bucket and the managed ones are logs + X-Ray writes
+    # Then SAM added nothing to it (no managed policy: SQS or X-Ray on '*'), and it only reads S3
     assert problems == []
-    assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+    assert "ManagedPolicyArns" not in role
+    assert cfn["Resources"][logical_id]["Properties"]["Role"] == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}
 
 
 @pytest.mark.parametrize("mode", ["None", "PublishedVersions"])
@@ -452,52 +495,66 @@ def test_snapstart_is_a_parameter_of_get_recommendations_with_preloaded_campaign
 
 # ---------------------------------------------------------------- batch inference (issue 4)
 
-BATCH_GRANTS = {
+#: Each function's grants: action -> the resources (by logical id or ARN fragment) it is granted on.
+BATCH_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "ControlPlaneFunction": {
-        "s3:PutObject": "ModelBucket",  # filters/* and campaigns/* only (the management API)
-        "s3:DeleteObject": "ModelBucket",
-        "dynamodb:PutItem": "JobsTable",
-        "dynamodb:GetItem": "JobsTable",
-        "dynamodb:UpdateItem": "JobsTable",
-        "dynamodb:Query": "JobsTable",
-        "sqs:SendMessage": "ShardQueue",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
-        "dynamodb:DeleteItem": "RecordsTable",
-        "scheduler:CreateSchedule": "TrainingScheduleGroup",
-        "scheduler:UpdateSchedule": "TrainingScheduleGroup",
-        "scheduler:GetSchedule": "TrainingScheduleGroup",
-        "scheduler:DeleteSchedule": "TrainingScheduleGroup",
-        "iam:PassRole": "SchedulerRole",
+        "s3:PutObject": ("ModelBucket",),  # filters/* and campaigns/* only (the management API)
+        "s3:DeleteObject": ("ModelBucket",),
+        # job records, training records, and (G#, T# items only) event trackers' claims and lookups
+        "dynamodb:PutItem": ("JobsTable", "RecordsTable", "EventsTable"),
+        "dynamodb:GetItem": ("JobsTable", "RecordsTable"),
+        "dynamodb:UpdateItem": ("JobsTable", "EventsTable"),
+        "dynamodb:Query": ("JobsTable", "RecordsTable"),
+        "sqs:SendMessage": ("ShardQueue", "TrainingQueue"),
+        "s3:GetObject": ("ModelBucket",),
+        "s3:ListBucket": ("ModelBucket",),
+        "iam:SimulatePrincipalPolicy": ("iam::",),  # the callers' policies (ControlPlaneAccess=IamPolicies)
+        "iam:GetRole": (":role/",),
+        "dynamodb:DeleteItem": ("RecordsTable", "EventsTable"),
+        "scheduler:CreateSchedule": ("TrainingScheduleGroup",),
+        "scheduler:UpdateSchedule": ("TrainingScheduleGroup",),
+        "scheduler:GetSchedule": ("TrainingScheduleGroup",),
+        "scheduler:DeleteSchedule": ("TrainingScheduleGroup",),
+        "iam:PassRole": ("SchedulerRole",),
     },
     "BatchWorkerFunction": {
-        "dynamodb:GetItem": "JobsTable",
-        "dynamodb:UpdateItem": "JobsTable",
-        "sqs:SendMessage": "ShardQueue",
-        "sts:AssumeRole": "BatchJobRoleNamePattern",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
+        "dynamodb:GetItem": ("JobsTable", "EventsTable"),
+        "dynamodb:UpdateItem": ("JobsTable",),
+        "dynamodb:BatchGetItem": ("EventsTable",),  # users' recent events, as in real time
+        "sqs:SendMessage": ("ShardQueue",),
+        "sts:AssumeRole": ("BatchJobRoleNamePattern",),
+        "s3:GetObject": ("ModelBucket",),
+        "s3:ListBucket": ("ModelBucket",),
+        "sqs:ReceiveMessage": ("ShardQueue",),  # its SQS event source
+        "sqs:DeleteMessage": ("ShardQueue",),
+        "sqs:GetQueueAttributes": ("ShardQueue",),
     },
     "TrainingFunction": {
-        "dynamodb:GetItem": "RecordsTable",
-        "dynamodb:PutItem": "RecordsTable",
-        "dynamodb:Query": "RecordsTable",
-        "sqs:SendMessage": "TrainingQueue",
-        "sts:AssumeRole": "BatchJobRoleNamePattern",
-        "s3:GetObject": "ModelBucket",
-        "s3:ListBucket": "ModelBucket",
-        "s3:PutObject": "ModelBucket",  # datasets/*, solutions/*, recommenders/*, campaigns/* only
-        "s3:DeleteObject": "ModelBucket",
+        "dynamodb:GetItem": ("RecordsTable",),
+        "dynamodb:PutItem": ("RecordsTable",),
+        "dynamodb:Query": ("RecordsTable",),
+        "dynamodb:BatchGetItem": ("EventsTable",),  # PutItems / PutUsers records
+        "sqs:SendMessage": ("TrainingQueue",),
+        "sts:AssumeRole": ("BatchJobRoleNamePattern",),
+        "s3:GetObject": ("ModelBucket",),  # events/ too: the recorded events
+        "s3:ListBucket": ("ModelBucket",),
+        "s3:PutObject": ("ModelBucket",),  # datasets/*, solutions/*, recommenders/*, campaigns/* only
+        "s3:DeleteObject": ("ModelBucket",),
+        "sqs:ReceiveMessage": ("TrainingQueue",),  # its SQS event source
+        "sqs:DeleteMessage": ("TrainingQueue",),
+        "sqs:GetQueueAttributes": ("TrainingQueue",),
     },
-}
-#: Actions granted on a second resource too: the control plane keeps job records and training records.
-SECOND_RESOURCES = {
-    "ControlPlaneFunction": {
-        "dynamodb:PutItem": "RecordsTable",
-        "dynamodb:GetItem": "RecordsTable",
-        "dynamodb:Query": "RecordsTable",
-        "sqs:SendMessage": "TrainingQueue",
-    }
+    "EventsFunction": {
+        "dynamodb:GetItem": ("EventsTable", "RecordsTable"),  # and PutItems' dataset and schema
+        "dynamodb:BatchGetItem": ("EventsTable",),
+        "dynamodb:UpdateItem": ("EventsTable",),
+        "dynamodb:PutItem": ("EventsTable",),
+        "firehose:PutRecordBatch": ("EventsDeliveryStream",),
+        "s3:GetObject": ("ModelBucket",),  # a published solution's columns (PutItems on its group)
+        "s3:ListBucket": ("ModelBucket",),
+        "iam:SimulatePrincipalPolicy": ("iam::",),  # its callers' policies, as the control plane
+        "iam:GetRole": (":role/",),
+    },
 }
 
 
@@ -511,32 +568,29 @@ MANAGEMENT_WRITE_PREFIXES = {
 
 @pytest.mark.parametrize("logical_id", sorted(BATCH_GRANTS))
 def test_batch_functions_get_exactly_their_grants(template: Template, logical_id: str) -> None:
-    # Given a batch function's policies, with the default parameters
+    # Given a batch function's role, with the default parameters
     params = _defaults(template)
-    policies = _as_list(_resolve(_function(template, logical_id).get("Policies", []), template, params))
+    statements = _without_common(_role_statements(template, logical_id, params))
 
     # When listing every action with the resource it is granted on
-    statements = [s for p in policies for s in _as_list(p["Statement"])]
     granted = {(a, repr(s["Resource"])) for s in statements for a in _as_list(s["Action"])}
 
     # Then the function has exactly its grants, each scoped to its own resource: no S3 writes (the
     # caller's data is written with the job's role), no wildcard actions, no Resource '*'
-    assert policy_violations(policies, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
+    assert policy_violations([{"Statement": statements}], MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
     assert {action for action, _ in granted} == set(BATCH_GRANTS[logical_id])
     for action, resource in granted:
-        allowed = {BATCH_GRANTS[logical_id][action], SECOND_RESOURCES.get(logical_id, {}).get(action, "-")}
-        assert any(name in resource for name in allowed), (action, resource)
+        assert any(name in resource for name in BATCH_GRANTS[logical_id][action]), (action, resource)
 
 
 def test_the_worker_may_only_assume_roles_of_its_account_matching_the_pattern(template: Template) -> None:
     # Given the worker's AssumeRole statement
-    policies = _function(template, "BatchWorkerFunction")["Policies"]
-    statement = next(s for p in policies for s in _as_list(p["Statement"]) if s["Action"] == "sts:AssumeRole")
+    statements = _role_statements(template, "BatchWorkerFunction", _defaults(template))
+    statement = next(s for s in statements if s["Action"] == "sts:AssumeRole")
     # Then it names roles of this account only, by the stack's pattern
     assert statement["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${BatchJobRoleNamePattern}"
     }
-    assert template["Parameters"]["BatchJobRoleNamePattern"]["Default"] == "personalize-batch-*"
 
 
 def test_the_shard_queue_suits_the_worker(template: Template) -> None:
@@ -579,50 +633,97 @@ def test_the_jobs_table_has_the_indexes_the_code_queries(template: Template) -> 
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
 
 
+PARAMETER_SETS = [
+    {},
+    {"Tracing": "Active"},
+    {"ControlPlaneAccess": "Open", "AuthMode": "API_KEY"},
+    {"ModelBucketName": "theirs", "ApiAccessLogs": "Disabled"},
+]
+
+
 @pytest.mark.parametrize(
-    ("logical_id", "expected_managed"),
-    [
-        ("ControlPlaneFunction", {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}),
-        (
-            "BatchWorkerFunction",
-            {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSLambdaSQSQueueExecutionRole"},
-        ),
-        (
-            "TrainingFunction",
-            {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSLambdaSQSQueueExecutionRole"},
-        ),
-    ],
+    "overrides", PARAMETER_SETS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults"
 )
-def test_the_generated_batch_roles(logical_id: str, expected_managed: set[str]) -> None:
-    # Given the IAM role SAM generates for a batch function
-    cfn = _sam_transform(TEMPLATE.read_text(), {})
-    role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
-    managed = {
-        (arn if isinstance(arn, str) else arn["Fn::Sub"]).rsplit("/", 1)[-1]
-        for arn in role["ManagedPolicyArns"]
-    }
-    # Then its inline policies pass the review and the managed ones are logs, X-Ray (and SQS polling)
-    documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
-    assert policy_violations(documents, MANAGEMENT_WRITE_PREFIXES.get(logical_id, ())) == []
-    assert managed == expected_managed
-
-
-def test_every_function_role_is_reviewed_and_has_no_wildcard_resource(template: Template) -> None:
-    # Given every function of the template and the roles SAM generates for them
+def test_no_wildcard_action_or_resource_comes_back(template: Template, overrides: dict[str, str]) -> None:
+    # Given every IAM role and policy of the template, resolved for a set of parameters
+    params = _defaults(template) | overrides
     reviewed = set(SERVING_FUNCTIONS) | set(BATCH_GRANTS)
-    cfn = _sam_transform(TEMPLATE.read_text(), {})
-    # Then each is under one of the least-privilege reviews above (a new function must join one)
-    assert set(_functions(template)) == reviewed
-    for logical_id in reviewed:
-        role = cfn["Resources"][f"{logical_id}Role"]["Properties"]
-        documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
-        # And no inline statement grants a wildcard resource or action: '*' only comes with the AWS
-        # managed policies (logs, X-Ray, SQS polling), checked by name in the tests above
-        statements = [s for d in documents for s in _as_list(d["Statement"])]
-        assert statements, logical_id
+    assert set(_functions(template)) == reviewed, "a new function must join a least-privilege review"
+    roles = [
+        lid for lid, r in template["Resources"].items() if r["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy")
+    ]
+    # (every function's role is written out; other roles, e.g. the scheduler's, are reviewed too)
+    assert {f"{f}Role" for f in reviewed} <= set(roles)
+    for role in roles:
+        statements = [
+            s
+            for p in _resolve(template["Resources"][role], template, params)["Properties"].get("Policies", [])
+            for s in _as_list(p["PolicyDocument"]["Statement"])
+        ]
         for statement in statements:
-            assert "*" not in _as_list(statement.get("Resource", [])), (logical_id, statement)
-            assert all("*" not in a for a in _as_list(statement.get("Action", []))), (logical_id, statement)
+            actions = _as_list(statement["Action"])
+            # Then no action is a wildcard, and no resource is '*', except X-Ray's write actions
+            # (they take no resource), and those only with Tracing=Active
+            assert all("*" not in a for a in actions), (role, statement)
+            assert "NotAction" not in statement, (role, statement)
+            assert "NotResource" not in statement, (role, statement)
+            if "*" in _as_list(statement["Resource"]):
+                assert set(actions) == XRAY_ACTIONS, (role, statement)
+        xray = [s for s in statements if set(_as_list(s["Action"])) == XRAY_ACTIONS]
+        traced = params["Tracing"] == "Active" and role.removesuffix("Role") in reviewed
+        assert len(xray) == (1 if traced else 0), role
+    # And after the SAM transform no role gains a managed policy (SAM's would grant '*')
+    cfn = _sam_transform(TEMPLATE.read_text(), overrides)
+    for logical_id, resource in cfn["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Role":
+            assert not resource["Properties"].get("ManagedPolicyArns"), logical_id
+
+
+def test_the_worker_consumes_only_the_shard_queue(template: Template) -> None:
+    # Given the worker's role
+    statements = _role_statements(template, "BatchWorkerFunction", _defaults(template))
+    # Then its SQS event source may receive and delete messages of the stack's shard queue, nothing else
+    sqs = [s for s in statements if any(a.startswith("sqs:") for a in _as_list(s["Action"]))]
+    for statement in sqs:
+        assert statement["Resource"] == {"Fn::GetAtt": ["ShardQueue", "Arn"]}, statement
+    actions = {a for s in sqs for a in _as_list(s["Action"])}
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} <= actions
+
+
+@pytest.mark.parametrize(("setting", "enabled"), [(None, True), ("Disabled", False)])
+def test_api_gateway_access_logs_carry_the_request_id(
+    template: Template, setting: str | None, enabled: bool
+) -> None:
+    params = _defaults(template) | ({"ApiAccessLogs": setting} if setting else {})
+    api = _resolve(template["Resources"]["PersonalizeApi"]["Properties"], template, params)
+    if not enabled:
+        assert "AccessLogSetting" not in api
+        return
+    logs = api["AccessLogSetting"]
+    assert logs["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    line = json.loads(logs["Format"].replace("\n", ""))
+    assert line["requestId"] == "$context.requestId"
+    assert line["caller"] == "$context.identity.userArn"
+    group = template["Resources"]["ApiAccessLogGroup"]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+
+@pytest.mark.parametrize(
+    ("access", "value", "simulates"), [(None, "IAM_POLICIES", True), ("Open", "OPEN", False)]
+)
+def test_control_plane_access_is_iam_policies_unless_opened(
+    template: Template, access: str | None, value: str, simulates: bool
+) -> None:
+    params = _defaults(template) | ({"ControlPlaneAccess": access} if access else {})
+    variables = _resolve(_function(template, "ControlPlaneFunction")["Environment"], template, params)[
+        "Variables"
+    ]
+    actions = {
+        a for s in _role_statements(template, "ControlPlaneFunction", params) for a in _as_list(s["Action"])
+    }
+    assert variables["CONTROL_PLANE_ACCESS"] == value
+    assert ("iam:SimulatePrincipalPolicy" in actions) is simulates
+    assert ("iam:GetRole" in actions) is simulates
 
 
 def test_the_training_queue_and_records_suit_the_training_function(template: Template) -> None:
@@ -649,3 +750,48 @@ def test_the_training_queue_and_records_suit_the_training_function(template: Tem
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     # And its layers are the core's and the training layer (scipy + implicit)
     assert function["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "TrainingLayer"}]
+
+
+# ---------------------------------------------------------------- events (issue 17)
+
+
+def test_the_events_table_suits_the_code_and_expires_what_it_holds(template: Template) -> None:
+    table = template["Resources"]["EventsTable"]["Properties"]
+    # Then it is keyed as events/table.py reads it, on demand, encrypted, recoverable, with a TTL
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert "GlobalSecondaryIndexes" not in table  # one key lookup per read: no Query, no scan
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    # And every function finds it, with the retention the parameter gives
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["EVENTS_TABLE"] == {"Ref": "EventsTable"}
+    assert variables["EVENT_RETENTION_DAYS"] == {"Ref": "EventRetentionDays"}
+
+
+def test_the_firehose_stream_writes_only_events_to_the_model_bucket(template: Template) -> None:
+    params = _defaults(template)
+    stream = _resolve(template["Resources"]["EventsDeliveryStream"]["Properties"], template, params)
+    role = _resolve(template["Resources"]["EventsDeliveryRole"]["Properties"], template, params)
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    # Then events land under events/ of the model bucket, encrypted at rest, as Firehose's role
+    assert destination["Prefix"] == "events/"
+    assert "ModelBucket" in repr(destination["BucketARN"])
+    assert destination["RoleARN"] == {"Fn::GetAtt": ["EventsDeliveryRole", "Arn"]}
+    assert stream["DeliveryStreamEncryptionConfigurationInput"] == {"KeyType": "AWS_OWNED_CMK"}
+    # And the role is Firehose's (this account's) and writes nothing but events/ and events-errors/
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert "aws:SourceAccount" in trust["Condition"]["StringEquals"]
+    policies = [p["PolicyDocument"] for p in role["Policies"]]
+    assert policy_violations(policies, ("/events/*", "/events-errors/*")) == []
+    assert _function(template, "EventsFunction")["Environment"]["Variables"]["EVENTS_DELIVERY_STREAM"] == {
+        "Ref": "EventsDeliveryStream"
+    }
+
+
+def test_the_control_plane_writes_only_trackers_into_the_events_table(template: Template) -> None:
+    statements = _role_statements(template, "ControlPlaneFunction", _defaults(template))
+    statement = next(s for s in statements if "EventsTable" in repr(s["Resource"]))
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["G#*", "T#*"]}}

@@ -8,6 +8,7 @@ and the runtime are the real handlers on loopback HTTP; datasets are small (a fe
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 import uuid
@@ -226,6 +227,44 @@ def test_the_personalize_workflow_ends_in_a_served_campaign(training: Training, 
     )["itemList"]
     assert filtered
     assert all("comedy" in i["metadata"]["GENRES"].split("|") for i in filtered)
+
+
+def test_related_items_serve_the_better_of_co_occurrence_and_item_factors(
+    training: Training, runtime: Any
+) -> None:
+    # Given a RELATED_ITEMS version trained on the demo-like catalog
+    group = training.group_with_data()
+    version = training.trained_version(training.solution(group, "aws-sims"))
+    assert version["status"] == "ACTIVE", version.get("failureReason")
+    # Then training measured both ways of relating items on the holdout, and kept the better
+    record = get_workspace().records.get(version["solutionVersionArn"])
+    assert record is not None
+    compared = record.attributes["relatedItemsCompared"]
+    key = "normalized_discounted_cumulative_gain_at_10"
+    better = max(compared, key=lambda way: compared[way][key])
+    metrics = training.personalize.get_solution_metrics(solutionVersionArn=version["solutionVersionArn"])
+    assert metrics["metrics"] == compared[better]
+    # And on this catalog co-occurrence is the better, so a campaign answers with the items that
+    # share the most users with the query (cosine of their user sets), ties to the more popular
+    assert better == "co-occurrence"
+    campaign = training.personalize.create_campaign(
+        name=f"c-{uuid.uuid4().hex[:8]}", solutionVersionArn=version["solutionVersionArn"]
+    )["campaignArn"]
+    rows = list(csv.DictReader(training.files.interactions_csv.open()))
+    users_of: dict[str, set[str]] = {}
+    for row in rows:
+        users_of.setdefault(row["ITEM_ID"], set()).add(row["USER_ID"])
+    query = max(users_of, key=lambda item: (len(users_of[item]), item))
+    similarity = {
+        item: len(users & users_of[query]) / (len(users) * len(users_of[query])) ** 0.5
+        for item, users in users_of.items()
+        if item != query
+    }
+    answer = runtime.get_recommendations(campaignArn=campaign, itemId=query, numResults=10)["itemList"]
+    got = [similarity[item["itemId"]] for item in answer]
+    assert got == sorted(got, reverse=True)
+    assert got[0] == max(similarity.values())
+    assert all("score" not in item for item in answer)
 
 
 def test_bad_csvs_and_bad_schemas_are_refused_with_a_clear_reason(training: Training) -> None:

@@ -143,19 +143,15 @@ def test_an_evicted_user_is_fetched_again_and_answered_the_same(
 def test_a_broken_user_page_is_refused_and_the_last_good_version_answers(
     proxy: FaultProxy, serving: str, s3: Any, damage: str
 ) -> None:
-    # Given a campaign serving v1, then switched to v2, whose user pages are then broken
+    # Given a campaign serving v1, switched to v2 (verified), whose user pages then break
     model_1, model_2 = random_model(300, 500, 16, seed=3), random_model(300, 500, 16, seed=4)
     v1 = publish(s3, serving, "sol", Recipe.USER_PERSONALIZATION, model_1, campaign="c")
     assert recommend("c", "user-7")[0] == v1
     v2 = publish(s3, serving, "sol", Recipe.USER_PERSONALIZATION, model_2)
-    solution, version = v2.split("/")[-2:]
-    key = f"solutions/{solution}/{version}/user_pages/000000.bin"
-    if damage == "corrupt":
-        data = s3.get_object(Bucket=serving, Key=key)["Body"].read()
-        s3.put_object(Bucket=serving, Key=key, Body=bytes(b ^ 0x5A for b in data))
-    else:
-        s3.delete_object(Bucket=serving, Key=key)
-    put_campaign(ModelBucket(s3, serving), "c", read_manifest(ModelBucket(s3, serving), v2))
+    manifest_2 = read_manifest(ModelBucket(s3, serving), v2)
+    put_campaign(ModelBucket(s3, serving), "c", manifest_2)
+    put_campaign(ModelBucket(s3, serving), "only-v2", manifest_2)  # a campaign with nothing before
+    break_pages(s3, serving, v2, damage)
     get_store().pointer_ttl_seconds = 0  # the switch is seen now
     # When a user of the broken page asks
     arn, items = recommend("c", "user-9")
@@ -164,15 +160,28 @@ def test_a_broken_user_page_is_refused_and_the_last_good_version_answers(
     assert_answer(items, model_1, 9)
     get_store().pointer_ttl_seconds = 100
     assert recommend("c", "user-11")[0] == v1
-    # A function with no good version to fall back on answers a clear 503 naming the page
+    # A cold function falls back the same way: the campaign's record names v1 as served before
     clear_process_caches()
-    body = json.dumps({"campaignArn": campaign_arn("c"), "userId": "user-9"}).encode()
+    assert recommend("c", "user-9")[0] == v1
+    # ...and a campaign with no version before it is a clear 503 naming the page
+    body = json.dumps({"campaignArn": campaign_arn("only-v2"), "userId": "user-9"}).encode()
     result = invoke("get_recommendations", proxy_event("POST", "/recommendations", {}, body))
     assert result["statusCode"] == 503
     message = json.loads(result["body"])["message"]
     assert "user page" in message
     assert "user_pages/000000.bin" in message
     assert ("CRC-32" if damage == "corrupt" else "does not exist") in message
+
+
+def break_pages(s3: Any, bucket: str, version_arn: str, damage: str) -> None:
+    """The version's first page file XORed with 0x5A (its pages fail their CRC-32s), or removed."""
+    solution, version = version_arn.split("/")[-2:]
+    key = f"solutions/{solution}/{version}/user_pages/000000.bin"
+    if damage == "corrupt":
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=key, Body=bytes(b ^ 0x5A for b in data))
+    else:
+        s3.delete_object(Bucket=bucket, Key=key)
 
 
 def test_a_campaign_switch_while_users_are_cached_answers_from_exactly_one_version(

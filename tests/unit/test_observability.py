@@ -111,6 +111,61 @@ def test_log_lines_are_powertools_json_with_the_invocations_context() -> None:
     assert "boom" in str(failed["exception"])
 
 
+CONCURRENT_PROBE = """
+import threading
+from personalize_core.observability import API_GATEWAY_REST, Logger
+from lambda_personalize.lambda_context import LocalLambdaContext
+
+logger = Logger()
+both_started = threading.Barrier(2)
+
+@logger.inject_lambda_context(correlation_id_path=API_GATEWAY_REST)
+def control_plane(event, context):
+    both_started.wait()
+    logger.info("job created")
+    both_started.wait()
+    logger.info("job described")
+
+@logger.inject_lambda_context()
+def worker(event, context):
+    both_started.wait()
+    logger.set_correlation_id(event["Records"][0]["messageId"])
+    logger.info("job planned")
+    both_started.wait()
+    logger.info("shard scored")
+
+threads = [
+    threading.Thread(target=control_plane, args=(
+        {"requestContext": {"requestId": "api-1"}},
+        LocalLambdaContext(function_name="ControlPlaneFunction", aws_request_id="cp-1"))),
+    threading.Thread(target=worker, args=(
+        {"Records": [{"messageId": "message-1"}]},
+        LocalLambdaContext(function_name="BatchWorkerFunction", aws_request_id="bw-1"))),
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_concurrent_invocations_of_two_functions_in_one_process_log_their_own_context() -> None:
+    # Given a control-plane invocation and a worker invocation running at once in one process (the
+    # local runtime), each logging while the other is in the middle of its own invocation
+    lines = run_probe(CONCURRENT_PROBE, POWERTOOLS_SERVICE_NAME="svc", POWERTOOLS_LOG_LEVEL="INFO")
+    # Then every line names the function that wrote it, with that invocation's correlation id
+    by_message = {line["message"]: line for line in lines}
+    for message in ("job created", "job described"):
+        assert by_message[message]["function_name"] == "ControlPlaneFunction"
+        assert by_message[message]["correlation_id"] == "api-1"
+        assert by_message[message]["function_request_id"] == "cp-1"
+    for message in ("job planned", "shard scored"):
+        assert by_message[message]["function_name"] == "BatchWorkerFunction"
+        assert by_message[message]["correlation_id"] == "message-1"
+    # And each function's first invocation is its own cold start
+    assert all(line["cold_start"] is True for line in lines)
+
+
 def test_metrics_are_emf_blobs_and_cold_start_is_counted_once() -> None:
     # Given the same handler
     lines = run_probe(LOG_PROBE, POWERTOOLS_SERVICE_NAME="svc", POWERTOOLS_METRICS_NAMESPACE="Ns")

@@ -10,7 +10,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotocoreCredentials
 
-from personalize_core.modelstore.s3_reader import Credentials, S3Reader, sign_v4
+from personalize_core.aws.sigv4 import Credentials, sign_v4
+from personalize_core.modelstore.s3_reader import S3Reader
 
 NOW = datetime.datetime(2026, 11, 24, 7, 30, 15, tzinfo=datetime.UTC)
 

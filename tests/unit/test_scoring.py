@@ -7,11 +7,14 @@ import math
 import numpy as np
 import pytest
 
+from personalize_core.modelstore.item_matrix import ItemMatrix
 from personalize_core.serving import native
+from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.scoring import (
-    batch_user_top_k,
+    high_scan_error_bound,
     log_normalisers,
     logsumexp,
+    max_row_norm,
     popular_top_k,
     rank_items,
     related_top_k,
@@ -340,3 +343,79 @@ def test_blocked_batch_kernel_on_a_large_catalog(precomputed: bool, threads: int
         expected, expected_scores = plain_top_k(items, vectors[row], 25)
         assert indices[row].tolist() == expected.tolist()
         np.testing.assert_allclose(scores[row], expected_scores, rtol=1e-6)
+
+
+# -- the high-half scan: no item is lost at near-ties --------------------------------------------
+
+
+def high_scan_top(items: ItemMatrix, user: np.ndarray, k: int) -> list[int]:
+    """The top k as the high halves alone rank them (what a scan without the re-rank would give)."""
+    scanned = items.scan(user.astype(np.float32), exact=False)
+    return np.lexsort((np.arange(items.num_items), -scanned.astype(np.float64)))[:k].tolist()
+
+
+def near_tie_catalog(kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """40,000 x 64 items built so that bfloat16 cannot rank the best of them:
+    - "same-high-halves": every item has the same high halves, so the scan sees one logit for all
+      and only the low halves (read in the re-rank) order them;
+    - "below-resolution": the best 2,000 items are one vector perturbed by ~2^-10 of each value
+      (below bfloat16's 2^-8), the rest far below them, so truncation reorders the leaders."""
+    rng = np.random.default_rng(seed)
+    user = rng.normal(0, 1, 64).astype(np.float32)
+    base = (np.sign(user) * rng.uniform(0.5, 2.0, 64)).astype(np.float32)  # u·base is large
+    if kind == "same-high-halves":
+        bits = np.broadcast_to(base.view(np.uint32) & np.uint32(0xFFFF0000), (40_000, 64))
+        low = rng.integers(0, 1 << 16, (40_000, 64), dtype=np.uint32)
+        return (bits | low).view(np.float32), user
+    items = rng.normal(0, 0.3, (40_000, 64)).astype(np.float32)
+    leaders = rng.choice(40_000, 2_000, replace=False)
+    items[leaders] = (base * (1 + rng.normal(0, 2.0**-10, (2_000, 64)))).astype(np.float32)
+    return items, user
+
+
+@pytest.mark.parametrize("kind", ["same-high-halves", "below-resolution"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [1, 25, 500])
+def test_no_item_is_lost_at_near_ties_below_bfloat16s_resolution(kind: str, seed: int, k: int) -> None:
+    # Given a catalog whose best items bfloat16 cannot tell apart, published as planes
+    matrix, user = near_tie_catalog(kind, seed)
+    items = ItemMatrix.from_matrix(matrix)
+    expected, expected_scores = plain_top_k(matrix, user, k)
+    # (the high halves alone would rank them wrongly: the test is adversarial)
+    assert high_scan_top(items, user, k) != expected.tolist()
+    norm = float(log_normalisers(matrix, user[None, :])[0])
+    allowed = np.random.default_rng(seed).random(40_000) > 0.2
+    expected_allowed, expected_allowed_scores = plain_top_k(matrix, user, k, allowed)
+    for log_normaliser in (norm, None):
+        # When the top k are chosen from the high-half scan (with the stored normaliser) or the
+        # float32 scan (without), with the model's bound on the row norms, with and without a mask
+        chosen, scores = user_top_k(
+            items, user, k, log_normaliser=log_normaliser, max_norm=max_row_norm(items)
+        )
+        masked, masked_scores = user_top_k(items, user, k, allowed, log_normaliser=log_normaliser)
+        # Then they are exactly the formula's, in its order, with its scores
+        assert chosen.tolist() == expected.tolist()
+        assert masked.tolist() == expected_allowed.tolist()
+        rtol = 1e-12 if log_normaliser is not None else 1e-6
+        np.testing.assert_allclose(scores, expected_scores, rtol=rtol)
+        np.testing.assert_allclose(masked_scores, expected_allowed_scores, rtol=rtol)
+
+
+def test_the_high_scan_bound_holds_for_every_item_of_a_near_tie_catalog() -> None:
+    # The bound the candidates rest on, checked item by item against float64 (both loops)
+    matrix, user = near_tie_catalog("below-resolution", 7)
+    items = ItemMatrix.from_matrix(matrix)
+    exact = matrix.astype(np.float64) @ user.astype(np.float64)
+    scanned = items.scan(user, exact=False)
+    allowance = high_scan_error_bound(64, float(np.linalg.norm(user)), max_row_norm(items))
+    assert np.abs(scanned - exact).max() <= allowance
+    # ...and it is not loose by orders of magnitude: the truncation does use a good part of it
+    assert np.abs(scanned - exact).max() >= allowance / 64
+
+
+def test_the_model_bound_on_row_norms_is_an_upper_bound() -> None:
+    rng = np.random.default_rng(3)
+    matrix = (rng.normal(0, 1, (5_000, 33)) * 10.0 ** rng.integers(-2, 3, (5_000, 1))).astype(np.float32)
+    largest = float(np.linalg.norm(matrix.astype(np.float64), axis=1).max())
+    bound = max_row_norm(ItemMatrix.from_matrix(matrix))
+    assert largest <= bound <= largest * (1 + 2**-6)

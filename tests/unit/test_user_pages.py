@@ -12,6 +12,7 @@ from personalize_core.errors import ModelUnavailableError
 from personalize_core.modelstore import ids as id_module
 from personalize_core.modelstore import user_writer
 from personalize_core.modelstore.inputs import PublishError
+from personalize_core.modelstore.item_matrix import ItemMatrix
 from personalize_core.modelstore.layout import FileEntry, user_page_file
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import ObjectMissing
@@ -260,15 +261,21 @@ def test_a_matrix_that_does_not_fit_or_holds_nan_is_refused(tmp_path: Path) -> N
         write_user_pages([f"u{u}" for u in range(10)], users, items, tmp_path)
 
 
-@pytest.mark.parametrize("block", [7, 4096])
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("blocks", [1, 4])
 def test_normalisers_are_the_float64_formulas_without_a_float64_catalog(
-    monkeypatch: pytest.MonkeyPatch, block: int
+    monkeypatch: pytest.MonkeyPatch, blocks: int, compiled: bool
 ) -> None:
-    # Given blocks that do not divide the catalog (7 items) or hold it whole
-    monkeypatch.setattr(normalisers, "_ITEM_BLOCK", block)
+    # Given steps of one item block (1,024 items: the catalog's last block is ragged) or four (the
+    # whole catalog at once), users in groups of 5, the planes joined by the compiled kernel or numpy
+    monkeypatch.setattr(normalisers, "_BLOCKS_PER_STEP", blocks)
+    if not compiled:
+        monkeypatch.setattr(normalisers.native, "kernels", lambda: None)
+    else:
+        assert normalisers.native.kernels() is not None, "the kernels are not built: make native (needs cc)"
     monkeypatch.setattr(normalisers, "_USER_BLOCK", 5)
-    users, items = factors(13, items=1001, seed=3)
-    laid_out = np.ascontiguousarray(items.T).T  # the model's dimension-major layout
+    users, items = factors(13, items=2500, seed=3)
+    laid_out = ItemMatrix.from_matrix(items)  # the layout a loaded model serves
     expected = float64_reference(items, users)
     # Then batched and one at a time agree with the plain float64 product to the last bits
     np.testing.assert_allclose(normalisers.log_normalisers(laid_out, users), expected, rtol=1e-14)

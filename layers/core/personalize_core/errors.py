@@ -44,16 +44,38 @@ class InvalidNextTokenException(PersonalizeError):
     status = 400
 
 
+class ServiceUnavailableException(PersonalizeError):
+    """A store the request needs cannot be reached now; the request can be retried (botocore does)."""
+
+    code = "ServiceUnavailableException"
+    status = 503
+
+
+class ThrottlingException(PersonalizeError):
+    """A store the request needs is throttling it; botocore retries this code with backoff."""
+
+    code = "ThrottlingException"
+    status = 400
+
+
+class AccessDeniedException(PersonalizeError):
+    """The caller's IAM policies do not allow the operation (edge/authorization.py)."""
+
+    code = "AccessDeniedException"
+    status = 403
+
+
+class AuthorizationUnavailableError(ServiceUnavailableException):
+    """IAM could not be asked whether the caller may act (throttled, unreachable): try again."""
+
+
 class UnknownOperationException(PersonalizeError):
     code = "UnknownOperationException"
     status = 404
 
 
-class ModelUnavailableError(PersonalizeError):
+class ModelUnavailableError(ServiceUnavailableException):
     """The model behind a campaign cannot be loaded (S3 fault, corrupt artifact). Not the caller's fault."""
-
-    code = "ServiceUnavailableException"
-    status = 503
 
 
 class ArtifactError(Exception):

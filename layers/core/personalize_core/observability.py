@@ -23,15 +23,19 @@ decorators return the function unchanged, so the handlers read the same either w
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from personalize_core.settings import get_observability, trace_header
+from personalize_core.text import dumps
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -59,16 +63,17 @@ class LambdaContext(Protocol):
 
 
 class _ColdStart:
-    """Which invocation was this execution environment's first (the logs' ``cold_start``, the
-    ColdStart metric): the first request id asked about, whichever decorator asks first."""
+    """Which invocation was each function's first in this execution environment (the logs'
+    ``cold_start``, the ColdStart metric): the first request id asked about per function, whichever
+    decorator asks first. On Lambda a process runs one function; the local runtime runs them all."""
 
     def __init__(self) -> None:
-        self._first_request: str | None = None
+        self._first_request: dict[str, str] = {}
+        self._lock = threading.Lock()
 
-    def is_cold(self, request_id: str) -> bool:
-        if self._first_request is None:
-            self._first_request = request_id
-        return self._first_request == request_id
+    def is_cold(self, function_name: str, request_id: str) -> bool:
+        with self._lock:
+            return self._first_request.setdefault(function_name, request_id) == request_id
 
 
 cold_start = _ColdStart()
@@ -77,13 +82,20 @@ cold_start = _ColdStart()
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+#: The current invocation's keys (function_*, cold_start, correlation_id). A context variable, not a
+#: shared dict: Lambda runs one invocation at a time per process, but the local runtime runs every
+#: function in one process, each invocation on its own thread, and a line must name its own.
+invocation: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "invocation", default=MappingProxyType({})
+)
+
+
 class JsonFormatter(logging.Formatter):
     """Powertools' JSON log line: fixed keys first, then the invocation's context, then extras."""
 
-    def __init__(self, service: str, context: dict[str, Any]) -> None:
+    def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
-        self.context = context
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -92,7 +104,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "timestamp": self._timestamp(record),
             "service": self.service,
-            **self.context,
+            **invocation.get(),
         }
         trace = trace_header()
         if trace:
@@ -101,7 +113,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = self.formatException(record.exc_info)
             entry["exception_name"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return dumps(entry, separators=None, default=str)
 
     @staticmethod
     def _timestamp(record: logging.LogRecord) -> str:
@@ -117,16 +129,15 @@ class Logger:
         self.service = service or get_observability().service
         self._logger = logging.getLogger(self.service)
         self._logger.propagate = False  # the root logger (Lambda's own) would print it twice
-        # Loggers of one service share one handler, so one invocation's context is on all their lines.
+        # Loggers of one service share one handler (and the invocation's keys, in ``invocation``).
         formatters = [h.formatter for h in self._logger.handlers if isinstance(h.formatter, JsonFormatter)]
         if formatters:
             self.registered_formatter = formatters[0]
         else:
-            self.registered_formatter = JsonFormatter(self.service, {})
+            self.registered_formatter = JsonFormatter(self.service)
             handler = logging.StreamHandler(sys.stdout)
             handler.setFormatter(self.registered_formatter)
             self._logger.addHandler(handler)
-        self.context = self.registered_formatter.context
         level = get_observability().log_level
         self._logger.setLevel(logging.getLevelNamesMapping().get(level.strip().upper(), logging.INFO))
 
@@ -152,19 +163,26 @@ class Logger:
     def _with_context(self, handler: H, correlation_id_path: Sequence[str]) -> H:
         @functools.wraps(handler)
         def with_context(event: dict[str, Any], context: LambdaContext) -> Any:
-            self.context.clear()
-            self.context.update(
-                cold_start=cold_start.is_cold(context.aws_request_id),
-                function_name=context.function_name,
-                function_memory_size=context.memory_limit_in_mb,
-                function_arn=context.invoked_function_arn,
-                function_request_id=context.aws_request_id,
-            )
+            keys: dict[str, Any] = {
+                "cold_start": cold_start.is_cold(context.function_name, context.aws_request_id),
+                "function_name": context.function_name,
+                "function_memory_size": context.memory_limit_in_mb,
+                "function_arn": context.invoked_function_arn,
+                "function_request_id": context.aws_request_id,
+            }
             if correlation_id_path:
-                self.context["correlation_id"] = _lookup(event, correlation_id_path)
-            return handler(event, context)
+                keys["correlation_id"] = _lookup(event, correlation_id_path)
+            token = invocation.set(keys)
+            try:
+                return handler(event, context)
+            finally:
+                invocation.reset(token)
 
         return cast(H, with_context)
+
+    def set_correlation_id(self, value: str | None) -> None:
+        """The correlation id of the lines that follow in this invocation (e.g. an SQS message's)."""
+        invocation.set({**invocation.get(), "correlation_id": value})
 
 
 def _lookup(event: Mapping[str, Any], path: Sequence[str]) -> Any:
@@ -204,7 +222,9 @@ class Metrics:
     def _with_metrics(self, handler: H, capture_cold_start_metric: bool) -> H:
         @functools.wraps(handler)
         def with_metrics(event: dict[str, Any], context: LambdaContext) -> Any:
-            if capture_cold_start_metric and cold_start.is_cold(context.aws_request_id):
+            if capture_cold_start_metric and cold_start.is_cold(
+                context.function_name, context.aws_request_id
+            ):
                 self._emit(
                     {"function_name": context.function_name, "service": self.service},
                     {"ColdStart": ("Count", [1.0])},

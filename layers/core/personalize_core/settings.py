@@ -46,6 +46,15 @@ class Settings(NamedTuple):
     batch_stall_timeout_seconds: float = 6 * 3600.0
     #: S3 endpoint of the serving path's reader (the local runtime and tests); empty: AWS's own.
     s3_endpoint_url: str = ""
+    #: Who may call the control plane (edge/authorization.py): "IAM_POLICIES", each operation
+    #: authorised against the caller's IAM policies with Personalize's action names and ARNs; or
+    #: "OPEN", anyone API Gateway lets through (the template's explicit ControlPlaneAccess=Open).
+    control_plane_access: str = "IAM_POLICIES"
+    #: How long an authorisation decision is reused for the same principal, action and resource.
+    authorization_cache_seconds: float = 30.0
+    #: The roles (name or path/name, IAM wildcards) a batch job may name; the template's
+    #: BatchJobRoleNamePattern, which the worker's sts:AssumeRole grant is scoped to as well.
+    batch_job_role_name_pattern: str = "*"
     #: PERSONALIZE_NATIVE_KERNELS=0 scores with numpy only (serving/native.py: for comparison).
     native_kernels: bool = True
     #: Training (personalize_core.training): the table of dataset groups, schemas, datasets, import
@@ -62,6 +71,24 @@ class Settings(NamedTuple):
     training_queue_arn: str = ""
     #: Threads of a training run (implicit's ALS); 0: one per CPU the function has.
     training_threads: int = 0
+    #: Events (personalize_core.events): the DynamoDB table of recent events, event trackers,
+    #: recommendation records and PutItems/PutUsers metadata; empty: no events (serving reads none).
+    events_table: str = ""
+    #: The Firehose delivery stream every accepted event goes to (Personalize's Interactions format).
+    events_delivery_stream: str = ""
+    #: DynamoDB and Firehose endpoints of the JSON client (aws/json_client.py); empty: AWS's own.
+    dynamodb_endpoint_url: str = ""
+    firehose_endpoint_url: str = ""
+    #: Attempts of one DynamoDB / Firehose call (backoff with jitter between them).
+    events_max_attempts: int = 3
+    events_connect_timeout_seconds: float = 2.0
+    events_read_timeout_seconds: float = 5.0
+    #: How long recent events, session links and recommendation records are kept after their last write.
+    event_retention_days: float = 30.0
+    #: How long a serving container trusts what it read of a dataset group (has it an event tracker?
+    #: did PutItems/PutUsers change its metadata?). A new tracker turns ACTIVE only after this, so no
+    #: container can still believe the group has none when its first event is acknowledged.
+    event_group_ttl_seconds: float = 5.0
     #: Users a process keeps fetched from user pages (modelstore/users.py: ~0.7 KB each at d = 64),
     #: across the versions it has loaded; the least recently used go first.
     user_cache_size: int = 65_536
@@ -98,6 +125,9 @@ def get_settings() -> Settings:
         account_id=os.environ.get("ACCOUNT_ID", ""),
         batch_stall_timeout_seconds=_float("BATCH_STALL_TIMEOUT_SECONDS", 6 * 3600.0),
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", ""),
+        control_plane_access=os.environ.get("CONTROL_PLANE_ACCESS", "IAM_POLICIES").strip().upper(),
+        authorization_cache_seconds=_float("AUTHORIZATION_CACHE_SECONDS", 30.0),
+        batch_job_role_name_pattern=os.environ.get("BATCH_JOB_ROLE_NAME_PATTERN") or "*",
         native_kernels=os.environ.get(NATIVE_KERNELS_VARIABLE, "1") != "0",
         records_table=os.environ.get("RECORDS_TABLE", ""),
         training_queue_url=os.environ.get("TRAINING_QUEUE_URL", ""),
@@ -106,6 +136,17 @@ def get_settings() -> Settings:
         scheduler_role_arn=os.environ.get("SCHEDULER_ROLE_ARN", ""),
         training_queue_arn=os.environ.get("TRAINING_QUEUE_ARN", ""),
         training_threads=max(0, int(_float("TRAINING_THREADS", 0))),
+        events_table=os.environ.get("EVENTS_TABLE", ""),
+        events_delivery_stream=os.environ.get("EVENTS_DELIVERY_STREAM", ""),
+        dynamodb_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        firehose_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_FIREHOSE")
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        events_max_attempts=max(1, int(_float("EVENTS_MAX_ATTEMPTS", 3))),
+        events_connect_timeout_seconds=_float("EVENTS_CONNECT_TIMEOUT_SECONDS", 2.0),
+        events_read_timeout_seconds=_float("EVENTS_READ_TIMEOUT_SECONDS", 5.0),
+        event_retention_days=_float("EVENT_RETENTION_DAYS", 30.0),
+        event_group_ttl_seconds=_float("EVENT_GROUP_TTL_SECONDS", 5.0),
         user_cache_size=max(1, int(_float("USER_CACHE_SIZE", 65_536))),
         user_fetch_threads=max(1, int(_float("USER_FETCH_THREADS", 16))),
     )

@@ -11,6 +11,7 @@ gives for each of them. A line that cannot be answered becomes an error line and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,11 @@ from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.serving import recipes
+from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.filter_store import CompiledFilter
+from personalize_core.serving.live import NO_LIVE, Live
 from personalize_core.serving.recipes import Operation
-from personalize_core.serving.scoring import batch_user_top_k
+from personalize_core.text import check_text, dumps
 
 #: What a line of each recipe holds (any line may carry filterValues).
 LINE_FIELDS = {
@@ -56,7 +59,7 @@ class Line:
         if self.error or output is None:
             output = {"recommendedItems": [], **({"scores": []} if self.scored else {})}
         line = {"input": self.given, "output": output, "error": self.error}
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return dumps(line).encode("utf-8")
 
 
 def parse_line(raw: bytes, recipe: Recipe) -> Line:
@@ -71,6 +74,7 @@ def parse_line(raw: bytes, recipe: Recipe) -> Line:
         return Line(given=text, error="The line is not valid JSON", scored=scored)
     line = Line(given=given, scored=scored)
     try:
+        check_text(given)
         fields = Fields(given, "", LINE_FIELDS[recipe])
         if recipe is Recipe.RELATED_ITEMS:
             line.item_id = fields.string("itemId", max_len=ID_MAX, min_len=1, required=True)
@@ -100,9 +104,17 @@ def _output(model: SolutionVersionModel, indices: np.ndarray, scores: np.ndarray
 
 
 def answer_lines(
-    model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None = None
+    model: SolutionVersionModel,
+    lines: list[Line],
+    k: int,
+    job_filter: CompiledFilter | None = None,
+    live: Callable[[str | None], Live] | None = None,
 ) -> None:
-    """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are."""
+    """Fill in every line's ``output`` (or ``error``); lines already in error stay as they are.
+
+    ``live(user_id)``: the user's recent events and the group's PutItems / PutUsers records, as the
+    real-time API reads them (``LiveStore.read_many``); a user whose events move their vector is
+    scored on their own, like any user the batched product does not cover."""
     recipe = model.manifest.recipe
     operation = Operation.RANKING if recipe is Recipe.PERSONALIZED_RANKING else Operation.RECOMMENDATIONS
     # The lines' users at once: their pages fetched together, their normalisers in one product.
@@ -116,10 +128,17 @@ def answer_lines(
             continue
         try:
             recipes.check_query(model, operation, line.user_id, line.item_id)
+            now = live(line.user_id) if live is not None else NO_LIVE
             allowed = recipes.allowed_items(
-                model, job_filter, line.filter_values, line.user_id, line.item_id, owner="the job's filterArn"
+                model,
+                job_filter,
+                line.filter_values,
+                line.user_id,
+                line.item_id,
+                owner="the job's filterArn",
+                live=now,
             )
-            user = recipes.user_vector(model, line.user_id, {}, users)
+            user = recipes.user_vector(model, line.user_id, {}, now.events, users)
             if recipe is Recipe.PERSONALIZED_RANKING:
                 ranking = recipes.rank(model, user, line.item_list, allowed)
                 line.output = _output(model, ranking.items, ranking.scores)

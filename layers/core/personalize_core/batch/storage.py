@@ -189,7 +189,11 @@ def assume_role_storage(
     try:
         credentials = sts_factory().assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
     except (ClientError, BotoCoreError) as exc:
-        error = _error(f"cannot assume roleArn {role_arn}", exc)
+        error = _error(
+            f"cannot assume roleArn {role_arn} (its trust policy must let the stack's batch worker role, "
+            "the BatchWorkerRoleArn output, sts:AssumeRole it)",
+            exc,
+        )
         # A role that does not trust us, or does not exist, will not start to tomorrow.
         error.permanent = isinstance(exc, ClientError)
         raise error from exc

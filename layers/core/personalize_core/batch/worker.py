@@ -27,11 +27,13 @@ from personalize_core.batch.jobs import InputFile, Job, JobsTable, JobStatus, Pl
 from personalize_core.batch.queue import Message, ShardQueue
 from personalize_core.batch.sharding import owned_lines, read_start, shard_count
 from personalize_core.batch.storage import JobStorage, S3Path, StorageError, parse_s3_path
-from personalize_core.errors import ArtifactError, ResourceNotFoundException
+from personalize_core.errors import ArtifactError, InvalidInputException, ResourceNotFoundException
 from personalize_core.modelstore.layout import Manifest
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.observability import logger
 from personalize_core.serving.filter_store import CompiledFilter
+from personalize_core.serving.live import get_live
+from personalize_core.text import check_text
 
 #: Where a job keeps its parts until the .out files are assembled (under its output path).
 PARTS_FOLDER = ".batch-parts"
@@ -45,6 +47,18 @@ LINES_PER_BATCH = 1024
 
 class JobFailure(Exception):
     """The job cannot succeed; the message is its failureReason."""
+
+
+#: Errors that come from the job's own data, not from a fault: retrying cannot help.
+PERMANENT_ERRORS = (UnicodeError, InvalidInputException)
+
+
+def check_record(job: Job) -> None:
+    """A job recorded before the edge checked Unicode may hold text with no UTF-8 form: it fails."""
+    try:
+        check_text({"jobInput": job.job_input, "jobOutput": job.job_output, "roleArn": job.role_arn})
+    except InvalidInputException as exc:
+        raise JobFailure(f"The job cannot run: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +117,7 @@ class BatchWorker:
         if job is None or job.status.is_final:
             return  # a job that is gone or has ended: nothing left to do
         try:
+            check_record(job)
             if message.kind == "plan":
                 self.plan(job)
             elif message.shard is not None:
@@ -114,6 +129,9 @@ class BatchWorker:
                 self._fail(job, str(exc))
             else:
                 raise
+        except PERMANENT_ERRORS as exc:  # the same input fails the same way every time
+            logger.exception("batch job message failed for a permanent reason", extra={"job": job.name})
+            self._fail(job, f"{message.kind} failed: {type(exc).__name__}: {exc}")
         except Exception as exc:
             if receive_count < self.max_receives:
                 raise
@@ -245,7 +263,8 @@ class BatchWorker:
     def _answered(
         model: SolutionVersionModel, lines: list[Line], k: int, job_filter: CompiledFilter | None
     ) -> bytes:
-        answer_lines(model, lines, k, job_filter)
+        users = [line.user_id for line in lines if line.user_id is not None and not line.error]
+        answer_lines(model, lines, k, job_filter, get_live().read_many(model, users))
         return b"".join(line.to_json() + b"\n" for line in lines)
 
     def _filter_of(self, job: Job) -> CompiledFilter | None:

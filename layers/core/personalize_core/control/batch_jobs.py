@@ -206,6 +206,23 @@ class ListJobsRequest:
         )
 
 
+def check_role(role_arn: str, pattern: str, account: str) -> None:
+    """Refuse a roleArn the worker may not assume: a role of another account, or one whose
+    (path and) name does not match BatchJobRoleNamePattern. The same rule as the worker's IAM grant
+    (``role/${BatchJobRoleNamePattern}`` in the stack's account), checked here so that a job is
+    refused at once, with the reason, locally (where nothing else checks it) as on AWS."""
+    _, _, rest = role_arn.partition(":iam::")
+    role_account, _, name = rest.partition(":role/")
+    # IAM's wildcards in a resource ARN: * is any run of characters ("/" too), ? is one.
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    if (account and role_account != account) or re.fullmatch(expression, name.lstrip("/")) is None:
+        raise InvalidInputException(
+            f"roleArn {role_arn} is not a role this stack's batch worker may assume: it takes roles of "
+            f"account {account or role_account} matching BatchJobRoleNamePattern {pattern!r} (a stack "
+            "parameter; see the README's batch section)"
+        )
+
+
 # -- the operations ----------------------------------------------------------------------
 
 
@@ -220,8 +237,11 @@ class BatchJobs:
         account: str = "",
         clock: Callable[[], float] = time.time,
         stall_timeout: float = float("inf"),
+        role_pattern: str = "*",
     ) -> None:
         self.table = table
+        #: BatchJobRoleNamePattern: the roles the worker may assume (its IAM grant says the same).
+        self.role_pattern = role_pattern
         self.queue = queue
         #: A solution version's manifest by ARN (ResourceNotFoundException if there is none).
         self.manifest = manifest
@@ -235,6 +255,7 @@ class BatchJobs:
     def create(self, body: Any) -> dict[str, Any]:
         request = CreateJobRequest.parse(body)
         version = parse_arn(request.solution_version_arn, "solutionVersionArn", "solution", parts=2)
+        check_role(request.role_arn, self.role_pattern, self.account or version.account)
         manifest = self.manifest(request.solution_version_arn)
         if request.filter_arn is not None and self.filter is not None:
             self.filter(request.filter_arn).check_applies_to(manifest, f"filterArn {request.filter_arn}")
@@ -313,6 +334,7 @@ def get_batch_jobs() -> BatchJobs:
         filter=lambda arn: read_filter(bucket, arn),
         account=settings.account_id,
         stall_timeout=settings.batch_stall_timeout_seconds,
+        role_pattern=settings.batch_job_role_name_pattern,
     )
 
 

@@ -2,7 +2,9 @@
 
 A campaign is a pointer, ``campaigns/<name>.json``, to the solution version it serves; the
 serving functions follow it (re-reading it after the pointer TTL). Switching a campaign is one
-atomic write of the pointer.
+atomic write of the pointer, and only to a version whose files match its manifest
+(modelstore/pointers.py): a refused update is recorded, and DescribeCampaign reports it as a
+failed ``latestCampaignUpdate`` while the campaign serves as before.
 """
 
 from __future__ import annotations
@@ -11,15 +13,23 @@ import time
 from typing import Any
 
 from personalize_core.arns import check_name, make_arn, parse_arn
-from personalize_core.control.paging import PageRequest, key_page, paged
+from personalize_core.control.paging import PageRequest, key_page, paged, skipped
 from personalize_core.edge.fields import Fields
 from personalize_core.errors import (
+    ArtifactError,
     InvalidInputException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
 )
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import ACTIVE, CampaignPointer, Manifest, campaign_key
+from personalize_core.modelstore.layout import ACTIVE, CREATE_FAILED, CampaignPointer, Manifest, campaign_key
+from personalize_core.modelstore.pointers import (
+    FAILED_UPDATE,
+    refusal,
+    switched,
+    verify_version,
+    with_failed_update,
+)
 
 CAMPAIGN_FIELDS = frozenset({"name", "solutionVersionArn", "minProvisionedTPS", "campaignConfig", "tags"})
 #: What a campaign record keeps beside its pointer (Describe gives them back).
@@ -88,17 +98,21 @@ def sync_campaigns(bucket: ModelBucket, manifest: Manifest) -> list[str]:
             version=manifest.version,
             updated_at=time.time(),
         )
-        kept = {k: raw[k] for k in OPTIONS if k in raw}
-        bucket.write_json(campaign_key(pointer.name), {**updated.to_json(), **kept})
+        # (the version it served before stays its fallback: modelstore/pointers.py)
+        bucket.write_json(campaign_key(pointer.name), switched(raw, updated))
         moved.append(pointer.name)
     return moved
 
 
 def read_campaign(bucket: ModelBucket, arn: str) -> tuple[CampaignPointer, dict[str, Any]]:
+    """A campaign's pointer and record; ResourceNotFoundException, or ArtifactError for a record that
+    is not a campaign record (garbled: Describe reports it, Delete removes it)."""
     name = parse_arn(arn, "campaignArn", "campaign").path[0]
     raw = bucket.read_json(campaign_key(name))
-    pointer = CampaignPointer.from_json(raw) if raw is not None else None
-    if raw is None or pointer is None or pointer.campaign_arn != arn:
+    if raw is None:
+        raise ResourceNotFoundException(f"Campaign {arn} does not exist")
+    pointer = CampaignPointer.from_json(raw)
+    if pointer.campaign_arn != arn:
         raise ResourceNotFoundException(f"Campaign {arn} does not exist")
     return pointer, dict(raw)
 
@@ -123,7 +137,48 @@ def _campaign_json(raw: dict[str, Any], summary: bool = False) -> dict[str, Any]
         "status": ACTIVE,
         **timestamps(pointer.updated_at, pointer.updated_at),
     }
+    failed = raw.get(FAILED_UPDATE)
+    if isinstance(failed, dict):
+        # The campaign serves as before (ACTIVE); its latest update is the one that was refused.
+        at = float(failed.get("at", pointer.updated_at))
+        out["latestCampaignUpdate"] = {
+            "solutionVersionArn": str(failed.get("solutionVersionArn", "")),
+            "minProvisionedTPS": tps,
+            "status": CREATE_FAILED,
+            "failureReason": str(failed.get("failureReason", "")),
+            **timestamps(at, at),
+        }
     return out
+
+
+def _unreadable(arn: str, error: ArtifactError) -> dict[str, Any]:
+    """What Describe says of a campaign whose record cannot be read: failed, and why."""
+    name = parse_arn(arn, "campaignArn", "campaign").path[0]
+    return {
+        "name": name,
+        "campaignArn": arn,
+        "status": CREATE_FAILED,
+        "failureReason": f"The campaign record {campaign_key(name)} is unreadable ({error}); delete the "
+        "campaign and create it again",
+    }
+
+
+def _verified(bucket: ModelBucket, version_arn: str, options: dict[str, Any]) -> Manifest:
+    """The manifest of the version a campaign is to serve (``_manifest``), once its files all match
+    it; InvalidInputException saying why not (VersionRefused for files that do not match)."""
+    try:
+        manifest = _manifest(bucket, version_arn, options)
+    except ArtifactError as exc:
+        raise InvalidInputException(f"Solution version {version_arn} cannot be served: {exc}") from None
+    try:
+        verify_version(bucket, manifest)
+    except ArtifactError as exc:
+        raise VersionRefused(refusal(manifest, exc)) from None
+    return manifest
+
+
+class VersionRefused(InvalidInputException):
+    """The version's files do not match its manifest (the message says which and how)."""
 
 
 def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +186,7 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     name = check_name(fields.required_string("name", max_len=63), "name")
     version_arn = fields.required_arn("solutionVersionArn")
     options = _options(fields)
-    manifest = _manifest(bucket, version_arn, options)
+    manifest = _verified(bucket, version_arn, options)
     version_arn = manifest.solution_version_arn
     parsed = parse_arn(version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(parsed.region, parsed.account, "campaign", name))
@@ -139,7 +194,7 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     pointer = CampaignPointer(arn, name, version_arn, manifest.solution, manifest.version, now, now)
     bucket.create_json(
         campaign_key(name),
-        {**pointer.to_json(), **options},
+        {**switched(None, pointer), **options},
         ResourceAlreadyExistsException(f"Campaign {arn} already exists"),
     )
     return {"campaignArn": arn}
@@ -147,8 +202,12 @@ def create_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
 
 def describe_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"campaignArn"}))
-    _, raw = read_campaign(bucket, fields.required_arn("campaignArn"))
-    return {"campaign": _campaign_json(raw)}
+    arn = fields.required_arn("campaignArn")
+    try:
+        _, raw = read_campaign(bucket, arn)
+        return {"campaign": _campaign_json(raw)}
+    except ArtifactError as exc:
+        return {"campaign": _unreadable(arn, exc)}
 
 
 def list_campaigns(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
@@ -157,10 +216,14 @@ def list_campaigns(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     solution = parse_arn(solution_arn, "solutionArn", "solution").path[0] if solution_arn else None
 
     def summary(key: str) -> dict[str, Any] | None:
-        raw = bucket.read_json(key)
-        if raw is None or (solution is not None and raw.get("solution") != solution):
+        try:
+            raw = bucket.read_json(key)
+            if raw is None or (solution is not None and raw.get("solution") != solution):
+                return None
+            return _campaign_json(raw, summary=True)
+        except (ArtifactError, AttributeError) as exc:
+            skipped(key, exc)
             return None
-        return _campaign_json(raw, summary=True)
 
     prefix = "campaigns/"
     items, token = key_page(lambda after: bucket.keys(prefix, after), prefix, PageRequest(fields), summary)
@@ -174,25 +237,38 @@ def update_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]
     arn = fields.required_arn("campaignArn")
     version_arn = fields.arn("solutionVersionArn")
     options = _options(fields)
-    pointer, raw = read_campaign(bucket, arn)
+    try:
+        pointer, raw = read_campaign(bucket, arn)
+    except ArtifactError as exc:
+        raise InvalidInputException(_unreadable(arn, exc)["failureReason"]) from None
+    now = time.time()
     if version_arn is not None:
-        manifest = _manifest(bucket, version_arn, options or {k: raw[k] for k in OPTIONS if k in raw})
+        try:
+            manifest = _verified(bucket, version_arn, options or {k: raw[k] for k in OPTIONS if k in raw})
+        except VersionRefused as refused:
+            # Refused, and recorded: DescribeCampaign shows the failed update; nothing else changes.
+            bucket.write_json(
+                campaign_key(pointer.name), with_failed_update(raw, version_arn, refused.message, now)
+            )
+            raise
         version_arn, solution, version = manifest.solution_version_arn, manifest.solution, manifest.version
     else:
         version_arn, solution, version = pointer.solution_version_arn, pointer.solution, pointer.version
-    kept = {k: raw[k] for k in OPTIONS if k in raw}
-    updated = CampaignPointer(
-        arn, pointer.name, version_arn, solution, version, pointer.created_at, time.time()
-    )
+    updated = CampaignPointer(arn, pointer.name, version_arn, solution, version, pointer.created_at, now)
     # One atomic write: the serving functions switch within the pointer TTL.
-    bucket.write_json(campaign_key(updated.name), {**updated.to_json(), **kept, **options})
+    bucket.write_json(campaign_key(updated.name), {**switched(raw, updated), **options})
     return {"campaignArn": arn}
 
 
 def delete_campaign(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"campaignArn"}))
-    pointer, _ = read_campaign(bucket, fields.required_arn("campaignArn"))
-    bucket.delete(campaign_key(pointer.name))
+    arn = fields.required_arn("campaignArn")
+    try:
+        pointer, _ = read_campaign(bucket, arn)
+        name = pointer.name
+    except ArtifactError:  # an unreadable record can still be deleted
+        name = parse_arn(arn, "campaignArn", "campaign").path[0]
+    bucket.delete(campaign_key(name))
     return {}
 
 

@@ -18,6 +18,7 @@ from personalize_core.control.tags import check_tags
 from personalize_core.control.workspace import (
     DATASET,
     DATASET_GROUP,
+    EVENT_TRACKER,
     RECOMMENDER,
     SCHEMA,
     SOLUTION,
@@ -117,7 +118,7 @@ def list_dataset_groups(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
 def delete_dataset_group(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"datasetGroupArn"}))
     record = ws.record(fields.required_arn("datasetGroupArn"), DATASET_GROUP)
-    for kind in (DATASET, SOLUTION, RECOMMENDER):
+    for kind in (DATASET, SOLUTION, RECOMMENDER, EVENT_TRACKER):
         if ws.records.children(record.arn, kind):
             raise ResourceInUseException(f"Dataset group {record.arn} still has {kind}s: delete them first")
     ws.records.delete(record)

@@ -13,6 +13,7 @@ from typing import Any
 
 from personalize_core.arns import check_name, parse_arn
 from personalize_core.batch.storage import parse_s3_path
+from personalize_core.control.batch_jobs import check_role
 from personalize_core.control.dataset_groups import ROLE_ARN
 from personalize_core.control.paging import PageRequest, paged
 from personalize_core.control.records import ACTIVE, CREATE_PENDING, UNFINISHED, Record
@@ -21,6 +22,7 @@ from personalize_core.control.workspace import DATASET, DATASET_GROUP, IMPORT_JO
 from personalize_core.datasets.schema import DatasetType, check_dataset_type, parse_schema
 from personalize_core.edge.fields import Fields
 from personalize_core.errors import InvalidInputException, ResourceInUseException
+from personalize_core.settings import get_settings
 from personalize_core.training.messages import TrainingMessage
 
 IMPORT_MODES = frozenset({"FULL", "INCREMENTAL"})
@@ -145,6 +147,8 @@ def create_dataset_import_job(ws: Workspace, body: dict[str, Any]) -> dict[str, 
     parse_s3_path(location, "dataSource.dataLocation")
     # botocore marks roleArn optional; Personalize needs it to read the bucket, and so do we.
     role = fields.required_string("roleArn", max_len=256, pattern=ROLE_ARN)
+    # The training function assumes it under the batch worker's grant: role/${BatchJobRoleNamePattern}.
+    check_role(role, get_settings().batch_job_role_name_pattern, ws.account)
     mode = fields.string("importMode", max_len=16) or "FULL"
     if mode not in IMPORT_MODES:
         raise InvalidInputException("importMode must be FULL or INCREMENTAL")

@@ -12,19 +12,20 @@ from typing import Any
 
 from personalize_core.arns import check_name, make_arn, parse_arn
 from personalize_core.control.dataset_groups import group_schema
-from personalize_core.control.paging import PageRequest, key_page, paged
+from personalize_core.control.paging import PageRequest, key_page, paged, skipped
 from personalize_core.control.records import get_records
 from personalize_core.edge.fields import Fields
-from personalize_core.errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from personalize_core.errors import ArtifactError, ResourceAlreadyExistsException, ResourceNotFoundException
 from personalize_core.modelstore.attributes import read_schema
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import FilterRecord, filter_key, version_prefix
+from personalize_core.modelstore.layout import CREATE_FAILED, FilterRecord, filter_key, version_prefix
 from personalize_core.serving.filter_language import EXPRESSION_MAX, parse_filter
 from personalize_core.serving.filters import check_filter
 from personalize_core.settings import get_settings
 
 
 def read_filter(bucket: ModelBucket, arn: str, field: str = "filterArn") -> FilterRecord:
+    """A filter's record; ResourceNotFoundException, or ArtifactError for one that cannot be read."""
     name = parse_arn(arn, field, "filter").path[0]
     raw = bucket.read_json(filter_key(name))
     record = FilterRecord.from_json(raw) if raw is not None else None
@@ -79,7 +80,13 @@ def _create(
 
 def describe_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"filterArn"}))
-    return {"filter": read_filter(bucket, fields.required_arn("filterArn")).to_json()}
+    arn = fields.required_arn("filterArn")
+    try:
+        return {"filter": read_filter(bucket, arn).to_json()}
+    except ArtifactError as exc:  # say what is wrong with it, as Personalize does of a failed filter
+        name = parse_arn(arn, "filterArn", "filter").path[0]
+        reason = f"The filter record {filter_key(name)} is unreadable ({exc}); delete it and create it again"
+        return {"filter": {"name": name, "filterArn": arn, "status": CREATE_FAILED, "failureReason": reason}}
 
 
 def list_filters(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +94,14 @@ def list_filters(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     group_arn = fields.arn("datasetGroupArn")
 
     def summary(key: str) -> dict[str, Any] | None:
-        raw = bucket.read_json(key) if key.endswith(".json") else None
-        if raw is None:
+        try:
+            raw = bucket.read_json(key) if key.endswith(".json") else None
+            if raw is None:
+                return None
+            record = FilterRecord.from_json(raw)
+        except ArtifactError as exc:
+            skipped(key, exc)
             return None
-        record = FilterRecord.from_json(raw)
         if group_arn is not None and record.dataset_group_arn != group_arn:
             return None
         out = record.to_json()
@@ -104,8 +115,12 @@ def list_filters(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
 
 def delete_filter(bucket: ModelBucket, body: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(body, "", frozenset({"filterArn"}))
-    record = read_filter(bucket, fields.required_arn("filterArn"))
-    bucket.delete(filter_key(record.name))
+    arn = fields.required_arn("filterArn")
+    try:
+        name = read_filter(bucket, arn).name
+    except ArtifactError:  # an unreadable record can still be deleted
+        name = parse_arn(arn, "filterArn", "filter").path[0]
+    bucket.delete(filter_key(name))
     return {}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from personalize_core.edge.fields import Fields
 from personalize_core.errors import InvalidNextTokenException
+from personalize_core.observability import logger
 
 MAX_RESULTS = 100
 NEXT_TOKEN_MAX = 1500
@@ -73,6 +74,11 @@ def key_page(
         items.append(item)
         last = key
     return items, None
+
+
+def skipped(key: str, error: Exception) -> None:
+    """Log a record a List leaves out because it cannot be read (one bad object never fails a list)."""
+    logger.error("an unreadable record is left out of a list", extra={"key": key, "reason": str(error)})
 
 
 def paged(name: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:

@@ -45,6 +45,14 @@ UNFINISHED = (CREATE_PENDING, CREATE_IN_PROGRESS)
 FAILURE_REASON_MAX = 1000
 
 
+class TransactionRefused(Exception):
+    """A transaction's conditions did not hold; ``failed`` lists the actions whose did not."""
+
+    def __init__(self, failed: list[int]) -> None:
+        super().__init__(f"conditions failed at {failed}")
+        self.failed = failed
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     kind: str
@@ -126,6 +134,42 @@ class RecordsTable:
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ResourceAlreadyExistsException(f"{record.arn} already exists") from None
         return record
+
+    def create_with(self, record: Record, others: list[dict[str, Any]]) -> None:
+        """Write a new record and ``others`` (TransactWriteItems actions on other tables) all or
+        none. TransactionRefused says which conditions failed: index 0 is the record's ARN."""
+        mine = {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": _item(record),
+                "ConditionExpression": "attribute_not_exists(arn)",
+            }
+        }
+        self._transact([mine, *others])
+
+    def delete_with(self, record: Record, others: list[dict[str, Any]]) -> None:
+        """Delete ``record`` (unless it changed since it was read) and apply ``others``, all or none."""
+        mine = {
+            "Delete": {
+                "TableName": self.table_name,
+                "Key": {"arn": {"S": record.arn}},
+                "ConditionExpression": "#status = :status AND updatedAt = :updated",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": record.status},
+                    ":updated": {"N": repr(record.updated_at)},
+                },
+            }
+        }
+        self._transact([mine, *others])
+
+    def _transact(self, actions: list[dict[str, Any]]) -> None:
+        try:
+            self.client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            raise TransactionRefused(failed) from None
 
     def get(self, arn: str, kind: str | None = None) -> Record | None:
         """The record of ``arn`` (of ``kind``, when given), or None."""

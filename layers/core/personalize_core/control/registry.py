@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from personalize_core.errors import InvalidInputException, UnknownOperationException
+from personalize_core.errors import ArtifactError, InvalidInputException, UnknownOperationException
 
 TARGET_PREFIX = "AmazonPersonalize."
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
@@ -32,7 +32,11 @@ class ControlPlane:
 
         return register
 
-    def dispatch(self, target: str | None, body: Any) -> dict[str, Any]:
+    def dispatch(
+        self, target: str | None, body: Any, authorize: Callable[[str, dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Run the operation ``target`` names, once ``authorize(operation, body)`` (when given) has
+        returned: it raises to refuse (control/permissions.py says what each operation needs)."""
         if not target or not target.startswith(TARGET_PREFIX):
             raise UnknownOperationException(f"X-Amz-Target must be {TARGET_PREFIX}<Operation>")
         name = target[len(TARGET_PREFIX) :]
@@ -41,7 +45,14 @@ class ControlPlane:
             raise UnknownOperationException(f"Operation {name[:100]} is not supported")
         if not isinstance(body, dict):
             raise InvalidInputException("The request body must be a JSON object")
-        return operation(body)
+        if authorize is not None:
+            authorize(name, body)
+        try:
+            return operation(body)
+        except ArtifactError as exc:
+            # One unreadable object (a garbled manifest or record) is that request's problem, said
+            # plainly, never a 500: Describe and List handle their own (they report or skip it).
+            raise InvalidInputException(f"A stored object this request needs cannot be used: {exc}") from None
 
 
 def register_all[T](

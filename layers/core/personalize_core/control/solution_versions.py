@@ -14,9 +14,10 @@ from typing import Any
 
 from personalize_core.arns import check_name, make_arn, parse_arn
 from personalize_core.control.campaigns import timestamps
-from personalize_core.control.paging import PageRequest, decode_token, encode_token, paged
+from personalize_core.control.paging import PageRequest, decode_token, encode_token, paged, skipped
 from personalize_core.control.records import (
     ACTIVE,
+    CREATE_FAILED,
     CREATE_IN_PROGRESS,
     CREATE_PENDING,
     CREATE_STOPPED,
@@ -29,6 +30,7 @@ from personalize_core.control.tags import check_tags
 from personalize_core.control.workspace import DATASET, SOLUTION, SOLUTION_VERSION, Workspace
 from personalize_core.edge.fields import Fields
 from personalize_core.errors import (
+    ArtifactError,
     InvalidInputException,
     ResourceInUseException,
     ResourceNotFoundException,
@@ -172,7 +174,13 @@ def describe_solution_version(ws: Workspace, body: dict[str, Any]) -> dict[str, 
     record = _version_record(ws, arn)
     if record is not None:
         return {"solutionVersion": _record_json(record)}
-    return {"solutionVersion": _manifest_json(ws.bucket.manifest(arn))}
+    try:
+        manifest = ws.bucket.manifest(arn)
+    except ArtifactError as exc:  # say what is wrong with it, as Personalize does of a failed version
+        return {
+            "solutionVersion": {"solutionVersionArn": arn, "status": CREATE_FAILED, "failureReason": str(exc)}
+        }
+    return {"solutionVersion": _manifest_json(manifest)}
 
 
 def _manifest_arns(bucket: ModelBucket, prefix: str) -> dict[str, str]:
@@ -222,9 +230,12 @@ def list_solution_versions(ws: Workspace, body: dict[str, Any]) -> dict[str, Any
         if isinstance(entry, Record):
             items.append(version_summary(entry))
         else:
-            raw = ws.bucket.read_json(entry)
-            if raw is not None:
-                items.append(_manifest_json(Manifest.from_json(raw), summary=True))
+            try:
+                raw = ws.bucket.read_json(entry)
+                if raw is not None:
+                    items.append(_manifest_json(Manifest.from_json(raw), summary=True))
+            except ArtifactError as exc:  # one unreadable manifest: left out, and logged
+                skipped(entry, exc)
     token_out = (
         encode_token(prefix, {"k": chosen[page.max_results - 1]}) if len(chosen) > page.max_results else None
     )

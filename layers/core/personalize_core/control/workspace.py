@@ -17,6 +17,7 @@ from typing import Any
 from personalize_core.arns import make_arn
 from personalize_core.control.records import Record, RecordsTable, get_records
 from personalize_core.errors import PersonalizeError, ResourceNotFoundException
+from personalize_core.events.table import EventsTable, get_events_table
 from personalize_core.modelstore.bucket import ModelBucket, get_model_bucket
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
@@ -32,6 +33,7 @@ IMPORT_JOB = "dataset-import-job"
 SOLUTION = "solution"
 SOLUTION_VERSION = "solution-version"
 RECOMMENDER = "recommender"
+EVENT_TRACKER = "event-tracker"
 LABELS = {
     DATASET_GROUP: "Dataset group",
     SCHEMA: "Schema",
@@ -40,6 +42,7 @@ LABELS = {
     SOLUTION: "Solution",
     SOLUTION_VERSION: "Solution version",
     RECOMMENDER: "Recommender",
+    EVENT_TRACKER: "Event tracker",
 }
 
 
@@ -106,6 +109,8 @@ class Workspace:
     account: str
     schedules: Schedules | None = None
     clock: Callable[[], float] = time.time
+    #: The events table (event trackers' lookups and claims); None in a stack without events.
+    events: EventsTable | None = None
 
     def arn(self, kind: str, *path: str) -> str:
         resource_type = SOLUTION if kind == SOLUTION_VERSION else kind
@@ -152,4 +157,5 @@ def get_workspace() -> Workspace:
         region=settings.region,
         account=settings.account_id or DEFAULT_ACCOUNT,
         schedules=schedules,
+        events=get_events_table(),
     )

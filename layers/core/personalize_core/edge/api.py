@@ -24,12 +24,14 @@ from typing import Any, NamedTuple
 from personalize_core.errors import InvalidInputException, PersonalizeError, UnknownOperationException
 from personalize_core.observability import logger, metrics
 from personalize_core.settings import get_settings
+from personalize_core.text import check_text, dumps, may_hold_surrogates
 
 __all__ = [
     "ProxyEvent",
     "Response",
     "RestApp",
     "create_app",
+    "empty_response",
     "error_response",
     "json_body",
     "request_id",
@@ -89,9 +91,13 @@ class ProxyEvent:
         return body if isinstance(body, str) else None
 
     @property
+    def is_base64(self) -> bool:
+        return bool(self.raw.get("isBase64Encoded"))
+
+    @property
     def decoded_body(self) -> bytes:
         body = self.body or ""
-        if self.raw.get("isBase64Encoded"):
+        if self.is_base64:
             return base64.b64decode(body, validate=True)
         return body.encode("utf-8", "surrogatepass")
 
@@ -153,16 +159,37 @@ def request_id(app: RestApp) -> str:
 
 
 def json_body(app: RestApp) -> Any:
-    """The request body as JSON; an empty body is ``{}`` (botocore always sends an object)."""
+    """The request body as JSON; an empty body is ``{}`` (botocore always sends an object).
+
+    Every route reads its body here, so every route gets the same checks: at most
+    ``max_request_bytes`` of decoded body (what the client sent, whether API Gateway passed it as
+    text or base64), valid JSON, and no string without a UTF-8 form (personalize_core.text).
+    """
     limit = get_settings().max_request_bytes
-    if len(app.current_event.body or "") > limit * 4 // 3 + 4:  # base64 can inflate by 4/3
-        raise InvalidInputException(f"The request body is larger than {limit} bytes")
+    event = app.current_event
+    body = event.body or ""
+    # A cheap bound before decoding: base64 is 4/3 of the bytes it carries, text at least 1/4
+    # (a UTF-8 character is at most 4 bytes) - nothing far over the limit is decoded at all.
+    if len(body) > (limit * 4 // 3 + 4 if event.is_base64 else limit):
+        raise _too_large(limit)
     try:
-        raw = app.current_event.decoded_body
-        return json.loads(raw) if raw else {}
-    # ValueError covers bad JSON, bad UTF-8 and bad base64; RecursionError, absurdly deep nesting.
+        raw = event.decoded_body
+    except ValueError:  # bad base64
+        raise InvalidInputException("The request body is not valid JSON") from None
+    if len(raw) > limit:
+        raise _too_large(limit)
+    try:
+        value = json.loads(raw) if raw else {}
+    # ValueError covers bad JSON and bad UTF-8; RecursionError, absurdly deep nesting.
     except (ValueError, RecursionError):
         raise InvalidInputException("The request body is not valid JSON") from None
+    if may_hold_surrogates(raw):
+        check_text(value)
+    return value
+
+
+def _too_large(limit: int) -> InvalidInputException:
+    return InvalidInputException(f"The request body is larger than {limit} bytes ({limit // 1024} KiB)")
 
 
 def respond(
@@ -175,9 +202,14 @@ def respond(
     return Response(
         status_code=status,
         content_type=content_type,
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        body=dumps(body),
         headers={"x-amzn-RequestId": request_id(app), **(headers or {})},
     )
+
+
+def empty_response(app: RestApp) -> Response:
+    """200 with an empty body: what an operation without output answers (PutEvents, PutItems...)."""
+    return Response(status_code=200, body="", headers={"x-amzn-RequestId": request_id(app)})
 
 
 def error_response(app: RestApp, error: PersonalizeError) -> Response:

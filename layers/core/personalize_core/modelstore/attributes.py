@@ -16,6 +16,7 @@ decodes them here, so the layout lives in one place:
     interactions/schema.json      {"users": n, "eventTypes": [...]}
     context/schema.json           {"fields": {"DEVICE": ["phone", "desktop"], ...}}
     context/vectors.npy           float32 [pairs, dims]  one vector per (field, value), in schema order
+    co_occurrence/...             who interacted with what (RELATED_ITEMS by co-occurrence; its module)
 
 A multi-valued categorical value ``comedy|drama`` is stored as its tokens; ``text(row)`` joins them
 back with ``|``, which gives the value exactly as it was published.
@@ -30,6 +31,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from personalize_core.errors import ArtifactError
+from personalize_core.modelstore import co_occurrence
+from personalize_core.modelstore.co_occurrence import CoOccurrence
 from personalize_core.modelstore.layout import FileEntry, Manifest, decode_ids, encode_ids
 from personalize_core.modelstore.npy import decode_npy, encode_npy
 
@@ -129,6 +132,8 @@ class ModelExtras(NamedTuple):
     users: Table | None = None
     interactions: RecentInteractions | None = None
     context: ContextFactors | None = None
+    #: RELATED_ITEMS served by item-item co-occurrence (modelstore/co_occurrence.py).
+    co_occurrence: CoOccurrence | None = None
 
 
 NO_EXTRAS = ModelExtras()
@@ -227,7 +232,9 @@ def encode_context(vectors: Mapping[str, Mapping[str, Sequence[float]]], dims: i
 Fetch = Callable[[str], bytes]
 
 
-class _Reader:
+class VersionReader:
+    """A version's optional files, each checked against the manifest as it is read."""
+
     def __init__(self, manifest: Manifest, fetch: Fetch) -> None:
         self.manifest = manifest
         self.fetch = fetch
@@ -257,7 +264,7 @@ class _Reader:
         return array
 
 
-def _table(reader: _Reader, prefix: str, rows: int | None) -> Table:
+def _table(reader: VersionReader, prefix: str, rows: int | None) -> Table:
     try:
         schema = reader.json(prefix + SCHEMA)
         count = int(schema["rows"])
@@ -294,7 +301,7 @@ def _table(reader: _Reader, prefix: str, rows: int | None) -> Table:
     return Table(count, columns, index)
 
 
-def _interactions(reader: _Reader, num_items: int) -> RecentInteractions:
+def _interactions(reader: VersionReader, num_items: int) -> RecentInteractions:
     try:
         schema = reader.json(INTERACTIONS + SCHEMA)
         users = int(schema["users"])
@@ -314,7 +321,7 @@ def _interactions(reader: _Reader, num_items: int) -> RecentInteractions:
     return RecentInteractions({u: i for i, u in enumerate(ids)}, indptr, items, events, event_types)
 
 
-def _context(reader: _Reader, dims: int) -> ContextFactors:
+def _context(reader: VersionReader, dims: int) -> ContextFactors:
     try:
         raw_fields = reader.json(CONTEXT + SCHEMA)["fields"]
         fields: dict[str, dict[str, int]] = {}
@@ -334,8 +341,10 @@ def _context(reader: _Reader, dims: int) -> ContextFactors:
 
 def load_extras(manifest: Manifest, fetch: Fetch) -> ModelExtras:
     """The optional data the manifest lists (nothing for versions published without it)."""
-    reader = _Reader(manifest, fetch)
-    if not any(reader.has(p + SCHEMA) for p in (ITEMS, USERS, INTERACTIONS, CONTEXT)):
+    reader = VersionReader(manifest, fetch)
+    if not any(reader.has(p + SCHEMA) for p in (ITEMS, USERS, INTERACTIONS, CONTEXT)) and not reader.has(
+        co_occurrence.ITEM_INDPTR
+    ):
         return NO_EXTRAS
     return ModelExtras(
         items=_table(reader, ITEMS, manifest.num_items) if reader.has(ITEMS + SCHEMA) else None,
@@ -345,6 +354,7 @@ def load_extras(manifest: Manifest, fetch: Fetch) -> ModelExtras:
         context=_context(reader, manifest.dimensions)
         if reader.has(CONTEXT + SCHEMA) and manifest.dimensions
         else None,
+        co_occurrence=co_occurrence.load_co_occurrence(reader, manifest.num_items),
     )
 
 
@@ -367,7 +377,7 @@ def schema_of_extras(extras: ModelExtras) -> DataSchema:
 
 def read_schema(manifest: Manifest, fetch: Fetch) -> DataSchema:
     """What a version's filters may name, from its schema files only."""
-    reader = _Reader(manifest, fetch)
+    reader = VersionReader(manifest, fetch)
 
     def columns(prefix: str) -> dict[str, bool]:
         if not reader.has(prefix + SCHEMA):

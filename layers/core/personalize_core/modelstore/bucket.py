@@ -6,6 +6,7 @@ everything that lists, writes or deletes records goes through ``ModelBucket``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator, Mapping
@@ -16,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 from personalize_core.arns import parse_arn
 from personalize_core.errors import ArtifactError, ResourceNotFoundException
 from personalize_core.modelstore.layout import MANIFEST, Manifest, version_prefix
+from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+#: S3's largest single PUT.
+SINGLE_PUT_MAX = 5 * 1024**3
 
 
 def create_s3_client() -> S3Client:
@@ -73,8 +78,41 @@ class ModelBucket:
         return True
 
     def upload(self, key: str, data: bytes) -> None:
-        """Write a file of any size (multipart past boto3's threshold)."""
-        self.client.upload_fileobj(io.BytesIO(data), self.bucket, key)
+        """Write a file of any size, with S3 storing its CRC-32 (what verifying a version compares:
+        modelstore/pointers.py). Up to 5 GiB in one PUT, so S3 keeps the whole object's CRC-32 (a
+        multipart upload would keep a checksum of its parts' checksums instead); beyond, multipart."""
+        if len(data) <= SINGLE_PUT_MAX:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="CRC32")
+        else:
+            extra = {"ChecksumAlgorithm": "CRC32"}
+            self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra)
+
+    def stored_crc32(self, key: str) -> tuple[int, str | None] | None:
+        """(size, the whole object's CRC-32 as 8 hex digits if S3 stored one) of an object, from one
+        HEAD; None if there is no such object."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        stored, kind = head.get("ChecksumCRC32"), head.get("ChecksumType", "FULL_OBJECT")
+        crc32 = None
+        # A multipart object's checksum is one of its parts' checksums ("...-<parts>"): not comparable.
+        if stored and kind == "FULL_OBJECT" and "-" not in stored:
+            crc32 = base64.b64decode(stored).hex()
+        return int(head["ContentLength"]), crc32
+
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes, a chunk at a time (ArtifactError if it does not exist)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise ArtifactError(f"{key} does not exist") from None
+        try:
+            yield from body.iter_chunks(size)
+        finally:
+            body.close()
 
     def upload_paths(self, paths: Mapping[str, Path], threads: int = 8) -> None:
         """Write files from disk (a version's user pages: thousands of ~1 MiB files), several at
@@ -84,7 +122,8 @@ class ModelBucket:
         from concurrent.futures import ThreadPoolExecutor
 
         def upload(item: tuple[str, Path]) -> None:
-            self.client.upload_file(str(item[1]), self.bucket, item[0])
+            extra = {"ChecksumAlgorithm": "CRC32"}  # (as ``upload``: S3 keeps the file's CRC-32)
+            self.client.upload_file(str(item[1]), self.bucket, item[0], ExtraArgs=extra)
 
         with ThreadPoolExecutor(min(threads, len(paths))) as pool:
             for _ in pool.map(upload, paths.items()):
@@ -121,14 +160,34 @@ class ModelBucket:
             for obj in page.get("Contents", []):
                 yield obj["Key"]
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """The size of every object under ``prefix``, by key (a listing: no object is read)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            obj["Key"]: obj["Size"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, LastModified as epoch seconds) of every object under ``prefix``, in key order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"].timestamp()
+
     # -- solution versions -----------------------------------------------------------------------
 
     def manifests(self, prefix: str = "solutions/") -> Iterator[Manifest]:
+        """Every readable manifest under ``prefix``; an unreadable one is logged and skipped."""
         for key in self.keys(prefix):
             if key.endswith("/" + MANIFEST):
-                raw = self.read_json(key)
-                if raw is not None:
-                    yield Manifest.from_json(raw)
+                try:
+                    raw = self.read_json(key)
+                    if raw is not None:
+                        yield Manifest.from_json(raw)
+                except ArtifactError as exc:
+                    logger.error("an unreadable manifest is skipped", extra={"key": key, "reason": str(exc)})
 
     def newest_manifest(self, solution: str) -> Manifest | None:
         found = [m for m in self.manifests(f"solutions/{solution}/") if m.solution == solution]

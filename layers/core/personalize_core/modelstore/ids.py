@@ -72,8 +72,8 @@ class CompactIds:
         return self._starts
 
     def text(self, index: int) -> str:
-        start, stop = int(self._starts[index]), int(self._starts[index + 1]) - 1
-        return self._data[start:stop].decode("utf-8")
+        starts = self._starts  # .item gives Python ints: ~2x faster than int(starts[i]) (per answer)
+        return self._data[starts.item(index) : starts.item(index + 1) - 1].decode("utf-8")
 
     def raw(self, index: int) -> bytes:
         return self._data[int(self._starts[index]) : int(self._starts[index + 1]) - 1]
@@ -112,9 +112,10 @@ class IdList(Sequence[str]):
     def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
             return [self._ids.text(i) for i in range(*index.indices(len(self)))]
+        count = len(self._ids)
         if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
+            index += count
+        if not 0 <= index < count:
             raise IndexError(index)
         return self._ids.text(index)
 

@@ -100,6 +100,9 @@ class FileEntry(NamedTuple):
     #: CRC-32 of the file (8 hex digits), what a load checks: ~4x cheaper than SHA-256, as good at
     #: catching a corrupt or mixed-up file. None in versions published before: SHA-256 is checked.
     crc32: str | None = None
+    #: How the array's values are laid out, when not as its dtype and shape say: the item matrix
+    #: is published as ``item_matrix.LAYOUT`` (two bfloat16-half planes). None in versions before.
+    layout: str | None = None
 
     @property
     def checksum(self) -> str:
@@ -127,6 +130,8 @@ class FileEntry(NamedTuple):
             out["shape"] = list(self.shape or ())
         if self.fortran_order:
             out["order"] = "F"
+        if self.layout is not None:
+            out["layout"] = self.layout
         return out
 
     @classmethod
@@ -140,6 +145,7 @@ class FileEntry(NamedTuple):
             shape=tuple(int(n) for n in shape) if shape is not None else None,
             fortran_order=raw.get("order", "C") == "F",
             crc32=str(crc32) if crc32 is not None else None,
+            layout=str(raw["layout"]) if raw.get("layout") is not None else None,
         )
 
 
@@ -216,6 +222,64 @@ class UserPages(NamedTuple):
         )
 
 
+class FoldIn(NamedTuple):
+    """How a user's events fold into a vector of this version (serving/foldin.py): implicit ALS's
+    confidence c = alpha * (sum of the events' weights on an item) and its regularization, and the
+    solution's event rules (trainer.weigh's, per event). A trained version records its training's;
+    a published one gets these defaults."""
+
+    alpha: float = 1.0
+    regularization: float = 1.0
+    #: (event type in lower case, weight, EVENT_VALUE threshold or None); empty: every type weighs 1.
+    weights: tuple[tuple[str, float, float | None], ...] = ()
+    #: Events with an EVENT_VALUE below this weigh nothing (solutionConfig.eventValueThreshold).
+    value_threshold: float | None = None
+    #: The solution's eventType: events of other types weigh nothing (None: every type counts).
+    event_type: str | None = None
+
+    def weight(self, event_type: str, value: float | None) -> float:
+        """An event's weight, as training weighs an interaction row (0: it does not count)."""
+        kind = event_type.lower()
+        if self.event_type is not None and kind != self.event_type.lower():
+            return 0.0
+        weight = 1.0
+        if self.weights:
+            found = next((w for w in self.weights if w[0] == kind), None)
+            if found is None:
+                return 0.0
+            weight = found[1]
+            if found[2] is not None and value is not None and value < found[2]:
+                return 0.0
+        if self.value_threshold is not None and value is not None and value < self.value_threshold:
+            return 0.0
+        return weight
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "regularization": self.regularization,
+            "weights": [list(w) for w in self.weights],
+            "valueThreshold": self.value_threshold,
+            "eventType": self.event_type,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FoldIn:
+        threshold, event_type = raw.get("valueThreshold"), raw.get("eventType")
+        return cls(
+            alpha=float(raw["alpha"]),
+            regularization=float(raw["regularization"]),
+            weights=tuple(
+                (str(t).lower(), float(w), None if th is None else float(th)) for t, w, th in raw["weights"]
+            ),
+            value_threshold=None if threshold is None else float(threshold),
+            event_type=None if event_type is None else str(event_type),
+        )
+
+
+DEFAULT_FOLD_IN = FoldIn()
+
+
 class Manifest(NamedTuple):
     solution_version_arn: str
     solution: str
@@ -229,6 +293,8 @@ class Manifest(NamedTuple):
     #: The dataset group the version belongs to (a trained version's); None: a published version,
     #: whose dataset group is its solution (``dataset-group/<solution>``).
     dataset_group_arn: str | None = None
+    #: How events fold a user in (None: DEFAULT_FOLD_IN, for versions that do not say).
+    fold_in: FoldIn | None = None
     #: The user vectors' pages; None in versions published before them (USER_FACTORS instead) and
     #: in versions without users.
     user_pages: UserPages | None = None
@@ -245,6 +311,8 @@ class Manifest(NamedTuple):
         optional: dict[str, Any] = {}
         if self.dataset_group_arn is not None:
             optional["datasetGroupArn"] = self.dataset_group_arn
+        if self.fold_in is not None:
+            optional["foldIn"] = self.fold_in.to_json()
         if self.user_pages is not None:
             optional["userPages"] = self.user_pages.to_json()
         return {
@@ -276,6 +344,7 @@ class Manifest(NamedTuple):
                 created_at=float(raw["createdAt"]),
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
                 dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
+                fold_in=FoldIn.from_json(raw["foldIn"]) if raw.get("foldIn") else None,
                 user_pages=UserPages.from_json(raw["userPages"]) if raw.get("userPages") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -286,7 +355,7 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     """What loading the version reads: ``(file, None)`` for a file read whole as bytes (the ids
     first: the load indexes them first), then ``(file, size)`` for each factor matrix received into
     its serving memory (the item matrix first: the largest). An item matrix in C order (published
-    before Fortran order) is streamed instead, and not listed."""
+    before Fortran order and the planes) is streamed instead, and not listed."""
     recipe, files = manifest.recipe, manifest.files
     skipped = {ArrayName.ITEM_FACTORS.value, ArrayName.USER_FACTORS.value}
     if not recipe.needs_user_factors:
@@ -296,11 +365,15 @@ def read_plan(manifest: Manifest) -> list[tuple[str, int | None]]:
     plan: list[tuple[str, int | None]] = [(name, None) for name in first if name in files]
     plan += [(name, None) for name in files if name not in skipped and name not in first]
     items, users = files.get(ArrayName.ITEM_FACTORS.value), files.get(ArrayName.USER_FACTORS.value)
-    if recipe.needs_item_factors and items is not None and items.fortran_order:
+    if recipe.needs_item_factors and items is not None and (items.fortran_order or items.layout is not None):
         plan.append((ArrayName.ITEM_FACTORS.value, items.size))
     if recipe.needs_user_factors and manifest.num_users > 0 and users is not None:
         plan.append((ArrayName.USER_FACTORS.value, users.size))
     return plan
+
+
+#: The campaign record's key for the version it served before the current one (modelstore/pointers.py).
+FALLBACK = "fallbackSolutionVersionArn"
 
 
 class CampaignPointer(NamedTuple):
@@ -311,9 +384,12 @@ class CampaignPointer(NamedTuple):
     version: str
     created_at: float
     updated_at: float
+    #: The version served before this one (verified when it was set): what a container that cannot
+    #: load the current version serves. None for a campaign that never switched.
+    fallback: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "campaignArn": self.campaign_arn,
             "name": self.name,
             "solutionVersionArn": self.solution_version_arn,
@@ -322,10 +398,14 @@ class CampaignPointer(NamedTuple):
             "creationDateTime": self.created_at,
             "lastUpdatedDateTime": self.updated_at,
         }
+        if self.fallback is not None:
+            out[FALLBACK] = self.fallback
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> CampaignPointer:
         try:
+            fallback = raw.get(FALLBACK)
             return cls(
                 campaign_arn=str(raw["campaignArn"]),
                 name=str(raw["name"]),
@@ -334,8 +414,9 @@ class CampaignPointer(NamedTuple):
                 version=str(raw["version"]),
                 created_at=float(raw["creationDateTime"]),
                 updated_at=float(raw["lastUpdatedDateTime"]),
+                fallback=str(fallback) if fallback else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"campaign record is malformed: {exc!r}") from None
 
 
@@ -394,6 +475,8 @@ class RecommenderPointer(NamedTuple):
 
 #: The status of every record this service keeps (filters, campaigns, solution versions).
 ACTIVE = "ACTIVE"
+#: The status of a record that cannot be used (an unreadable object, a refused update) - with a reason.
+CREATE_FAILED = "CREATE FAILED"
 
 
 class FilterRecord(NamedTuple):
@@ -435,5 +518,5 @@ class FilterRecord(NamedTuple):
                 created_at=float(raw["creationDateTime"]),
                 updated_at=float(raw["lastUpdatedDateTime"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"filter record is malformed: {exc!r}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -12,14 +13,44 @@ from personalize_core.errors import ArtifactError
 from personalize_core.modelstore.attributes import NO_EXTRAS, ModelExtras, load_extras
 from personalize_core.modelstore.background import in_background
 from personalize_core.modelstore.ids import load_ids
+from personalize_core.modelstore.item_matrix import ItemMatrix
 from personalize_core.modelstore.layout import ArrayName, FileEntry, Manifest, Recipe
-from personalize_core.modelstore.matrices import read_dimension_major, receive_matrix
+from personalize_core.modelstore.matrices import (
+    item_planes,
+    read_into_planes,
+    receive_item_planes,
+    receive_matrix,
+    to_planes,
+)
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
 from personalize_core.modelstore.user_pages import PageIndex
 from personalize_core.modelstore.users import LoadedUsers, PagedUsers, UserAccess, UserCache, UserVectors
 from personalize_core.serving.normalisers import log_normalisers
-from personalize_core.serving.scoring import max_row_norm
+from personalize_core.serving.scoring import max_norm_bound, squared_norms
+
+
+class Derived:
+    """What is computed from a loaded version on first use and kept with it: YᵀY, which every
+    fold-in of the version reads (serving/foldin.py). A plain class: a NamedTuple's fields cannot
+    change, and this is filled in later, once, under a lock."""
+
+    __slots__ = ("_gram", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gram: np.ndarray | None = None
+
+    def gram(self, item_factors: ItemMatrix) -> np.ndarray:
+        if self._gram is None:
+            from personalize_core.serving.foldin import item_gram  # noqa: PLC0415 - first fold-in only
+
+            with self._lock:
+                if self._gram is None:
+                    gram = item_gram(item_factors)
+                    gram.setflags(write=False)
+                    self._gram = gram
+        return self._gram
 
 
 class SolutionVersionModel(NamedTuple):
@@ -30,9 +61,9 @@ class SolutionVersionModel(NamedTuple):
     item_ids: Sequence[str]
     #: ``item_index.get(id)``: the index of an item id (hash search, no dict of a million ids).
     item_index: Mapping[str, int]
-    #: float32 [items, d], laid out dimension-major in memory (a transposed view of [d, items]: the
-    #: matrix-vector product streams it fastest); None for POPULAR_ITEMS.
-    item_factors: np.ndarray | None
+    #: The float32 [items, d] matrix as two bfloat16-half planes (item_matrix.py: the scorer scans
+    #: the high halves and reads exact rows from both); None for POPULAR_ITEMS.
+    item_factors: ItemMatrix | None
     #: ``users.get(user_id)``: a user's stored vector and log-normaliser (users.py: fetched page by
     #: page, or held whole for versions published before pages); None where the recipe has no users.
     users: UserVectors | None
@@ -43,13 +74,16 @@ class SolutionVersionModel(NamedTuple):
     item_norms: np.ndarray | None
     #: Optional item/user metadata, recent interactions and context vectors (filters, metadata, context).
     extras: ModelExtras = NO_EXTRAS
-    #: The largest row norm of the item factors: the scorer's float32 error bound is proportional to it.
+    #: An upper bound on the largest row norm of the item factors: the scorer's error bounds are
+    #: proportional to it.
     item_max_norm: float = 0.0
     #: float64 [d]: scores the users the model has no vector for (the mean user vector); None where
     #: the recipe has no users.
     cold_user_vector: np.ndarray | None = None
     #: log Σ_j exp(cold·j), when the version stores it.
     cold_user_log_normaliser: float | None = None
+    #: Computed on first use and kept (YᵀY); None for models built by hand (computed per call then).
+    derived: Derived | None = None
 
     @property
     def arn(self) -> str:
@@ -58,6 +92,11 @@ class SolutionVersionModel(NamedTuple):
     @property
     def num_items(self) -> int:
         return len(self.item_ids)
+
+    def item_gram(self) -> np.ndarray:
+        """YᵀY of the item factors, float64 [d, d]: once per version (the first fold-in pays it)."""
+        assert self.item_factors is not None
+        return (self.derived or Derived()).gram(self.item_factors)
 
     @property
     def nbytes(self) -> int:
@@ -111,8 +150,6 @@ class _VersionFiles:
         self.fetch = fetch
         self.fetch_chunks = fetch_chunks
         self.receive = receive
-        #: The item matrix's squared row norms, when receiving it computed them.
-        self.item_squared_norms: np.ndarray | None = None
 
     def entry(self, name: ArrayName) -> FileEntry:
         entry = self.manifest.files.get(name.value)
@@ -149,22 +186,32 @@ class _VersionFiles:
             return self.decoded_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)
         return self.received_matrix(ArrayName.USER_FACTORS, self.manifest.num_users)[0]
 
-    def item_matrix(self) -> tuple[np.ndarray, float]:
-        """[items, d] laid out dimension-major, however the version stored it, and its largest row
-        norm (computed as it arrives where it can be)."""
+    def item_matrix(self) -> tuple[ItemMatrix, float, np.ndarray | None]:
+        """The item planes, however the version stored the matrix, an upper bound on its largest row
+        norm, and (RELATED_ITEMS) every row's norm. One pass computes the norms and refuses NaN and
+        infinities; it reads only the high halves unless the recipe needs exact norms."""
         name, rows, dims = ArrayName.ITEM_FACTORS, self.manifest.num_items, self.manifest.dimensions
         entry = self.entry(name)
-        if self.receive is not None and entry.fortran_order:
-            factors, self.item_squared_norms = self.received_matrix(name, rows)
-            largest = float(np.sqrt(self.item_squared_norms.max())) if rows else 0.0
+        if entry.layout is not None:
+            if self.receive is not None:
+                factors = receive_item_planes(
+                    name.value, self.receive(name.value, entry.size), entry, rows, dims
+                )
+            else:
+                data = np.frombuffer(self.verified(name)[0], dtype=np.uint8)
+                factors = item_planes(name.value, data, entry, rows, dims)
+        elif self.receive is not None and entry.fortran_order:  # published before the planes
+            factors = to_planes(self.received_matrix(name, rows)[0])
         elif self.fetch_chunks is not None and not entry.fortran_order:
-            factors, largest = read_dimension_major(
-                name.value, self.fetch_chunks(name.value), entry, rows, dims
-            )
-        else:  # from bytes: a C-order matrix takes one transposing copy
-            factors = np.ascontiguousarray(self.decoded_matrix(name, rows).T).T
-            largest = max_row_norm(factors)
-        return factors, largest
+            factors = read_into_planes(name.value, self.fetch_chunks(name.value), entry, rows, dims)
+        else:
+            factors = to_planes(self.decoded_matrix(name, rows))
+        exact = self.manifest.recipe is Recipe.RELATED_ITEMS
+        squared = squared_norms(factors, exact)
+        if not np.isfinite(squared).all():  # a NaN or infinity makes its row's square non-finite
+            raise ArtifactError(f"{name.value} holds NaN or infinite values")
+        largest = max_norm_bound(float(squared.max(initial=0.0)), dims, of_high_halves=not exact)
+        return factors, largest, np.sqrt(squared) if exact else None
 
 
 def build_model(
@@ -179,10 +226,10 @@ def build_model(
     ``fetch(file_name)`` returns the file's bytes. ``receive``, when given, receives the factor
     matrices straight into their serving memory (the item matrix, and the user matrix of a version
     published before user pages, at once, on two connections, while the ids are indexed);
-    ``fetch_chunks``, the item matrix of a version published in C order, in chunks transposed as
-    they arrive. Without them a matrix is decoded from bytes. ``user_access``: how user pages are
-    read and cached (without it, ranges of ``fetch``'s whole files, in a cache of the model's own).
-    Raises ArtifactError when anything does not match.
+    ``fetch_chunks``, the item matrix of a version published in C order, in chunks as they arrive.
+    Without them a matrix is decoded from bytes. ``user_access``: how user pages are read and
+    cached (without it, ranges of ``fetch``'s whole files, in a cache of the model's own). Raises
+    ArtifactError when anything does not match.
     """
     recipe = manifest.recipe
     files = _VersionFiles(manifest, fetch, fetch_chunks, receive)
@@ -211,9 +258,9 @@ def build_model(
             if receiving is not None:
                 receiving.exception()  # the receives end before the error is reported
         raise
-    item_factors, item_max_norm = None, 0.0
+    item_factors, item_max_norm, item_norms = None, 0.0, None
     if wants_items:
-        item_factors, item_max_norm = items.result() if items is not None else files.item_matrix()
+        item_factors, item_max_norm, item_norms = items.result() if items is not None else files.item_matrix()
     user_factors = users.result() if users is not None else files.user_matrix() if loads_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
@@ -232,12 +279,6 @@ def build_model(
 
     cold_vector, cold_normaliser = _cold_user(verified, manifest, wants_users, user_factors)
     popular_order = popularity_order(popularity)
-    item_norms = None
-    if item_factors is not None and recipe is Recipe.RELATED_ITEMS:
-        squared = files.item_squared_norms
-        if squared is None:
-            squared = np.einsum("ij,ij->i", item_factors, item_factors)
-        item_norms = np.sqrt(squared, dtype=np.float32)
     return SolutionVersionModel(
         manifest=manifest,
         item_ids=item_ids,
@@ -251,10 +292,11 @@ def build_model(
         item_max_norm=item_max_norm,
         cold_user_vector=cold_vector,
         cold_user_log_normaliser=cold_normaliser,
+        derived=Derived(),
     )
 
 
-def _paged_users(files: _VersionFiles, item_factors: np.ndarray, access: UserAccess | None) -> PagedUsers:
+def _paged_users(files: _VersionFiles, item_factors: ItemMatrix, access: UserAccess | None) -> PagedUsers:
     """The version's users as pages: only the page index is read now (user_pages.py)."""
     manifest = files.manifest
     pages = manifest.user_pages

@@ -19,8 +19,6 @@ caller as it lands (to hash it while the next one is on the wire).
 from __future__ import annotations
 
 import datetime
-import hashlib
-import hmac
 import http.client
 import random
 import re
@@ -29,13 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
-from personalize_core import settings
+from personalize_core.aws.sigv4 import Credentials, CredentialsMissing, environment_credentials, sign_v4
 
-#: sha256 of an empty body: what a GET signs as its payload.
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRIED_ERRORS = (OSError, http.client.HTTPException)  # timeouts, resets, refused, truncated bodies
 _BACKOFF_BASE_SECONDS = 0.1
@@ -61,77 +56,6 @@ class S3Error(Exception):
 
 class S3SizeMismatch(S3Error):
     """read_into: the object is not the size of the buffer it was to fill (not retried)."""
-
-
-class Credentials(NamedTuple):
-    access_key: str
-    secret_key: str
-    token: str | None = None
-
-
-def environment_credentials() -> Credentials:
-    """The credentials Lambda puts in the environment; else botocore's chain (profiles, IMDS...)."""
-    given = settings.environment_credentials()
-    if given is not None:
-        return Credentials(*given)
-    import botocore.session  # noqa: PLC0415 - the rare path: not on Lambda
-
-    found = botocore.session.get_session().get_credentials()
-    if found is None:
-        raise S3Error(0, "NoCredentials", "no AWS credentials found", "")
-    frozen = found.get_frozen_credentials()
-    return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-
-
-def sign_v4(
-    method: str,
-    host: str,
-    path: str,
-    headers: dict[str, str],
-    credentials: Credentials,
-    region: str,
-    now: datetime.datetime,
-    service: str = "s3",
-) -> dict[str, str]:
-    """``headers`` plus host, x-amz-date, x-amz-content-sha256, the token and Authorization.
-
-    ``path`` is the request's path already URI-encoded (S3 signs it as sent, not normalised); the
-    request has no query string and no body.
-    """
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    day = stamp[:8]
-    signed = {name.lower(): value.strip() for name, value in headers.items()}
-    signed.update({"host": host, "x-amz-date": stamp, "x-amz-content-sha256": EMPTY_SHA256})
-    if credentials.token:
-        signed["x-amz-security-token"] = credentials.token
-    names = sorted(signed)
-    canonical = "\n".join(
-        [
-            method,
-            path,
-            "",
-            "".join(f"{name}:{' '.join(signed[name].split())}\n" for name in names),
-            ";".join(names),
-            EMPTY_SHA256,
-        ]
-    )
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
-    )
-    key = _hmac(f"AWS4{credentials.secret_key}".encode(), day)
-    for part in (region, service, "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    signed["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={';'.join(names)}, Signature={signature}"
-    )
-    return signed
 
 
 def _error_code(body: bytes) -> tuple[str, str]:
@@ -298,7 +222,10 @@ class S3Reader:
     ) -> http.client.HTTPResponse:
         with self._lock:
             if self._credentials is None:
-                self._credentials = self._credentials_source()
+                try:
+                    self._credentials = self._credentials_source()
+                except CredentialsMissing as exc:
+                    raise S3Error(0, "NoCredentials", str(exc), key) from None
             credentials = self._credentials
         path = self.path_of(key)
         headers: dict[str, str] = {}

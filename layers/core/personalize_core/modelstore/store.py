@@ -70,7 +70,8 @@ class ModelStore:
         #: The model each campaign served last: what keeps serving if a new version is refused.
         self._serving: dict[str, SolutionVersionModel] = {}
         #: Versions that failed to load, and when: not retried before the pointer TTL has passed.
-        self._refused: dict[str, float] = {}
+        #: (The reason is kept so that the answers meanwhile say why.)
+        self._refused: dict[str, tuple[float, str]] = {}
         #: The version each campaign served before its current one (solution, version): what
         #: answers when a user page of the current one turns out missing or corrupt.
         self._last_good: dict[str, tuple[str, str]] = {}
@@ -153,15 +154,21 @@ class ModelStore:
         key = version_prefix(pointer.solution, pointer.version)
         try:
             with self._lock:
-                refused_at = self._refused.get(key)
+                refused_at, why = self._refused.get(key, (None, ""))
             if refused_at is not None and self._clock() - refused_at < self.pointer_ttl_seconds:
-                raise ArtifactError("it was refused moments ago")  # do not download it on every request
+                # (not downloaded again on every request)
+                raise ArtifactError(f"it was refused moments ago: {why}")
             model = self.version(pointer.solution, pointer.version)
         except ArtifactError as exc:
             with self._lock:
                 if refused_at is None or self._clock() - refused_at >= self.pointer_ttl_seconds:
-                    self._refused[key] = self._clock()
+                    self._refused[key] = (self._clock(), str(exc))
                 fallback = self._serving.get(name)
+            if fallback is None:  # a cold container: the version the campaign's record served before
+                fallback = self._recorded_fallback(pointer)
+                if fallback is not None:
+                    with self._lock:
+                        self._serving[name] = fallback
             if fallback is None:
                 raise ModelUnavailableError(
                     f"Solution version {pointer.solution_version_arn} cannot be loaded: {exc}"
@@ -185,23 +192,28 @@ class ModelStore:
     ) -> SolutionVersionModel:
         """A user page of ``failed``, which the campaign (or recommender) of ``pointer`` served, is
         missing or corrupt: the version is refused, as one that fails to load is, and the version
-        the campaign served before it answers instead (it keeps doing so until the pointer's TTL
-        has passed). ModelUnavailableError, naming the page, when there is none to fall back on."""
+        the campaign served before it answers instead (this container's, else the one the
+        campaign's record names), until the pointer's TTL has passed. ModelUnavailableError, naming
+        the page, when there is none to fall back on."""
         key = version_prefix(failed.manifest.solution, failed.manifest.version)
         with self._lock:
             name = self._keys.get(pointer.campaign_arn)
-            self._refused[key] = self._clock()
+            self._refused[key] = (self._clock(), str(error))
             self._versions.pop(key, None)
             previous = self._last_good.get(name) if name is not None else None
             if name is not None and self._serving.get(name) is failed:
                 del self._serving[name]
         unavailable = f"Solution version {failed.arn} cannot answer now: {error}"
-        if previous is None or version_prefix(*previous) == key:
+        model: SolutionVersionModel | None = None
+        if previous is not None and version_prefix(*previous) != key:
+            try:
+                model = self.version(*previous)
+            except ArtifactError:
+                model = None
+        if model is None and pointer.fallback not in (None, failed.arn):
+            model = self._recorded_fallback(pointer)  # a container that served no other version
+        if model is None:
             raise ModelUnavailableError(unavailable) from error
-        try:
-            model = self.version(*previous)
-        except ArtifactError as exc:
-            raise ModelUnavailableError(unavailable) from exc
         logger.error(
             "a user page is missing or corrupt; the last good version answers",
             extra={"refused": failed.arn, "serving": model.arn, "reason": str(error)},
@@ -210,6 +222,20 @@ class ModelStore:
             if name is not None:
                 self._serving[name] = model
         return model
+
+    def _recorded_fallback(self, pointer: CampaignPointer) -> SolutionVersionModel | None:
+        """The version the campaign's record names as served before the current one (a cold
+        container has no model of its own to fall back on), or None if there is none to load."""
+        if pointer.fallback is None:
+            return None
+        try:
+            solution, version = parse_arn(pointer.fallback, "fallback", "solution", parts=2).path
+            return self.version(solution, version)
+        except Exception:  # the fallback is unusable too: the caller reports the current version's fault
+            logger.exception(
+                "the campaign's fallback version cannot be loaded either", extra={"campaign": pointer.name}
+            )
+            return None
 
     # -- solution versions -----------------------------------------------------------------------
 

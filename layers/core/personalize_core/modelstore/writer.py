@@ -29,11 +29,13 @@ from personalize_core.modelstore.attributes import (
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.ids import CompactIds, hash_index
 from personalize_core.modelstore.inputs import PublishError, check_ids, check_matrix
+from personalize_core.modelstore.item_matrix import LAYOUT, encode_item_matrix
 from personalize_core.modelstore.layout import (
     MANIFEST,
     ArrayName,
     CampaignPointer,
     FileEntry,
+    FoldIn,
     Manifest,
     Recipe,
     RecommenderPointer,
@@ -45,6 +47,7 @@ from personalize_core.modelstore.layout import (
     version_prefix,
 )
 from personalize_core.modelstore.npy import encode_npy, npy_header
+from personalize_core.modelstore.pointers import refusal, switched, verify_version, with_failed_update
 from personalize_core.modelstore.user_writer import write_user_pages
 
 __all__ = [
@@ -112,6 +115,7 @@ def prepare_version(
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
     dataset_group_arn: str | None = None,
+    fold_in: FoldIn | None = None,
 ) -> PreparedVersion:
     """Validate the inputs and encode the files of a solution version. No I/O but a spool folder.
 
@@ -121,7 +125,8 @@ def prepare_version(
     log-normaliser is computed here (serving computes a user's on first use). User recipes also get
     the cold-user vector (the mean user vector and its normaliser), which scores users the model
     does not know. ``dataset_group_arn``: the dataset group a trained version belongs to (None:
-    its solution's, as for every published version).
+    its solution's, as for every published version). ``fold_in``: how events fold a user into it
+    (a trained version's training parameters; None: the defaults).
     """
     try:
         check_name(solution, "solution")
@@ -143,8 +148,8 @@ def prepare_version(
             raise PublishError(f"a {recipe.value} solution needs item factors")
         matrix = check_matrix(item_factors, len(items), "item factors")
         dims = matrix.shape[1]
-        # Column after column: [d, items] in bytes, the layout the scorer streams (loaded without a copy).
-        files[ArrayName.ITEM_FACTORS.value] = encode_npy(matrix, fortran_order=True)
+        # The layout the scorer reads (two bfloat16-half planes, item_matrix.py), loaded without a copy.
+        files[ArrayName.ITEM_FACTORS.value] = encode_item_matrix(matrix)
     if recipe.needs_user_factors:
         if user_factors is None or not len(user_ids):
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
@@ -191,6 +196,7 @@ def prepare_version(
         time.time(),
         entries,
         dataset_group_arn,
+        fold_in if recipe.needs_user_factors else None,
         user_pages,
     )
     return PreparedVersion(manifest, files, paths, spool)
@@ -207,8 +213,9 @@ def _entry(name: str, data: bytes) -> FileEntry:
         return FileEntry(sha256_hex(data), len(data), crc32=crc32)
     header = npy_header(data)  # our own encode_npy wrote it: always complete
     assert header is not None
+    layout = LAYOUT if name == ArrayName.ITEM_FACTORS.value else None
     return FileEntry(
-        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32=crc32
+        sha256_hex(data), len(data), header.dtype.str, header.shape, header.fortran_order, crc32, layout
     )
 
 
@@ -266,7 +273,10 @@ def read_manifest(bucket: ModelBucket, solution_version_arn: str) -> Manifest:
 
 
 def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> CampaignPointer:
-    """Create the campaign, or switch it to ``manifest``'s version (one atomic S3 write)."""
+    """Create the campaign, or switch it to ``manifest``'s version (one atomic S3 write), once the
+    version's files are verified against its manifest (modelstore/pointers.py). A version that fails
+    is refused (PublishError with the reason) and recorded as the campaign's failed update; the
+    campaign keeps serving what it served."""
     try:
         check_name(name, "campaign")
     except InvalidInputException as exc:
@@ -274,13 +284,26 @@ def put_campaign(bucket: ModelBucket, name: str, manifest: Manifest) -> Campaign
     version_arn = parse_arn(manifest.solution_version_arn, "solutionVersionArn", "solution", parts=2)
     arn = str(make_arn(version_arn.region, version_arn.account, "campaign", name))
     now = time.time()
-    current = bucket.read_json(campaign_key(name))
-    created = CampaignPointer.from_json(current).created_at if current is not None else now
+    key = campaign_key(name)
+    try:
+        current = bucket.read_json(key)
+        created = CampaignPointer.from_json(current).created_at if current is not None else now
+    except ArtifactError:
+        current, created = None, now  # a garbled record: this write replaces it
+    try:
+        verify_version(bucket, manifest)
+    except ArtifactError as exc:
+        reason = refusal(manifest, exc)
+        if current is not None:
+            bucket.write_json(key, with_failed_update(current, manifest.solution_version_arn, reason, now))
+            reason += f"; campaign {name} keeps serving {current.get('solutionVersionArn')}"
+        raise PublishError(reason) from None
     pointer = CampaignPointer(
         arn, name, manifest.solution_version_arn, manifest.solution, manifest.version, created, now
     )
-    bucket.write_json(campaign_key(name), pointer.to_json())
-    return pointer
+    record = switched(current, pointer)
+    bucket.write_json(key, record)
+    return CampaignPointer.from_json(record)
 
 
 def put_recommender(bucket: ModelBucket, pointer: RecommenderPointer) -> RecommenderPointer:

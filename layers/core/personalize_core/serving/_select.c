@@ -1,6 +1,6 @@
 /* Candidate selection for exact top-k: one streaming pass over float32 logits per user.
  *
- * Loaded with ctypes by personalize_core/native.py; the numpy path in scoring.py computes the
+ * Loaded with ctypes by personalize_core/serving/native.py; the numpy path in scoring.py computes the
  * same candidates when this library is not built (no C compiler, or a cross-architecture build).
  *
  * Each user (row) keeps the (value, item) pairs at or above a running bound, where
@@ -17,28 +17,37 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "_kernels.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define ARM64 1
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
 #endif
 
 #define BLOCK 64
 
-typedef struct {
+struct Row {
     float bound;   /* values below it are not kept */
     double slack;  /* the float32 error allowance: bound = kth - slack, rounded down */
     int64_t count, capacity, trigger;
     float *values;
     int64_t *items;
-} Row;
+};
 
-typedef struct Selection {
+struct Selection {
     int64_t rows, k;
     Row *row;
     float *scratch; /* quickselect's working copy */
     int64_t scratch_capacity;
     int (*feed)(struct Selection *, Row *, const float *, int64_t, int64_t);
-} Selection;
+};
 
 typedef int (*FeedRow)(Selection *, Row *, const float *, int64_t, int64_t);
 static FeedRow pick_feed(void);
@@ -184,7 +193,7 @@ static inline int push_mask(Selection *sel, Row *row, const float *v, uint64_t m
 
 /* Two versions of one loop: the maximum of BLOCK values is compared with the bound, and only a
  * block that passes is looked at value by value (which, after the first blocks, is rare). */
-__attribute__((target("avx512f"))) static int feed_avx512(
+__attribute__((target("avx512f,avx512bw"))) static int feed_avx512(
     Selection *sel, Row *row, const float *v, int64_t width, int64_t first_item) {
     int64_t j = 0;
     for (; j + BLOCK <= width; j += BLOCK) {
@@ -204,7 +213,7 @@ __attribute__((target("avx512f"))) static int feed_avx512(
     return feed_tail(sel, row, v + j, width - j, first_item + j);
 }
 
-__attribute__((target("avx2"))) static int feed_avx2(
+__attribute__((target("avx2,fma"))) static int feed_avx2(
     Selection *sel, Row *row, const float *v, int64_t width, int64_t first_item) {
     int64_t j = 0;
     for (; j + BLOCK <= width; j += BLOCK) {
@@ -224,6 +233,20 @@ __attribute__((target("avx2"))) static int feed_avx2(
 }
 #endif
 
+#ifdef ARM64
+/* The same loop with NEON: the maximum of BLOCK values against the bound, 4 lanes at a time. */
+static int feed_neon(Selection *sel, Row *row, const float *v, int64_t width, int64_t first_item) {
+    int64_t j = 0;
+    for (; j + BLOCK <= width; j += BLOCK) {
+        const float *b = v + j;
+        float32x4_t peak = vld1q_f32(b);
+        for (int r = 1; r < BLOCK / 4; r++) peak = vmaxq_f32(peak, vld1q_f32(b + 4 * r));
+        if (vmaxvq_f32(peak) >= row->bound && feed_tail(sel, row, b, BLOCK, first_item + j)) return -1;
+    }
+    return feed_tail(sel, row, v + j, width - j, first_item + j);
+}
+#endif
+
 static int feed_portable(Selection *sel, Row *row, const float *v, int64_t width, int64_t first_item) {
     int64_t j = 0;
     for (; j + BLOCK <= width; j += BLOCK) {
@@ -235,32 +258,68 @@ static int feed_portable(Selection *sel, Row *row, const float *v, int64_t width
     return feed_tail(sel, row, v + j, width - j, first_item + j);
 }
 
-static FeedRow pick_feed(void) {
+/* The best loop this CPU runs, unless sel_use chose another. */
+static int detected_loop(void) {
 #ifdef X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return feed_avx512;
-    if (__builtin_cpu_supports("avx2")) return feed_avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return LOOP_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return LOOP_AVX2;
 #endif
-    return feed_portable;
+#ifdef ARM64
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMD) return LOOP_NEON;
+#endif
+    return LOOP_PORTABLE;
+}
+
+static int forced_loop = -1;
+static const char *const LOOP_NAMES[] = {"portable", "avx2", "avx512", "neon"};
+
+int kernel_loop(void) { return forced_loop >= 0 ? forced_loop : detected_loop(); }
+
+/* Run `name`'s loops from now on ("auto": the detected one). 0, or -1 when this CPU cannot. */
+int sel_use(const char *name) {
+    if (strcmp(name, "auto") == 0) {
+        forced_loop = -1;
+        return 0;
+    }
+    const int best = detected_loop();
+    for (int loop = 0; loop < 4; loop++) {
+        if (strcmp(name, LOOP_NAMES[loop]) != 0) continue;
+        /* portable runs anywhere, avx2 wherever avx512 does, the rest only where detected */
+        if (loop == LOOP_PORTABLE || loop == best || (loop == LOOP_AVX2 && best == LOOP_AVX512)) {
+            forced_loop = loop;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static FeedRow pick_feed(void) {
+    switch (kernel_loop()) {
+#ifdef X86
+        case LOOP_AVX512: return feed_avx512;
+        case LOOP_AVX2: return feed_avx2;
+#endif
+#ifdef ARM64
+        case LOOP_NEON: return feed_neon;
+#endif
+        default: return feed_portable;
+    }
 }
 
 /* Which loop this CPU runs (for the logs and the tests). */
-const char *sel_kernel(void) {
-    FeedRow feed = pick_feed();
-#ifdef X86
-    if (feed == feed_avx512) return "avx512";
-    if (feed == feed_avx2) return "avx2";
-#endif
-    return feed == feed_portable ? "portable" : "unknown";
-}
+const char *sel_kernel(void) { return LOOP_NAMES[kernel_loop()]; }
 
 /* Feed logits[rows][width] (row r at logits + r * row_stride) for items first_item.. of each row. */
+int sel_feed_row(Selection *sel, int64_t r, const float *values, int64_t width, int64_t first_item) {
+    Row *row = &sel->row[r];
+    if (reserve(row, row->trigger + BLOCK)) return -1;
+    return sel->feed(sel, row, values, width, first_item);
+}
+
 int sel_feed(Selection *sel, const float *logits, int64_t width, int64_t row_stride, int64_t first_item) {
-    for (int64_t r = 0; r < sel->rows; r++) {
-        Row *row = &sel->row[r];
-        if (reserve(row, row->trigger + BLOCK)) return -1;
-        if (sel->feed(sel, row, logits + r * row_stride, width, first_item)) return -1;
-    }
+    for (int64_t r = 0; r < sel->rows; r++)
+        if (sel_feed_row(sel, r, logits + r * row_stride, width, first_item)) return -1;
     return 0;
 }
 

@@ -20,7 +20,13 @@ import numpy as np
 from personalize_core.errors import (
     InvalidInputException,
 )
-from personalize_core.modelstore.attributes import Column, DataSchema, Table, schema_of_extras
+from personalize_core.modelstore.attributes import (
+    RECENT_PER_EVENT_TYPE,
+    Column,
+    DataSchema,
+    Table,
+    schema_of_extras,
+)
 from personalize_core.serving.filter_language import (
     COMPARISONS,
     Action,
@@ -32,9 +38,11 @@ from personalize_core.serving.filter_language import (
     Value,
     parse_filter_value,
 )
+from personalize_core.serving.overlay import MetadataOverlay, record_number
 
 if TYPE_CHECKING:
     from personalize_core.modelstore.model import SolutionVersionModel
+    from personalize_core.serving.live import Live
 
 
 # -- checking a filter against what a model holds ---------------------------------------------------
@@ -88,7 +96,7 @@ def check_filter(program: FilterProgram, schema: DataSchema, where: str) -> None
 # -- evaluation ------------------------------------------------------------------------------------
 
 _STATIC_CACHE_SIZE = 64
-_static_masks: dict[tuple[str, str, int, int], np.ndarray] = {}
+_static_masks: dict[tuple[str, str, int, int, str], np.ndarray] = {}
 _static_lock = threading.Lock()
 
 
@@ -122,6 +130,7 @@ class _Evaluation:
         user_id: str | None,
         current_item: int | None,
         where: str,
+        live: Live | None = None,
     ) -> None:
         self.model = model
         self.values = filter_values
@@ -129,6 +138,8 @@ class _Evaluation:
         self.current_item = current_item
         self.where = where
         self.rows = model.num_items
+        self.live = live
+        self.overlay: MetadataOverlay | None = live.overlay if live is not None else None
 
     def strings(self, values: tuple[Value, ...]) -> list[str] | None:
         """The literal strings of a value list; None stands for ``*`` (anything)."""
@@ -153,16 +164,10 @@ class _Evaluation:
 
     def condition(self, condition: Condition) -> np.ndarray:
         if condition.dataset is Dataset.INTERACTIONS:
-            interactions = self.model.extras.interactions
-            if interactions is None:
-                raise InvalidInputException(
-                    f"filter {self.where} uses Interactions, but solution version {self.model.arn} "
-                    "was published without recent interactions"
-                )
             mask = np.zeros(self.rows, dtype=bool)
             if self.user_id is not None:
                 event_types = self.strings(condition.values)
-                mask[interactions.items_of(self.user_id, event_types, condition.operator == "NOT IN")] = True
+                mask[self.interaction_rows(event_types, condition.operator == "NOT IN")] = True
             return mask
         column = self.item_column(condition.column)
         if condition.current_item_column is not None:
@@ -175,24 +180,88 @@ class _Evaluation:
                     f"filterValues.{value.text} must be one number for {condition.column}"
                 )
             assert column.numbers is not None  # checked at CreateFilter and against the model
-            return _compare(
-                column.numbers, condition.operator, _number(texts[0], f"filterValues.{value.text}")
+            bound, operator = _number(texts[0], f"filterValues.{value.text}"), condition.operator
+            compared = _compare(column.numbers, operator, bound)
+            if self.overlay is None:
+                return compared
+            return self.overlay.patch(
+                compared, column, lambda _, n: bool(_compare(np.array([n]), operator, bound)[0])
             )
         wanted = self.strings(condition.values) or []
+        negate = condition.operator == "NOT IN"
         mask = column.rows_with_any(wanted, self.rows)
-        return ~mask if condition.operator == "NOT IN" else mask
+        mask = ~mask if negate else mask
+        if self.overlay is None:
+            return mask
+        chosen = set(wanted)
+        return self.overlay.patch(mask, column, lambda values, _: bool(chosen.intersection(values)) != negate)
+
+    def interaction_rows(self, event_types: list[str] | None, negate: bool) -> np.ndarray:
+        """Items of the user's 100 most recent interactions per event type of ``event_types`` (None:
+        any type; ``negate``: the other types): the live events first, then the version's own."""
+        stored = self.model.extras.interactions
+        live = self.live
+        if stored is None and (live is None or not live.tracked):
+            raise InvalidInputException(
+                f"filter {self.where} uses Interactions, but solution version {self.model.arn} "
+                "was published without recent interactions"
+            )
+        assert self.user_id is not None
+        if live is None or not live.events:
+            assert stored is not None
+            return stored.items_of(self.user_id, event_types, negate)
+        wanted = None if event_types is None else {t.lower() for t in event_types}
+
+        def selected(kind: str) -> bool:
+            return (not negate) if wanted is None else (kind in wanted) != negate
+
+        index = self.model.item_index
+        rows: list[int] = []
+        taken: dict[str, int] = {}
+        for event in live.events:  # newest first, at most 100 per type
+            kind = event.event_type.lower()
+            if selected(kind):
+                taken[kind] = taken.get(kind, 0) + 1
+                row = index.get(event.item_id) if event.item_id is not None else None
+                if row is not None:
+                    rows.append(row)
+        found = [np.asarray(rows, dtype=np.int64)]
+        user = stored.user_index.get(self.user_id) if stored is not None else None
+        if stored is not None and user is not None:
+            start, end = int(stored.indptr[user]), int(stored.indptr[user + 1])
+            items, events = stored.items[start:end], stored.events[start:end]
+            for code in np.unique(events).tolist():
+                kind = stored.event_types[code]
+                if selected(kind):
+                    room = max(0, RECENT_PER_EVENT_TYPE - taken.get(kind, 0))
+                    found.append(items[events == code][:room].astype(np.int64))
+        return np.concatenate(found)
 
     def current_item_condition(self, condition: Condition, column: Column) -> np.ndarray:
         assert condition.current_item_column is not None
         current = self.item_column(condition.current_item_column, "CurrentItem")
         if self.current_item is None:
             return np.zeros(self.rows, dtype=bool)
+        overlay, at = self.overlay, self.current_item
         if condition.operator in COMPARISONS:
             assert column.numbers is not None
             assert current.numbers is not None
-            return _compare(column.numbers, condition.operator, float(current.numbers[self.current_item]))
-        mask = column.rows_with_any(current.values_of(self.current_item), self.rows)
-        return ~mask if condition.operator == "NOT IN" else mask
+            operator = condition.operator
+            bound = overlay.item_number(at, current) if overlay else float(current.numbers[at])
+            compared = _compare(column.numbers, operator, bound)
+            if overlay is None:
+                return compared
+            return overlay.patch(
+                compared, column, lambda _, n: bool(_compare(np.array([n]), operator, bound)[0])
+            )
+        values = overlay.item_values(at, current) if overlay else current.values_of(at)
+        negate = condition.operator == "NOT IN"
+        mask = column.rows_with_any(values, self.rows)
+        mask = ~mask if negate else mask
+        if overlay is None:
+            return mask
+        chosen = set(values)
+        return overlay.patch(mask, column, lambda held, _: bool(chosen.intersection(held)) != negate)
 
     def static(self, condition: Condition) -> bool:
         return (
@@ -206,7 +275,8 @@ class _Evaluation:
         # to a model: computed once per (filter, model).
         if not self.static(condition):
             return self.condition(condition)
-        key = (program_key, self.model.arn, id(self.model), index)
+        overlay = self.overlay.key if self.overlay is not None and self.overlay.items else ""
+        key = (program_key, self.model.arn, id(self.model), index, overlay)
         with _static_lock:
             mask = _static_masks.get(key)
         if mask is None:
@@ -222,8 +292,9 @@ class _Evaluation:
         if not conditions:
             return True
         table: Table | None = self.model.extras.users
+        record = self.overlay.users.get(self.user_id) if self.overlay and self.user_id is not None else None
         row = table.index.get(self.user_id) if table and table.index and self.user_id is not None else None
-        if table is None or row is None:
+        if table is None or (row is None and record is None):
             return False
         for condition in conditions:
             column = table.columns.get(condition.column)
@@ -232,12 +303,19 @@ class _Evaluation:
                     f"filter {self.where} names CurrentUser.{condition.column}, "
                     f"which solution version {self.model.arn} lacks"
                 )
-            if not self.user_condition(condition, column, row):
+            if record is not None:  # a PutUsers record replaces the user's row
+                value = record.get(column.name, "")
+                held, number = (value.split("|") if value else []), record_number(value)
+            else:
+                assert row is not None
+                held = column.values_of(row)
+                number = float(column.numbers[row]) if column.numbers is not None else float("nan")
+            if not self.user_condition(condition, held, number):
                 return False
         return True
 
-    def user_condition(self, condition: UserCondition, column: Column, row: int) -> bool:
-        held = column.values_of(row)
+    def user_condition(self, condition: UserCondition, held: list[str], number: float) -> bool:
+        """A CurrentUser condition on the user's values (tokens) and number (NaN: none)."""
         if condition.operator in ("IN", "NOT IN"):
             wanted = set(self.strings(condition.values) or [])
             hit = bool(wanted.intersection(held))
@@ -246,11 +324,9 @@ class _Evaluation:
         texts = self.values[value.text] if value.kind == "param" else (value.text,)
         if condition.operator == "=" and value.kind == "string":
             return texts[0] in held
-        if column.numbers is None or np.isnan(column.numbers[row]):
+        if np.isnan(number):
             return False
-        return bool(
-            _compare(column.numbers[row : row + 1], condition.operator, _number(texts[0], "value"))[0]
-        )
+        return bool(_compare(np.array([number]), condition.operator, _number(texts[0], "value"))[0])
 
 
 def allowed_items(
@@ -260,14 +336,16 @@ def allowed_items(
     user_id: str | None,
     current_item: int | None = None,
     where: str = "",
+    live: Live | None = None,
 ) -> np.ndarray | None:
     """The items a filter lets through, as a bool mask over the model's items; None = all of them.
 
-    ``current_item`` is the item index of a RELATED_ITEMS request (for ``CurrentItem.<column>``).
+    ``current_item`` is the item index of a RELATED_ITEMS request (for ``CurrentItem.<column>``);
+    ``live``: the user's recent events and the group's PutItems / PutUsers records.
     """
     where = where or "filter"
     parsed = {name: parse_filter_value(name, raw) for name, raw in filter_values.items()}
-    evaluation = _Evaluation(model, parsed, user_id, current_item, where)
+    evaluation = _Evaluation(model, parsed, user_id, current_item, where, live)
     include: np.ndarray | None = None
     exclude: np.ndarray | None = None
     index = 0

@@ -23,6 +23,8 @@ from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.store import ModelStore
 from personalize_core.modelstore.user_pages import UserPageError
 from personalize_core.serving import recipes
+from personalize_core.serving.live import Live, LiveStore, get_live
+from personalize_core.serving.overlay import MetadataOverlay
 from personalize_core.serving.recipes import Operation
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def predicted_items(
     scores: np.ndarray | None = None,
     metadata: list[tuple[str, Column]] | None = None,
     reason: str | None = None,
+    overlay: MetadataOverlay | None = None,
 ) -> list[PredictedItem]:
     ids = model.item_ids
     rows = indices.tolist()
@@ -70,8 +73,9 @@ def predicted_items(
     else:
         items = [{"itemId": ids[i], "score": s} for i, s in zip(rows, scores.tolist(), strict=True)]
     if metadata:
+        text = overlay.item_text if overlay is not None else (lambda row, column: column.text(row))
         for item, row in zip(items, rows, strict=True):
-            item["metadata"] = {name: column.text(row) for name, column in metadata}
+            item["metadata"] = {name: text(row, column) for name, column in metadata}
     if reason is not None:
         for item in items:
             item["reason"] = [reason]
@@ -117,41 +121,61 @@ def one_version(
 
 
 def get_recommendations(
-    request: RecommendationsRequest, store: ModelStore, filters: FilterStore | None = None
+    request: RecommendationsRequest,
+    store: ModelStore,
+    filters: FilterStore | None = None,
+    live: LiveStore | None = None,
+    recommendation_id: str | None = None,
 ) -> Answer:
+    """``recommendation_id``: the answer's id, under which a tracked group keeps its items."""
     if request.recommender_arn is not None:  # a recommender is served as a campaign is
         pointer, model = store.recommender(request.recommender_arn)
     else:
         assert request.campaign_arn is not None
         pointer, model = store.campaign(request.campaign_arn)
-    return one_version(store, pointer, model, lambda one: _recommendations(request, one, store, filters))
+    served = _Served(store, filters, live, recommendation_id)
+    return one_version(store, pointer, model, lambda one: _recommendations(request, one, served))
 
 
-def _recommendations(
-    request: RecommendationsRequest,
-    model: SolutionVersionModel,
-    store: ModelStore,
-    filters: FilterStore | None,
-) -> Answer:
+class _Served(NamedTuple):
+    """What a request is answered with, whichever version answers it (``one_version``)."""
+
+    store: ModelStore
+    filters: FilterStore | None
+    live: LiveStore | None
+    recommendation_id: str | None
+
+
+def _recommendations(request: RecommendationsRequest, model: SolutionVersionModel, served: _Served) -> Answer:
+    store, filters, live, recommendation_id = served
     recipes.check_query(model, Operation.RECOMMENDATIONS, request.user_id, request.item_id)
     compiled, options, k = _Filters(store, filters), request.options, request.num_results
     metadata = metadata_columns(model, options.metadata_columns)
-    user = recipes.user_vector(model, request.user_id, options.context)
+    live_store = live or get_live()
+    now = live_store.read(model, request.user_id)
+    user = recipes.user_vector(model, request.user_id, options.context, now.events)
     recommender = recipes.recommend(model, user, request.item_id)
 
     def allowed(filter_arn: str | None, values: Any, field: str) -> np.ndarray | None:
         return recipes.allowed_items(
-            model, compiled.get(filter_arn, field), values, request.user_id, request.item_id, field
+            model, compiled.get(filter_arn, field), values, request.user_id, request.item_id, field, live=now
         )
 
     mask = allowed(options.filter_arn, options.filter_values, "filterArn")
     if not request.promotions:
         chosen, scores = recommender.rank(mask, k)
-        return Answer(predicted_items(model, chosen, scores, metadata, recommender.reason), model.arn)
-    promotion = request.promotions[0]
-    promotable = allowed(promotion.filter_arn, promotion.filter_values, "promotions[0].filterArn")
-    items = _promote(model, recommender, mask, promotable, k, promotion, metadata)
+        items = predicted_items(model, chosen, scores, metadata, recommender.reason, now.overlay)
+    else:
+        promotion = request.promotions[0]
+        promotable = allowed(promotion.filter_arn, promotion.filter_values, "promotions[0].filterArn")
+        items = _promote(model, recommender, mask, promotable, k, promotion, metadata, now)
+    _record(live_store, now, recommendation_id, items)
     return Answer(items, model.arn)
+
+
+def _record(live: LiveStore, now: Live, recommendation_id: str | None, items: list[PredictedItem]) -> None:
+    if recommendation_id is not None and now.tracked:
+        live.record(now, recommendation_id, [item["itemId"] for item in items])
 
 
 def _promote(
@@ -162,6 +186,7 @@ def _promote(
     k: int,
     promotion: Promotion,
     metadata: list[tuple[str, Column]],
+    live: Live,
 ) -> list[PredictedItem]:
     """``ceil(k * percent / 100)`` items from the promotion's filter, spread evenly among the
     others (which the request's filter governs); never the same item twice."""
@@ -170,11 +195,13 @@ def _promote(
     regular_allowed = np.ones(model.num_items, dtype=bool) if allowed is None else allowed.copy()
     regular_allowed[promoted] = False
     regular, regular_scores = rank(regular_allowed, k - len(promoted))
-    promoted_items = predicted_items(model, promoted, promoted_scores, metadata)
+    promoted_items = predicted_items(model, promoted, promoted_scores, metadata, overlay=live.overlay)
     for item in promoted_items:
         item["promotionName"] = promotion.name
         item["reason"] = [PROMOTED_REASON]
-    regular_items = predicted_items(model, regular, regular_scores, metadata, recommender.reason)
+    regular_items = predicted_items(
+        model, regular, regular_scores, metadata, recommender.reason, live.overlay
+    )
     total = len(promoted_items) + len(regular_items)
     slots = set(spread_positions(len(promoted_items), total))
     promoted_iter, regular_iter = iter(promoted_items), iter(regular_items)
@@ -182,22 +209,30 @@ def _promote(
 
 
 def get_personalized_ranking(
-    request: RankingRequest, store: ModelStore, filters: FilterStore | None = None
+    request: RankingRequest,
+    store: ModelStore,
+    filters: FilterStore | None = None,
+    live: LiveStore | None = None,
+    recommendation_id: str | None = None,
 ) -> Answer:
     pointer, model = store.campaign(request.campaign_arn)
-    return one_version(store, pointer, model, lambda one: _ranking(request, one, store, filters))
+    served = _Served(store, filters, live, recommendation_id)
+    return one_version(store, pointer, model, lambda one: _ranking(request, one, served))
 
 
-def _ranking(
-    request: RankingRequest, model: SolutionVersionModel, store: ModelStore, filters: FilterStore | None
-) -> Answer:
+def _ranking(request: RankingRequest, model: SolutionVersionModel, served: _Served) -> Answer:
+    store, filters, live, recommendation_id = served
     recipes.check_query(model, Operation.RANKING, request.user_id, None)
     options = request.options
     metadata = metadata_columns(model, options.metadata_columns)
-    user = recipes.user_vector(model, request.user_id, options.context)
+    live_store = live or get_live()
+    now = live_store.read(model, request.user_id)
+    user = recipes.user_vector(model, request.user_id, options.context, now.events)
     compiled = _Filters(store, filters).get(options.filter_arn, "filterArn")
-    mask = recipes.allowed_items(model, compiled, options.filter_values, request.user_id, None)
+    mask = recipes.allowed_items(model, compiled, options.filter_values, request.user_id, None, live=now)
     ranking = recipes.rank(model, user, request.input_list, mask)
-    items = predicted_items(model, ranking.items, ranking.scores, metadata)
+    items = predicted_items(model, ranking.items, ranking.scores, metadata, overlay=now.overlay)
     score = {"score": recipes.UNKNOWN_ITEM_SCORE} if ranking.scores is not None else {}
-    return Answer(items + [{"itemId": i, **score} for i in ranking.unknown], model.arn)
+    answer = items + [{"itemId": i, **score} for i in ranking.unknown]
+    _record(live_store, now, recommendation_id, answer)
+    return Answer(answer, model.arn)

@@ -2,7 +2,8 @@
 GetPersonalizedRanking and batch inference all call.
 
 - ``check_query`` says which operation serves a recipe and which ids it needs;
-- ``user_vector`` turns a user (and a request's context) into the vector that scores them;
+- ``user_vector`` turns a user (their recent events, and a request's context) into the vector that
+  scores them: the stored row, a fold-in of their events (serving/foldin.py), or the cold vector;
 - ``allowed_items`` turns a filter and its values into an item mask;
 - ``recommend`` answers GetRecommendations' recipes (USER_PERSONALIZATION, RELATED_ITEMS,
   POPULAR_ITEMS) for a mask and a count;
@@ -21,13 +22,17 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import numpy as np
 
 from personalize_core.errors import InvalidInputException
-from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.layout import DEFAULT_FOLD_IN, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.users import StoredUser
+from personalize_core.serving.foldin import confidences, fold_in
+from personalize_core.serving.related import co_occurring_items
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
 
 if TYPE_CHECKING:  # filters are imported by the first query that names one, not by every cold start
+    from personalize_core.events.items import RecentEvent
     from personalize_core.serving.filter_store import CompiledFilter
+    from personalize_core.serving.live import Live
 
 #: (item indices, scores or None): the best items of a mask, for a count.
 Ranker = Callable[[np.ndarray | None, int], tuple[np.ndarray, np.ndarray | None]]
@@ -105,31 +110,57 @@ def user_vector(
     model: SolutionVersionModel,
     user_id: str | None,
     context: Mapping[str, str],
+    events: Sequence[RecentEvent] = (),
     users: UserLookup | None = None,
 ) -> UserVector | None:
     """The vector that scores ``user_id`` (None: the recipe scores no users).
 
-    The stored vector comes from ``model.users`` (a cache hit, or one ranged GET of the user's
-    page: modelstore/users.py), or from ``users``, the same users fetched ahead for a batch. A user
-    the model does not know is scored with the version's cold-user vector (the mean user vector),
-    so every USER_PERSONALIZATION and PERSONALIZED_RANKING answer carries scores, as Personalize's
-    do. Context adds its vectors to the user's, in float64 (the scorer keeps that precision); the
-    stored normaliser then no longer applies and the scorer computes the vector's own.
+    - A user the model knows: their stored vector, from ``model.users`` (a cache hit, or one ranged
+      GET of the user's page: modelstore/users.py) or from ``users`` (the same users, fetched ahead
+      for a batch); moved by their ``events`` received after the version was trained (folded in
+      with the stored vector as the prior, serving/foldin.py).
+    - A user (or a session passed as userId) the model does not know, with events: a vector folded
+      in from the events against the version's item factors.
+    - Unknown, without events the version can use: the version's cold-user vector (the mean user
+      vector), so every USER_PERSONALIZATION and PERSONALIZED_RANKING answer carries scores, as
+      Personalize's do.
+    Context adds its vectors to the user's, in float64 (the scorer keeps that precision); the stored
+    normaliser then no longer applies, nor for a folded vector: the scorer computes the vector's own.
     """
     shift = context_shift(model, context)  # checked for every request, known user or not
     if model.item_factors is None:
         return None
     lookup = users if users is not None else model.users
-    stored = lookup.get(user_id) if lookup is not None and user_id is not None else None
-    if stored is not None:
+    # The one place a stored user vector is read (the fold-in's prior too).
+    found = lookup.get(user_id) if lookup is not None and user_id is not None else None
+    stored = found.vector if found is not None else None
+    folded = _folded(model, stored, events) if events else None
+    if folded is not None:
+        return UserVector(folded + shift if shift is not None else folded, None, cold=stored is None)
+    if found is not None:
         if shift is None:
-            return UserVector(stored.vector, stored.log_normaliser, stored.row)
-        return UserVector(stored.vector.astype(np.float64) + shift, None)
+            return UserVector(found.vector, found.log_normaliser, found.row)
+        return UserVector(found.vector.astype(np.float64) + shift, None)
     if model.cold_user_vector is None:
         return None
     if shift is None:
         return UserVector(model.cold_user_vector, model.cold_user_log_normaliser, cold=True)
     return UserVector(model.cold_user_vector + shift, None, cold=True)
+
+
+def _folded(
+    model: SolutionVersionModel, stored: np.ndarray | None, events: Sequence[RecentEvent]
+) -> np.ndarray | None:
+    """The user's vector folded in from ``events`` against the item factors (a known user's, with
+    their ``stored`` vector as the prior, from the events received after the version was trained),
+    or None when no event names an item the version can use."""
+    assert model.item_factors is not None
+    rules = model.manifest.fold_in or DEFAULT_FOLD_IN
+    since = model.manifest.created_at if stored is not None else None
+    rows, confidence = confidences(events, model.item_index, rules, since)
+    if rows.size == 0:
+        return None
+    return fold_in(model.item_factors, model.item_gram(), rows, confidence, rules.regularization, stored)
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -143,12 +174,14 @@ def allowed_items(
     item_id: str | None,
     field: str = "filterArn",
     owner: str = "a filterArn",
+    live: Live | None = None,
 ) -> np.ndarray | None:
     """The items a query may be answered with (bool per item), or None for all of them.
 
     ``compiled`` is the filter the query names in ``field`` (None: no filter; then filterValues
-    need ``owner``). Interactions filters read ``user_id``'s recent interactions; ``CurrentItem``
-    needs the query's ``item_id``.
+    need ``owner``). Interactions filters read ``user_id``'s recent interactions: the version's and
+    ``live``'s events; Items and CurrentUser conditions read ``live``'s PutItems / PutUsers records
+    over the version's metadata. ``CurrentItem`` needs the query's ``item_id``.
     """
     if compiled is None:
         if filter_values:
@@ -161,7 +194,7 @@ def allowed_items(
     if item_id is None and any(e.uses_current_item for e in compiled.program.expressions):
         raise InvalidInputException(f"{where} uses CurrentItem, which needs an itemId")
     current_item = model.item_index.get(item_id) if item_id is not None else None
-    return filter_mask(model, compiled.program, filter_values, user_id, current_item, where)
+    return filter_mask(model, compiled.program, filter_values, user_id, current_item, where, live)
 
 
 # -- GetRecommendations' recipes -------------------------------------------------------------------
@@ -175,7 +208,8 @@ class Recommender(NamedTuple):
 
 def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str | None) -> Recommender:
     """The ranker of a GetRecommendations query: by score for a user (USER_PERSONALIZATION; the
-    cold-user vector scores unknown users), by cosine similarity to a known item (RELATED_ITEMS),
+    cold-user vector scores unknown users), by similarity to a known item (RELATED_ITEMS: item-item
+    co-occurrence where the version has it, else the item factors' cosine),
     else by popularity, without scores (POPULAR_ITEMS; and RELATED_ITEMS for an item the model
     does not know, whose popular items are placeholders, as Personalize marks them)."""
     recipe = model.manifest.recipe
@@ -194,6 +228,13 @@ def recommend(model: SolutionVersionModel, user: UserVector | None, item_id: str
 
         return Recommender(by_score)
     item = model.item_index.get(item_id) if recipe is Recipe.RELATED_ITEMS and item_id is not None else None
+    co = model.extras.co_occurrence
+    if item is not None and co is not None:  # a trained version where co-occurrence measured better
+
+        def by_co_occurrence(allowed: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+            return co_occurring_items(co, model.popular_order, item, k, allowed), None
+
+        return Recommender(by_co_occurrence)
     if item is not None and model.item_factors is not None and model.item_norms is not None:
         factors, norms = model.item_factors, model.item_norms
 

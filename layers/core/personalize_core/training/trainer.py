@@ -3,7 +3,8 @@
     weigh      the solution's event types, weights and thresholds (solutionConfig) -> one weight a row
     split      Personalize's holdout (evaluation.py): 90% of users train, 10% are tested
     fit        implicit's ALS on the training users (USER_PERSONALIZATION, PERSONALIZED_RANKING,
-               RELATED_ITEMS); popularity counts (POPULAR_ITEMS)
+               RELATED_ITEMS); popularity counts (POPULAR_ITEMS). RELATED_ITEMS is also measured by
+               item-item co-occurrence; the better on the holdout serves
     evaluate   the test users' vectors folded in from their oldest 90%, ranked against their newest 10%
     finish     the test users folded in again from all their interactions; items, users and recent
                interactions for filters and metadata; ``prepare_version`` writes it all
@@ -15,17 +16,22 @@ learnt factors to rank it by).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from personalize_core.datasets.data import Interactions
 from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
-from personalize_core.modelstore.layout import Recipe
+from personalize_core.modelstore.co_occurrence import encode_co_occurrence
+from personalize_core.modelstore.layout import FoldIn, Recipe
 from personalize_core.modelstore.writer import PreparedVersion, prepare_extras, prepare_version
 from personalize_core.training.config import TrainingConfig
 from personalize_core.training.evaluation import TOP, evaluate, split, top_items
+
+#: The metric that decides how a RELATED_ITEMS version relates items.
+RELATED_BY = "normalized_discounted_cumulative_gain_at_10"
 
 
 class TrainingFailed(Exception):
@@ -50,6 +56,8 @@ class Trained(NamedTuple):
     baseline: dict[str, float]
     interactions: int
     seconds: dict[str, float]
+    #: RELATED_ITEMS: each way of relating items with its holdout metrics (the better one serves).
+    compared: Mapping[str, Mapping[str, float]] = MappingProxyType({})
 
 
 def weigh(interactions: Interactions, config: TrainingConfig) -> np.ndarray:
@@ -74,6 +82,18 @@ def weigh(interactions: Interactions, config: TrainingConfig) -> np.ndarray:
     if config.value_threshold is not None:
         weights[values < config.value_threshold] = 0
     return weights
+
+
+def fold_in_of(config: TrainingConfig) -> FoldIn:
+    """What serving needs to fold a user's events into this training's vectors: the same alpha,
+    regularization and event rules (``weigh``'s, applied per event)."""
+    return FoldIn(
+        alpha=config.alpha,
+        regularization=config.regularization,
+        weights=tuple((e.event_type.lower(), e.weight, e.threshold) for e in config.events),
+        value_threshold=config.value_threshold,
+        event_type=config.event_type,
+    )
 
 
 def _matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> Any:
@@ -165,26 +185,33 @@ def train(
     clock["prepare"] = time.perf_counter()
 
     item_factors = user_factors = None
+    co_files: dict[str, bytes] = {}
+    compared: dict[str, dict[str, float]] = {}
     if recipe is Recipe.POPULAR_ITEMS:
         metrics = baseline
     else:
-        item_factors, user_factors, metrics = _fit(
-            _Fit(users, items, weights, stamps, shape, parts, input_matrix, pairs),
-            config,
-            recipe,
-            threads,
-            checkpoint,
-        )
+        fit = _Fit(users, items, weights, stamps, shape, parts, input_matrix, pairs)
+        item_factors, user_factors, metrics = _fit(fit, config, recipe, threads, checkpoint)
         clock["fit"] = time.perf_counter()
+        if recipe is Recipe.RELATED_ITEMS:
+            # Both measured on the holdout every time; the better by NDCG@10 (the ranking metric
+            # Personalize's guide leads with) is what serves.
+            compared = {"item factors": metrics, "co-occurrence": _co_occurrence_metrics(fit)}
+            if compared["co-occurrence"][RELATED_BY] > compared["item factors"][RELATED_BY]:
+                metrics = compared["co-occurrence"]
+                co_files = encode_co_occurrence(users, items, shape[0], shape[1])
     clock["evaluate"] = time.perf_counter()
     checkpoint()
 
-    extras = prepare_extras(
-        item_ids,
-        item_factors.shape[1] if item_factors is not None else 0,
-        items=_aligned(data.items, item_ids),
-        users=data.users,
-        interactions=_recent_interactions(interactions, rows, user_ids, item_ids, users, items),
+    extras = (
+        prepare_extras(
+            item_ids,
+            item_factors.shape[1] if item_factors is not None else 0,
+            items=_aligned(data.items, item_ids),
+            users=data.users,
+            interactions=_recent_interactions(interactions, rows, user_ids, item_ids, users, items),
+        )
+        | co_files
     )
     prepared = prepare_version(
         solution=solution,
@@ -199,11 +226,12 @@ def train(
         version=version,
         extra_files=extras,
         dataset_group_arn=dataset_group_arn,
+        fold_in=fold_in_of(config),
     )
     clock["encode"] = time.perf_counter()
     steps = list(clock.items())
     seconds = {name: round(at - steps[i - 1][1], 3) for i, (name, at) in enumerate(steps) if i}
-    return Trained(prepared, metrics, baseline, int(rows.size), seconds)
+    return Trained(prepared, metrics, baseline, int(rows.size), seconds, compared)
 
 
 class _Fit(NamedTuple):
@@ -244,7 +272,7 @@ def _fit(
         item_factors = np.asarray(model.item_factors, dtype=np.float32)
         input_matrix = data.input_matrix
         if recipe is Recipe.RELATED_ITEMS:
-            recommend = _related(item_factors, input_matrix, users, items, data.stamps, parts)
+            recommend = _related(_cosine(item_factors), input_matrix, users, items, data.stamps, parts)
         else:
 
             def recommend(block: np.ndarray) -> np.ndarray:
@@ -274,24 +302,70 @@ def _aligned(
     return {name: [values[r] if r is not None else "" for r in rows] for name, values in columns.items()}
 
 
+def _latest_input_items(
+    users: np.ndarray, items: np.ndarray, stamps: np.ndarray, parts: Any
+) -> dict[int, int]:
+    """Each test user's latest input item: the query of RELATED_ITEMS on the holdout."""
+    rows = np.flatnonzero(parts.test_input)
+    order = rows[np.lexsort((stamps[rows], users[rows]))]
+    return dict(zip(users[order].tolist(), items[order].tolist(), strict=True))  # the last one wins
+
+
+def _cosine(item_factors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Similarities of query items to every item by the item factors' cosine."""
+    norms = np.linalg.norm(item_factors, axis=1)
+    unit = item_factors / np.where(norms > 0, norms, 1)[:, None]
+
+    def similar(query: np.ndarray) -> np.ndarray:
+        scores: np.ndarray = unit[query] @ unit.T
+        return scores
+
+    return similar
+
+
+def _co_occurrence(
+    users: np.ndarray, items: np.ndarray, shape: tuple[int, int]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Similarities of query items to every item by co-occurrence: the cosine of their user sets, as
+    serving computes it (serving/related.py; there equal similarities go to the more popular item,
+    here to catalog order, as for every recommender measured)."""
+    binary = _matrix(users, items, np.ones(users.size, dtype=np.float32), shape)
+    binary.data[:] = 1.0  # a user who interacted twice with an item counts once
+    scale = 1.0 / np.sqrt(np.maximum(np.asarray(binary.sum(axis=0)).ravel(), 1.0))
+    item_users = binary.T.tocsr()
+
+    def similar(query: np.ndarray) -> np.ndarray:
+        shared = (item_users[query] @ binary).toarray()
+        scores: np.ndarray = shared * scale[None, :] * scale[query][:, None]
+        return scores
+
+    return similar
+
+
 def _related(
-    item_factors: np.ndarray,
+    similar: Callable[[np.ndarray], np.ndarray],
     input_matrix: Any,
     users: np.ndarray,
     items: np.ndarray,
     stamps: np.ndarray,
     parts: Any,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """RELATED_ITEMS on the holdout: the items most cosine-similar to the user's latest input item."""
-    rows = np.flatnonzero(parts.test_input)
-    order = rows[np.lexsort((stamps[rows], users[rows]))]
-    latest = dict(zip(users[order].tolist(), items[order].tolist(), strict=True))  # the last one wins
-    norms = np.linalg.norm(item_factors, axis=1)
-    unit = item_factors / np.where(norms > 0, norms, 1)[:, None]
+    """RELATED_ITEMS on the holdout: the items most similar to each test user's latest input item."""
+    latest = _latest_input_items(users, items, stamps, parts)
 
     def related(block: np.ndarray) -> np.ndarray:
         query = np.array([latest[u] for u in block.tolist()])
+        scores = similar(query)
+        scores[np.arange(query.size), query] = -np.inf  # never the query itself
         known = input_matrix[block].tocoo()
-        return top_items(unit[query] @ unit.T, known.row, known.col, TOP)
+        return top_items(scores, known.row, known.col, TOP)
 
     return related
+
+
+def _co_occurrence_metrics(data: _Fit) -> dict[str, float]:
+    """RELATED_ITEMS by co-occurrence (of the training users), on the holdout the factors faced."""
+    train = data.parts.train
+    similar = _co_occurrence(data.users[train], data.items[train], data.shape)
+    recommend = _related(similar, data.input_matrix, data.users, data.items, data.stamps, data.parts)
+    return evaluate(recommend, data.parts.test_users, data.pairs[0], data.pairs[1], catalog=data.shape[1])

@@ -174,7 +174,7 @@ class TrainingWorker:
         prepared = None
         try:
             config = training_config(attributes.get("solutionConfig"), attributes.get("eventType"))
-            data = load_training_input(ws.bucket, ws.records, attributes["datasetGroupArn"])
+            data = load_training_input(ws.bucket, ws.records, attributes["datasetGroupArn"], ws.events)
             started = time.perf_counter()
             trained = self.trainer(
                 data,
@@ -213,6 +213,8 @@ class TrainingWorker:
             attributes={
                 "metrics": trained.metrics,
                 "popularityBaselineMetrics": trained.baseline,
+                # RELATED_ITEMS: how each way of relating items measured (the better one serves)
+                **({"relatedItemsCompared": dict(trained.compared)} if trained.compared else {}),
                 "interactions": trained.interactions,
                 "trainingSeconds": round(time.perf_counter() - started, 3),
                 "steps": trained.seconds,
