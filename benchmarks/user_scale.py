@@ -46,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import DEVNULL, deployed_tree, load_seconds, machine, ms, p50_p99
 from benchmarks.events import recommendations_event
+from personalize_core.aws.json_client import AwsJsonClient
 from personalize_core.batch.inference import answer_lines, parse_line
 from personalize_core.modelstore.layout import Recipe
 from personalize_core.modelstore.objects import S3Objects
@@ -267,6 +268,15 @@ def store_side_by_side(s3: Any, moto_url: str, campaign: str, users: int, sample
         began = time.perf_counter()
         dynamodb.get_item(TableName=table, Key={"u": {"S": f"u{n}"}})
         dynamo.append(time.perf_counter() - began)
+    # ...and through the serving path's own DynamoDB client (no boto3: aws/json_client.py)
+    ours_dynamo = AwsJsonClient("dynamodb", "DynamoDB_20120810", "1.0", "us-east-1", endpoint_url=moto_url)
+    ours_dynamo.call("GetItem", {"TableName": table, "Key": {"u": {"S": "u0"}}})  # connected
+    dynamo_ours = []
+    for n in rng.integers(0, written, samples):
+        began = time.perf_counter()
+        found = ours_dynamo.call("GetItem", {"TableName": table, "Key": {"u": {"S": f"u{n}"}}})
+        dynamo_ours.append(time.perf_counter() - began)
+        assert "Item" in found
     normaliser = []
     items = model.item_factors
     assert items is not None
@@ -286,6 +296,7 @@ def store_side_by_side(s3: Any, moto_url: str, campaign: str, users: int, sample
         "s3_get_ours": p50_p99(ours),
         "s3_get_boto3": p50_p99(theirs),
         "dynamodb_get_boto3": p50_p99(dynamo),
+        "dynamodb_get_ours": p50_p99(dynamo_ours),
         "dynamodb_writes_per_second": write_rate,
         "normaliser_first_use": p50_p99(normaliser),
         "normaliser_batched_per_user": batched,
@@ -442,6 +453,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("S3 ranged GET of a page (our reader)", "s3_get_ours"),
         ("S3 ranged GET of a page (boto3)", "s3_get_boto3"),
         ("DynamoDB GetItem of a user (boto3)", "dynamodb_get_boto3"),
+        ("DynamoDB GetItem of a user (our JSON client)", "dynamodb_get_ours"),
         ("first-use normaliser (100k x 64, float64)", "normaliser_first_use"),
     ]
     lines += ["", "| read | p50 | p99 |", "|---|---|---|"]
