@@ -13,9 +13,10 @@ from personalize_core.modelstore import ids as id_module
 from personalize_core.modelstore import user_writer
 from personalize_core.modelstore.inputs import PublishError
 from personalize_core.modelstore.item_matrix import ItemMatrix
-from personalize_core.modelstore.layout import FileEntry, user_page_file
+from personalize_core.modelstore.layout import FileEntry
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import ObjectMissing
+from personalize_core.modelstore.page_layout import user_page_file
 from personalize_core.modelstore.user_pages import PageIndex, UserPageError, hash_of, page_bounds
 from personalize_core.modelstore.user_writer import WrittenUsers, write_user_pages
 from personalize_core.modelstore.users import PagedUsers, UserCache

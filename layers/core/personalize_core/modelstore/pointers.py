@@ -27,11 +27,11 @@ from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.layout import (
     FALLBACK,
     MANIFEST,
-    USER_PAGES_FOLDER,
     CampaignPointer,
     Manifest,
     version_prefix,
 )
+from personalize_core.modelstore.page_layout import USER_PAGES_FOLDER
 
 FAILED_UPDATE = "failedUpdate"
 

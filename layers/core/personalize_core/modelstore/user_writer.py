@@ -19,8 +19,8 @@ import numpy as np
 
 from personalize_core.modelstore.ids import CompactIds
 from personalize_core.modelstore.inputs import PublishError, check_matrix_shape, compact_ids, first_duplicate
-from personalize_core.modelstore.layout import UserPages, user_page_file
 from personalize_core.modelstore.npy import encode_npy
+from personalize_core.modelstore.page_layout import UserPages, user_page_file
 from personalize_core.modelstore.user_pages import PAGES_PER_FILE, encode_page, page_bounds, users_per_page
 from personalize_core.serving.normalisers import log_normaliser
 

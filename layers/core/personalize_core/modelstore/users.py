@@ -20,8 +20,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from personalize_core.errors import ModelUnavailableError
-from personalize_core.modelstore.layout import user_page_file
 from personalize_core.modelstore.objects import ObjectMissing
+from personalize_core.modelstore.page_layout import user_page_file
 from personalize_core.modelstore.s3_reader import S3Error, S3SizeMismatch
 from personalize_core.modelstore.user_pages import Page, PageIndex, UserPageError, check_page, hash_of
 
