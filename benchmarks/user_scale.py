@@ -390,9 +390,8 @@ def main() -> None:
         vectors = np.random.default_rng(7).normal(size=(256, DIMS)).astype(np.float32)
         with threadpool_limits(1):
             (p50, p99), batched = normalisers_at_a_million(vectors)
-        print(
-            f"normaliser at 1M x 64: one user p50 {ms(p50)} / p99 {ms(p99)} ms; {ms(batched)} ms a user in batches"
-        )
+        shown = f"one user p50 {ms(p50)} / p99 {ms(p99)} ms; {ms(batched)} ms a user in batches"
+        print(f"normaliser at 1M x 64: {shown}")
         return
     sizes = [10_000, 100_000] if args.quick else sorted(args.users)
     runs = 2 if args.quick else args.runs
