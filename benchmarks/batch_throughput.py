@@ -31,6 +31,7 @@ from personalize_core.batch.inference import answer_lines, parse_line
 from personalize_core.modelstore.item_matrix import ItemMatrix
 from personalize_core.modelstore.layout import Manifest, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.modelstore.users import LoadedUsers
 from personalize_core.serving.batch_scoring import batch_user_top_k
 from personalize_core.serving.scoring import log_normalisers, max_row_norm, user_top_k
 
@@ -64,14 +65,13 @@ def model_of(
         manifest=manifest,
         item_ids=item_ids,
         item_index={item: i for i, item in enumerate(item_ids)},
-        user_index={f"user-{u}": u for u in range(users)},
         item_factors=ItemMatrix.from_matrix(item_factors),  # the layout a loaded version serves
         item_max_norm=max_row_norm(item_factors),
-        user_factors=user_factors,
+        # the users in memory with their normalisers (a warm worker with its users fetched)
+        users=LoadedUsers({f"user-{u}": u for u in range(users)}, user_factors, normalisers),
         popularity=popularity,
         popular_order=np.arange(items),
         item_norms=None,
-        user_log_normalisers=normalisers,  # published versions carry them (publish computes them)
     )
 
 

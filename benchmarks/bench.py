@@ -12,7 +12,8 @@ Everything is measured in this one process, on the same synthetic catalogs and t
 - read: one read pass over the catalog's float32 matrix (``items.max()``), timed in turn with
   ours and faiss, request by request: the floor under the same disturbances.
 Then cold start (fresh processes), batch users/s (``batch_user_top_k`` against faiss's batched
-search), handler overhead on a 1k-item catalog, and peak RSS of a warm 1M x 64 function.
+search), handler overhead on a 1k-item catalog, and peak RSS of a warm 1M x 64 function; last,
+users at scale (benchmarks/user_scale.py: 10k, 1M and 10M users; ``--only users`` runs it alone).
 Prints the tables (also as markdown) and saves the plot to docs/performance.png.
 """
 
@@ -25,14 +26,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,10 @@ import faiss
 import numpy as np
 from moto.server import ThreadedMotoServer
 from tests.utils import invoke
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
+from benchmarks.common import DEVNULL, deployed_tree, load_seconds, ms, p50_p99, timed
+from benchmarks.common import machine as common_machine
 from benchmarks.events import recommendations_event
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.item_matrix import ItemMatrix
@@ -59,30 +60,7 @@ PLOT = ROOT / "docs" / "performance.png"
 QUICK_PLOT = ROOT / "benchmarks" / "results" / "performance-quick.png"  # ignored by git
 ACCOUNT = "123456789012"
 K = 25
-PARTS = ["warm", "batch", "overhead", "cold"]
-
-
-#: Powertools writes metrics (EMF) to stdout as Lambda wants; here they would drown the tables.
-DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}"
-
-
-def p50_p99(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def timed(run: Callable[[], object], repeats: int) -> list[float]:
-    run()
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - began)
-    return samples
+PARTS = ["warm", "batch", "overhead", "cold", "users"]
 
 
 def set_threads(threads: int) -> threadpool_limits:
@@ -264,29 +242,6 @@ def import_seconds(env: dict[str, str], statement: str, runs: int = 5) -> float:
     )
 
 
-def deployed_tree(into: Path) -> Path:
-    """The layer's package and the function as ``sam build`` ships them: byte-compiled with
-    unchecked-hash .pyc, as layers/core/Makefile does (/opt and /var/task are read-only on Lambda,
-    so what is not compiled there is compiled again on every cold start). Returns the app.py."""
-    shutil.copytree(ROOT / "layers" / "core" / "personalize_core", into / "python" / "personalize_core")
-    shutil.copytree(ROOT / "functions" / "get_recommendations", into / "task")
-    for tree in (into / "python", into / "task"):
-        subprocess.run(
-            [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(tree)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return into / "task" / "app.py"
-
-
-def load_seconds(output: str) -> float:
-    """The store's own measure of the model's load, from its log line in the child's output."""
-    for line in output.splitlines():
-        if line.startswith("{") and '"solution version loaded"' in line:
-            return float(json.loads(line)["seconds"])
-    raise RuntimeError("the cold start logged no model load")
-
-
 def cold_start(bench: Bench, moto_url: str, sizes: list[int]) -> list[dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="cold-start-"))
     app_path = deployed_tree(work)
@@ -429,18 +384,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()]
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, " + (
-        f"faiss {faiss.__version__}, BLAS: {', '.join(blas)}"
-    )
+    return f"{common_machine()}, faiss {faiss.__version__}"
 
 
 def main() -> None:
@@ -503,6 +447,10 @@ def main() -> None:
         )
         cold = cold_start(bench, moto_url, [100_000] if args.quick else [100_000, 1_000_000])
     server.stop()
+    if "users" in args.only:
+        print("\n== users at scale (benchmarks/user_scale.py)", flush=True)
+        quick = ["--quick"] if args.quick else []
+        subprocess.run([sys.executable, "-m", "benchmarks.user_scale", *quick], check=True)
 
     print(
         f"\nmachine: {machine()}; read bandwidth {bandwidth / 1e9:.1f} GB/s; load average "

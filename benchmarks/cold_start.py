@@ -4,12 +4,14 @@ Run by benchmarks/bench.py, with the environment of a deployed function (the mod
 local S3 endpoint, PRELOAD_CAMPAIGNS or not) and PYTHONPATH on a byte-compiled copy of the layer
 and the function, as ``sam build`` ships them:
 
-    python benchmarks/cold_start.py <app.py> <event.json> [warm requests]
+    python benchmarks/cold_start.py <app.py> <event.json> [warm requests] [distinct users]
 
 Prints one JSON object: seconds spent in init (importing the handler module, which with
 PRELOAD_CAMPAIGNS also loads the model while it imports), in the first request, and the peak RSS
-after N more warm requests. The model's load time is in the store's own log line
-("solution version loaded", on stdout before it), which bench.py reads.
+after N more warm requests (with ``distinct users``, the warm requests' userIds are u0, u1, ...
+cycling through that many users, each fetched once into the user cache). The model's load time
+is in the store's own log line ("solution version loaded", on stdout before it), which bench.py
+reads.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def peak_rss() -> int:
 def main() -> None:
     app_path, event = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
     warm_requests = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    distinct_users = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     # Imported as the Lambda runtime imports a handler: the module file, nothing else of ours first.
     spec = importlib.util.spec_from_file_location("app", app_path)
     assert spec is not None
@@ -50,8 +53,12 @@ def main() -> None:
     result = app.lambda_handler(event, context)
     answered = time.perf_counter()
     assert result["statusCode"] == 200, result
-    for _ in range(warm_requests):
-        app.lambda_handler(event, context)
+    body = json.loads(event["body"])
+    for n in range(warm_requests):
+        if distinct_users:
+            body["userId"] = f"u{n % distinct_users}"
+            event = {**event, "body": json.dumps(body)}
+        assert app.lambda_handler(event, context)["statusCode"] == 200
     print(
         json.dumps(
             {

@@ -119,3 +119,7 @@ class CountingObjects(S3Objects):
     def receive(self, key: str, size: int) -> Received:
         self.reads.append(key)
         return super().receive(key, size)
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        self.reads.append(key)
+        return super().read_range(key, start, length)

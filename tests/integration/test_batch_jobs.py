@@ -332,6 +332,34 @@ def test_a_solution_version_removed_after_create_fails_the_job(
     assert version in job["failureReason"]
 
 
+def test_a_missing_user_page_fails_the_job_naming_it(
+    batch_env: BatchEnv, control_plane: Any, s3: Any, serving_bucket: str
+) -> None:
+    # Given a job on a version whose user pages are deleted before the job runs
+    version = publish(
+        s3,
+        serving_bucket,
+        f"pageless-{uuid.uuid4().hex[:6]}",
+        Recipe.USER_PERSONALIZATION,
+        random_model(20, 30, 4, seed=5),
+    )
+    solution, vid = version.split("/")[-2:]
+    s3.delete_object(Bucket=serving_bucket, Key=f"solutions/{solution}/{vid}/user_pages/000000.bin")
+    bucket = batch_env.data_bucket
+    put_lines(s3, bucket, "pageless.jsonl", [{"userId": "user-1"}, {"userId": "user-2"}])
+    arn = create(control_plane, "pageless", version, f"s3://{bucket}/pageless.jsonl", f"s3://{bucket}/out/")
+
+    # When the worker runs
+    batch_env.poller.drain()
+
+    # Then the job failed at once (retrying cannot bring the page back), naming the page
+    job = describe(control_plane, arn)
+    assert job["status"] == "CREATE FAILED"
+    assert "user_pages/000000.bin" in job["failureReason"]
+    assert "does not exist" in job["failureReason"]
+    assert batch_env.poller.failures == 0
+
+
 # ---------------------------------------------------------------- the API's errors
 
 

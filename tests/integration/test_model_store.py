@@ -29,6 +29,7 @@ from personalize_core.modelstore.writer import (
 )
 from personalize_core.serving.scoring import user_top_k
 from tests.conftest import publish
+from tests.legacy_layout import legacy_version, publish_legacy
 from tests.utils import ACCOUNT, REGION, CountingObjects, campaign_arn, random_model, softmax_reference
 
 
@@ -152,7 +153,8 @@ NAN_SHAPE = (20, 4)
 BAD_VERSIONS = [
     # (file, change, why verification refuses it (None: only a load can see it), why a load does)
     ("item_factors.npy", "truncate", "is 224 bytes, its manifest says 448", "does not match"),
-    ("user_factors.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("user_pages.index.npy", "flip", "does not match its manifest's checksum", "does not match"),
+    ("cold_user.npy", "flip", "does not match its manifest's checksum", "does not match"),
     ("popularity.npy", "flip", "does not match its manifest's checksum", "does not match"),
     ("item_factors.npy", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
     ("item_ids.txt", "flip-sha256-only", "does not match its manifest's checksum", "does not match"),
@@ -161,7 +163,10 @@ BAD_VERSIONS = [
     ("item_factors.npy", "nan", None, "NaN"),
     ("item_factors.npy", "nan-c-order", None, "NaN"),
     ("item_factors.npy", "nan-f-order", None, "NaN"),
+    # versions published before user pages (tests/legacy_layout.py)
+    ("user_factors.npy", "flip", "does not match its manifest's checksum", "does not match"),
     ("user_factors.npy", "nan", None, "NaN"),
+    ("user_ids.txt", "delete", "user_ids.txt is missing", "does not exist"),
 ]
 
 
@@ -173,7 +178,11 @@ def test_a_bad_new_version_is_refused_and_the_last_good_one_keeps_serving(
     models = ModelBucket(s3, bucket)
 
     good = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4), campaign="c")
-    bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
+    if file_name.startswith("user_") and not file_name.startswith("user_pages"):
+        model = random_model(20, 5, 4, seed=9)
+        bad = publish_legacy(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, model).solution_version_arn
+    else:
+        bad = publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(20, 5, 4, seed=9))
     assert store.campaign(campaign_arn("c"))[1].arn == good
     manifest = read_manifest(models, bad)
     corrupt(s3, bucket, bad, file_name, change)
@@ -247,11 +256,12 @@ class SmallChunks(CountingObjects):
 
 
 @pytest.mark.parametrize("order", ["planes", "F", "C"])
-@pytest.mark.parametrize("normalisers", [True, False])
+@pytest.mark.parametrize("layout", ["pages", "legacy", "legacy-without-normalisers"])
 def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
-    s3: Any, bucket: str, normalisers: bool, order: str
+    s3: Any, bucket: str, layout: str, order: str
 ) -> None:
-    # Given a version published with (or, as older versions, without) users' log-normalisers, its
+    # Given a version published with user pages (normalisers computed on first use), or as older
+    # versions were, with the whole user matrix, with or without every user's log-normaliser; its
     # item matrix as two bfloat16-half planes (as published now) or a float32 matrix in Fortran or
     # C order (as published before)
     model = random_model(2301, 6, 5, seed=4)
@@ -264,8 +274,9 @@ def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
         item_factors=model["item_factors"],
         user_ids=model["user_ids"],
         user_factors=model["user_factors"],
-        precompute_normalisers=normalisers,
     )
+    if layout != "pages":
+        prepared = legacy_version(prepared, model, normalisers=layout == "legacy")
     manifest = upload_version(ModelBucket(s3, bucket), prepared)
     entry = manifest.files["item_factors.npy"]
     assert (entry.layout, entry.dtype, entry.shape) == (LAYOUT, "<u2", (2, 2301 * 5))
@@ -298,18 +309,23 @@ def test_item_matrix_lands_as_its_planes_and_scores_match_the_formula(
         assert [k.rsplit("/", 1)[1] for k in objects.streamed] == ["item_factors.npy"]
     else:
         assert objects.streamed == []
-    assert (loaded.user_log_normalisers is not None) is normalisers
-    # ...and every user's scores are the formula's, with or without the precomputed normaliser
+    # ...every user has their published vector, and a normaliser unless an old version lacks them
+    assert loaded.users is not None
     for user in range(6):
-        vector = model["user_factors"][user]
+        stored = loaded.users.get(f"user-{user}")
+        assert stored is not None
+        assert stored.row == user
+        np.testing.assert_array_equal(stored.vector, model["user_factors"][user])
+        assert (stored.log_normaliser is None) is (layout == "legacy-without-normalisers")
+        # ...and their scores are the formula's, with or without the normaliser
         chosen, scores = user_top_k(
             loaded.item_factors,
-            vector,
+            stored.vector,
             25,
-            log_normaliser=loaded.log_normaliser(user),
+            log_normaliser=stored.log_normaliser,
             max_norm=loaded.item_max_norm,
         )
-        reference = softmax_reference(model["item_factors"], vector)
+        reference = softmax_reference(model["item_factors"], stored.vector)
         expected = np.argsort(-reference, kind="stable")[:25]
         assert chosen.tolist() == expected.tolist()
         np.testing.assert_allclose(scores, reference[expected], rtol=1e-6)
@@ -341,15 +357,21 @@ def test_a_version_published_with_sha256s_only_loads_the_same(s3: Any, bucket: s
     assert old.item_factors is not None
     assert new.item_factors is not None
     assert np.array_equal(old.item_factors.planes, new.item_factors.planes)
-    assert old.user_factors is not None
-    assert new.user_factors is not None
-    assert np.array_equal(old.user_factors, new.user_factors)
+    assert old.users is not None
+    assert new.users is not None
+    for user in model["user_ids"]:
+        old_user, new_user = old.users.get(user), new.users.get(user)
+        assert old_user is not None
+        assert new_user is not None
+        assert np.array_equal(old_user.vector, new_user.vector)
+        assert old_user.log_normaliser == new_user.log_normaliser
     assert list(old.item_ids) == list(new.item_ids)
 
 
 def test_wrong_log_normalisers_are_refused(s3: Any, bucket: str) -> None:
-    # Given a version whose log-normalisers file has the wrong length (but a matching checksum)
-    publish(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(30, 5, 4), campaign="c")
+    # Given a version in the old layout whose log-normalisers file has the wrong length (but a
+    # matching checksum)
+    publish_legacy(s3, bucket, "sol", Recipe.USER_PERSONALIZATION, random_model(30, 5, 4), campaign="c")
     manifest_key = next(k for k in list_keys(s3, bucket) if k.endswith("manifest.json"))
     prefix = manifest_key.rsplit("/", 1)[0] + "/"
     data = encode_npy(np.zeros(4))

@@ -116,10 +116,17 @@ def test_the_head_start_reads_each_file_once_and_loads_the_model_a_cold_load_doe
     assert loaded.item_factors is not None
     assert cold.item_factors is not None
     assert np.array_equal(loaded.item_factors.planes, cold.item_factors.planes)
-    for name in ("user_factors", "popularity", "popular_order", "user_log_normalisers"):
+    for name in ("popularity", "popular_order", "cold_user_vector"):
         assert np.array_equal(getattr(loaded, name), getattr(cold, name)), name
     assert list(loaded.item_ids) == list(cold.item_ids)
-    assert all(loaded.user_index[u] == cold.user_index[u] for u in model["user_ids"])
+    assert loaded.users is not None
+    assert cold.users is not None
+    for user in model["user_ids"]:
+        warm_user, cold_user = loaded.users.get(user), cold.users.get(user)
+        assert warm_user is not None
+        assert cold_user is not None
+        assert warm_user.row == cold_user.row
+        assert np.array_equal(warm_user.vector, cold_user.vector)
 
 
 def test_a_fault_in_the_head_start_is_the_loads_to_report_and_the_next_load_reads_again(

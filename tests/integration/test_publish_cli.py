@@ -110,6 +110,35 @@ def test_publish_and_switch_a_campaign(
     assert len(json.loads(capsys.readouterr().out)["solutionVersions"]) == 2
 
 
+def test_user_ids_from_a_txt_file_are_paged_as_a_list_of_them_is(
+    tmp_path: Path, moto_url: str, s3: Any, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the same users as a JSON list (read as strings) and as a .txt (read as bytes, checked
+    # with numpy), with their factors mapped from the .npy, not read
+    model = random_model(40, 300, 8)
+    model["user_ids"] = [f"user-{u}-ü" for u in range(300)]
+    paths = write_inputs(tmp_path, model)
+    as_text = tmp_path / "users.txt"
+    as_text.write_text("\n".join(model["user_ids"]) + "\n", "utf-8")
+    # When both are published
+    assert main(publish_args(moto_url, bucket, paths)) == 0
+    from_json = json.loads(capsys.readouterr().out)
+    assert main(publish_args(moto_url, bucket, {**paths, "user_ids": as_text}, "--solution", "again")) == 0
+    from_text = json.loads(capsys.readouterr().out)
+    # Then they are one content-addressed version: the same files, byte for byte
+    assert from_json["users"] == from_text["users"] == 300
+    version = from_text["solutionVersionArn"].rsplit("/", 1)[1]
+    assert from_json["solutionVersionArn"].rsplit("/", 1)[1] == version
+    keys = all_keys(s3, bucket)
+    assert f"solutions/again/{version}/user_pages/000000.bin" in keys
+    assert f"solutions/again/{version}/user_factors.npy" not in keys  # (the layout before pages)
+    assert f"solutions/again/{version}/user_ids.txt" not in keys
+    # ...and a .txt with a duplicate user is refused, naming it
+    as_text.write_text("a\nb\na\n" + "\n".join(f"x{i}" for i in range(297)), "utf-8")
+    assert main(publish_args(moto_url, bucket, {**paths, "user_ids": as_text}, "--solution", "dup")) == 2
+    assert "duplicate id 'a'" in capsys.readouterr().err
+
+
 def _nan(paths: dict[str, Path]) -> None:
     factors = np.load(paths["item_factors"])
     factors[3, 2] = np.nan

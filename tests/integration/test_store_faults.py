@@ -54,7 +54,7 @@ def gets(proxy: FaultProxy, suffix: str) -> int:
     [
         Fault(r"item_factors\.npy", status=503, times=2),
         Fault(r"item_factors\.npy", status=500, times=1),
-        Fault(r"user_ids\.txt", status=None, delay_seconds=1.5, times=1),  # longer than the read timeout
+        Fault(r"user_pages\.index\.npy", status=None, delay_seconds=1.5, times=1),  # past the read timeout
         Fault(r"manifest\.json", status=None, drop_connection=True, times=1),
     ],
     ids=["503-twice", "500-once", "read-timeout", "dropped-connection"],

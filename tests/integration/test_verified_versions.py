@@ -81,16 +81,25 @@ def test_update_campaign_refuses_a_corrupt_version_and_describe_reports_it(
     assert (record["solutionVersionArn"], record["fallbackSolutionVersionArn"]) == (third, good)
 
 
+@pytest.mark.parametrize(
+    ("missing", "reason"),
+    [
+        ("user_pages.index.npy", r"user_pages\.index\.npy is missing"),
+        # a page file: not listed one by one, counted (and summed) from one listing
+        ("user_pages/000000.bin", r"user_pages/ holds 0 files of 0 bytes, its manifest says 1 files"),
+    ],
+)
 def test_create_campaign_refuses_a_version_with_a_missing_file(
-    personalize: Any, s3: Any, serving_env: str
+    personalize: Any, s3: Any, serving_env: str, missing: str, reason: str
 ) -> None:
-    _, bad = versions(s3, serving_env, "verified-create")
+    name = "verified-create" + ("-page" if missing.startswith("user_pages/") else "")
+    _, bad = versions(s3, serving_env, name)
     solution, version = bad.split(":solution/")[1].split("/")
-    s3.delete_object(Bucket=serving_env, Key=f"solutions/{solution}/{version}/user_ids.txt")
-    with pytest.raises(personalize.exceptions.InvalidInputException, match=r"user_ids\.txt is missing"):
-        personalize.create_campaign(name="verified-create-2", solutionVersionArn=bad)
+    s3.delete_object(Bucket=serving_env, Key=f"solutions/{solution}/{version}/{missing}")
+    with pytest.raises(personalize.exceptions.InvalidInputException, match=reason):
+        personalize.create_campaign(name=f"{name}-2", solutionVersionArn=bad)
     with pytest.raises(personalize.exceptions.ResourceNotFoundException):
-        personalize.describe_campaign(campaignArn=f"{ARN}:campaign/verified-create-2")
+        personalize.describe_campaign(campaignArn=f"{ARN}:campaign/{name}-2")
 
 
 def test_verification_uses_s3s_stored_checksums_and_reads_only_without_them(s3: Any, bucket: str) -> None:
@@ -113,9 +122,11 @@ def test_the_cli_refuses_a_corrupt_version_with_one_line(
 ) -> None:
     good, bad = versions(s3, bucket, "cli")
     solution, version = bad.split(":solution/")[1].split("/")
-    key = f"solutions/{solution}/{version}/user_factors.npy"
+    key = f"solutions/{solution}/{version}/user_pages.index.npy"
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    s3.put_object(Bucket=bucket, Key=key, Body=data[:-1] + b"\x00" if change == "flip" else data[:100])
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]) if change == "flip" else data[:100]
+    )
     where = ["--bucket", bucket, "--endpoint-url", moto_url, "--region", REGION]
     # When the CLI points the campaign at it
     code = main(["campaign", *where, "--name", "cli", "--solution-version-arn", bad])
@@ -123,7 +134,7 @@ def test_the_cli_refuses_a_corrupt_version_with_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(
-        f"lambda-personalize: error: Solution version {bad} cannot be served: user_factors.npy"
+        f"lambda-personalize: error: Solution version {bad} cannot be served: user_pages.index.npy"
     )
     assert err.rstrip().endswith(f"campaign cli keeps serving {good}")
     assert "Traceback" not in err

@@ -100,3 +100,14 @@ def test_a_published_index_that_does_not_fit_its_ids_is_refused() -> None:
     for bad in (good[:, :2].copy(), good.astype("int64"), unsorted, out_of_range):
         with pytest.raises(ArtifactError, match="index of the item ids"):
             load_ids(data, 3, "item ids", bad)
+
+
+def test_hashes_one_apart_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given two ids whose hashes differ in the last bit, below 2**63 (a float64 holds 53 bits:
+    # searched as a float64, both look the same)
+    hashes = {b"a": 2**62, b"b": 2**62 + 1}
+    monkeypatch.setattr(ids_module, "id_hash", lambda raw: hashes.get(raw, 0))
+    _, index = load_ids(b"a\nb", 2, "item ids")
+    # Then each is found at its own index
+    assert index.get("b") == 1
+    assert index.get("a") == 0

@@ -89,6 +89,11 @@ class Settings(NamedTuple):
     #: did PutItems/PutUsers change its metadata?). A new tracker turns ACTIVE only after this, so no
     #: container can still believe the group has none when its first event is acknowledged.
     event_group_ttl_seconds: float = 5.0
+    #: Users a process keeps fetched from user pages (modelstore/users.py: ~0.7 KB each at d = 64),
+    #: across the versions it has loaded; the least recently used go first.
+    user_cache_size: int = 65_536
+    #: Connections a batch of users' pages is fetched on (batch inference).
+    user_fetch_threads: int = 16
 
 
 def _float(name: str, default: float) -> float:
@@ -142,6 +147,8 @@ def get_settings() -> Settings:
         events_read_timeout_seconds=_float("EVENTS_READ_TIMEOUT_SECONDS", 5.0),
         event_retention_days=_float("EVENT_RETENTION_DAYS", 30.0),
         event_group_ttl_seconds=_float("EVENT_GROUP_TTL_SECONDS", 5.0),
+        user_cache_size=max(1, int(_float("USER_CACHE_SIZE", 65_536))),
+        user_fetch_threads=max(1, int(_float("USER_FETCH_THREADS", 16))),
     )
 
 

@@ -1,10 +1,11 @@
 """Scoring a shard's lines: each output line is what the real-time API answers for the same input.
 
 Every line is answered by the serving recipes (``serving.recipes``), the rules GetRecommendations
-and GetPersonalizedRanking use. Batching adds one fast path and no rule: USER_PERSONALIZATION users
-whose vector is their stored row and whose line has no filter are scored together
-(``batch_user_top_k``: blocked matrix products), which gives what ``recipes.recommend`` gives for
-each of them. A line that cannot be answered becomes an error line and the shard goes on.
+and GetPersonalizedRanking use. Batching adds fast paths and no rule: the lines' users are fetched
+together (``UserVectors.get_many``: one ranged GET per page file, normalisers in one product), and
+USER_PERSONALIZATION users whose vector is their stored one and whose line has no filter are scored
+together (``batch_user_top_k``: blocked matrix products), which gives what ``recipes.recommend``
+gives for each of them. A line that cannot be answered becomes an error line and the shard goes on.
 """
 
 from __future__ import annotations
@@ -116,7 +117,12 @@ def answer_lines(
     scored on their own, like any user the batched product does not cover."""
     recipe = model.manifest.recipe
     operation = Operation.RANKING if recipe is Recipe.PERSONALIZED_RANKING else Operation.RECOMMENDATIONS
-    batched: list[tuple[int, int]] = []  # (position in lines, user row) scored together
+    # The lines' users at once: their pages fetched together, their normalisers in one product.
+    users = None
+    if model.users is not None:
+        asked = [line.user_id for line in lines if line.user_id is not None and not line.error]
+        users = model.users.get_many(asked)
+    batched: list[tuple[int, recipes.UserVector]] = []  # (position in lines, user) scored together
     for position, line in enumerate(lines):
         if line.error:
             continue
@@ -132,7 +138,7 @@ def answer_lines(
                 owner="the job's filterArn",
                 live=now,
             )
-            user = recipes.user_vector(model, line.user_id, {}, now.events)
+            user = recipes.user_vector(model, line.user_id, {}, now.events, users)
             if recipe is Recipe.PERSONALIZED_RANKING:
                 ranking = recipes.rank(model, user, line.item_list, allowed)
                 line.output = _output(model, ranking.items, ranking.scores)
@@ -145,20 +151,17 @@ def answer_lines(
                 and user.row is not None
                 and allowed is None
             ):
-                batched.append((position, user.row))
+                batched.append((position, user))
             else:
                 line.output = _output(model, *recipes.recommend(model, user, line.item_id).rank(allowed, k))
         except InvalidInputException as exc:
             line.error = exc.message
-    if batched and model.user_factors is not None and model.item_factors is not None:
-        rows = np.array([row for _, row in batched], dtype=np.int64)
-        normalisers = None if model.user_log_normalisers is None else model.user_log_normalisers[rows]
+    if batched and model.item_factors is not None:
+        vectors = np.stack([user.vector for _, user in batched])
+        given = [user.log_normaliser for _, user in batched]
+        normalisers = None if None in given else np.array(given, dtype=np.float64)
         chosen, scores = batch_user_top_k(
-            model.item_factors,
-            model.user_factors[rows],
-            k,
-            log_normalisers=normalisers,
-            max_norm=model.item_max_norm,
+            model.item_factors, vectors, k, log_normalisers=normalisers, max_norm=model.item_max_norm
         )
         for at, (position, _) in enumerate(batched):
             lines[position].output = _output(model, chosen[at], scores[at])

@@ -246,14 +246,17 @@ class BatchWorker:
         # shard of short lines holds ~10k of them), only its answers, as bytes.
         part = bytearray()
         lines: list[Line] = []
-        for raw in owned_lines(chunks, shard_index, plan.shard_bytes):
-            if not raw.strip():
-                continue  # blank lines are not records (a trailing newline, an empty line between records)
-            lines.append(parse_line(raw, recipe))
-            if len(lines) == LINES_PER_BATCH:
-                part += self._answered(model, lines, job.num_results, job_filter)
-                lines = []
-        part += self._answered(model, lines, job.num_results, job_filter)
+        try:
+            for raw in owned_lines(chunks, shard_index, plan.shard_bytes):
+                if not raw.strip():
+                    continue  # blank lines are not records (a trailing newline, an empty line between)
+                lines.append(parse_line(raw, recipe))
+                if len(lines) == LINES_PER_BATCH:
+                    part += self._answered(model, lines, job.num_results, job_filter)
+                    lines = []
+            part += self._answered(model, lines, job.num_results, job_filter)
+        except ArtifactError as exc:  # a user page missing or corrupt: retrying will not fix it
+            raise JobFailure(f"Solution version {job.solution_version_arn} cannot be used: {exc}") from exc
         return bytes(part)
 
     @staticmethod

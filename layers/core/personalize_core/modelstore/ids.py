@@ -62,6 +62,15 @@ class CompactIds:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Where each id starts in ``data``, and (last) the length of ``data`` + 1."""
+        return self._starts
+
     def text(self, index: int) -> str:
         starts = self._starts  # .item gives Python ints: ~2x faster than int(starts[i]) (per answer)
         return self._data[starts.item(index) : starts.item(index + 1) - 1].decode("utf-8")
@@ -144,8 +153,10 @@ class IdIndex(Mapping[str, int]):
             return default
         encoded = key.encode("utf-8", "surrogatepass")
         wanted = id_hash(encoded)
-        position = int(np.searchsorted(self._hashes, wanted))
-        while position < len(self._hashes) and self._hashes[position] == wanted:
+        # As a uint64: a Python int below 2**63 made numpy search in float64, converting every hash
+        # (~70 us at 100k ids) and rounding them (two hashes ~2**11 apart compared equal).
+        position = int(np.searchsorted(self._hashes, np.uint64(wanted)))
+        while position < len(self._hashes) and int(self._hashes[position]) == wanted:
             index = int(self._order[position])
             if self._ids.raw(index) == encoded:
                 return index

@@ -2,6 +2,9 @@
 
     solutions/<solution>/<version>/manifest.json   written last: a version without it does not exist
     solutions/<solution>/<version>/<array files>   listed with sha256, size, dtype and shape in the manifest
+    solutions/<solution>/<version>/user_pages/NNNNNN.bin   the users' vectors, in pages (user_pages.py);
+                                                   the manifest sums them up (``UserPages``), the
+                                                   page index (a listed file) says where each page is
     campaigns/<campaign>.json                      a pointer to the solution version it serves
 
 A solution version is immutable; switching a campaign rewrites only its pointer.
@@ -16,6 +19,7 @@ import zlib
 from typing import Any, NamedTuple, Protocol
 
 from personalize_core.errors import ArtifactError, InvalidInputException
+from personalize_core.modelstore.page_layout import UserPages
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -55,6 +59,9 @@ class ArrayName(enum.StrEnum):
     #: scores users the model does not know, then its log Σ_j exp(v·j). Versions without it get the
     #: mean of their user factors at load, without a stored normaliser.
     COLD_USER = "cold_user.npy"
+    #: The page index of the user vectors (user_pages.py: uint64 [4, pages]), whose pages are the
+    #: ``user_pages/`` files. Versions published before it hold USER_IDS + USER_FACTORS instead.
+    USER_PAGES_INDEX = "user_pages.index.npy"
 
 
 def version_prefix(solution: str, version: str) -> str:
@@ -244,6 +251,9 @@ class Manifest(NamedTuple):
     dataset_group_arn: str | None = None
     #: How events fold a user in (None: DEFAULT_FOLD_IN, for versions that do not say).
     fold_in: FoldIn | None = None
+    #: The user vectors' pages; None in versions published before them (USER_FACTORS instead) and
+    #: in versions without users.
+    user_pages: UserPages | None = None
 
     @property
     def dataset_group(self) -> str:
@@ -254,11 +264,13 @@ class Manifest(NamedTuple):
         return f"{head}:dataset-group/{self.solution}"
 
     def to_json(self) -> dict[str, Any]:
-        group: dict[str, Any] = {}
+        optional: dict[str, Any] = {}
         if self.dataset_group_arn is not None:
-            group["datasetGroupArn"] = self.dataset_group_arn
+            optional["datasetGroupArn"] = self.dataset_group_arn
         if self.fold_in is not None:
-            group["foldIn"] = self.fold_in.to_json()
+            optional["foldIn"] = self.fold_in.to_json()
+        if self.user_pages is not None:
+            optional["userPages"] = self.user_pages.to_json()
         return {
             "formatVersion": FORMAT_VERSION,
             "solutionVersionArn": self.solution_version_arn,
@@ -270,7 +282,7 @@ class Manifest(NamedTuple):
             "dimensions": self.dimensions,
             "createdAt": self.created_at,
             "files": {name: entry.to_json() for name, entry in sorted(self.files.items())},
-        } | group
+        } | optional
 
     @classmethod
     def from_json(cls, raw: Any) -> Manifest:
@@ -289,6 +301,7 @@ class Manifest(NamedTuple):
                 files={str(k): FileEntry.from_json(v) for k, v in raw["files"].items()},
                 dataset_group_arn=str(raw["datasetGroupArn"]) if raw.get("datasetGroupArn") else None,
                 fold_in=FoldIn.from_json(raw["foldIn"]) if raw.get("foldIn") else None,
+                user_pages=UserPages.from_json(raw["userPages"]) if raw.get("userPages") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc!r}") from None

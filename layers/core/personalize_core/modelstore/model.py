@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +24,9 @@ from personalize_core.modelstore.matrices import (
 )
 from personalize_core.modelstore.npy import decode_npy
 from personalize_core.modelstore.objects import Received
+from personalize_core.modelstore.user_pages import PageIndex
+from personalize_core.modelstore.users import LoadedUsers, PagedUsers, UserAccess, UserCache, UserVectors
+from personalize_core.serving.normalisers import log_normalisers
 from personalize_core.serving.scoring import max_norm_bound, squared_norms
 
 
@@ -57,12 +61,12 @@ class SolutionVersionModel(NamedTuple):
     item_ids: Sequence[str]
     #: ``item_index.get(id)``: the index of an item id (hash search, no dict of a million ids).
     item_index: Mapping[str, int]
-    user_index: Mapping[str, int]
     #: The float32 [items, d] matrix as two bfloat16-half planes (item_matrix.py: the scorer scans
     #: the high halves and reads exact rows from both); None for POPULAR_ITEMS.
     item_factors: ItemMatrix | None
-    #: float32 [users, d]; None where the recipe has no users.
-    user_factors: np.ndarray | None
+    #: ``users.get(user_id)``: a user's stored vector and log-normaliser (users.py: fetched page by
+    #: page, or held whole for versions published before pages); None where the recipe has no users.
+    users: UserVectors | None
     popularity: np.ndarray
     #: Item indices by descending popularity (ties: catalog order), for popular items and cold start.
     popular_order: np.ndarray
@@ -70,8 +74,6 @@ class SolutionVersionModel(NamedTuple):
     item_norms: np.ndarray | None
     #: Optional item/user metadata, recent interactions and context vectors (filters, metadata, context).
     extras: ModelExtras = NO_EXTRAS
-    #: log Σ_j exp(u·j) per user, from the publisher; None for versions published without it.
-    user_log_normalisers: np.ndarray | None = None
     #: An upper bound on the largest row norm of the item factors: the scorer's error bounds are
     #: proportional to it.
     item_max_norm: float = 0.0
@@ -96,21 +98,12 @@ class SolutionVersionModel(NamedTuple):
         assert self.item_factors is not None
         return (self.derived or Derived()).gram(self.item_factors)
 
-    def log_normaliser(self, user: int) -> float | None:
-        """The user's precomputed log Σ_j exp(u·j), when the version carries it."""
-        return None if self.user_log_normalisers is None else float(self.user_log_normalisers[user])
-
     @property
     def nbytes(self) -> int:
-        arrays = (
-            self.item_factors,
-            self.user_factors,
-            self.popularity,
-            self.popular_order,
-            self.item_norms,
-            self.user_log_normalisers,
-        )
-        return sum(a.nbytes for a in arrays if a is not None)
+        """The bytes the version holds (the users' cache is the store's, not counted here)."""
+        arrays = (self.item_factors, self.popularity, self.popular_order, self.item_norms)
+        held = sum(a.nbytes for a in arrays if a is not None)
+        return held + (self.users.nbytes if self.users is not None else 0)
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:
@@ -226,22 +219,27 @@ def build_model(
     fetch: Callable[[str], bytes],
     fetch_chunks: Callable[[str], Iterable[bytes]] | None = None,
     receive: Receive | None = None,
+    user_access: UserAccess | None = None,
 ) -> SolutionVersionModel:
     """Fetch every file of the manifest, verify it, and assemble the model.
 
     ``fetch(file_name)`` returns the file's bytes. ``receive``, when given, receives the factor
-    matrices straight into their serving memory (the item and user matrices at once, on two
-    connections, while the ids are indexed); ``fetch_chunks``, the item matrix of a version
-    published in C order, in chunks transposed as they arrive. Without them a matrix is decoded
-    from bytes. Raises ArtifactError when anything does not match.
+    matrices straight into their serving memory (the item matrix, and the user matrix of a version
+    published before user pages, at once, on two connections, while the ids are indexed);
+    ``fetch_chunks``, the item matrix of a version published in C order, in chunks as they arrive.
+    Without them a matrix is decoded from bytes. ``user_access``: how user pages are read and
+    cached (without it, ranges of ``fetch``'s whole files, in a cache of the model's own). Raises
+    ArtifactError when anything does not match.
     """
     recipe = manifest.recipe
     files = _VersionFiles(manifest, fetch, fetch_chunks, receive)
     verified = files.verified
     wants_items = recipe.needs_item_factors
     wants_users = recipe.needs_user_factors and manifest.num_users > 0
+    paged = wants_users and manifest.user_pages is not None
+    loads_users = wants_users and not paged  # a version published before pages: the whole matrix
     items = in_background(files.item_matrix) if wants_items and receive is not None else None
-    users = in_background(files.user_matrix) if wants_users and receive is not None else None
+    users = in_background(files.user_matrix) if loads_users and receive is not None else None
     try:
         item_ids, item_index = load_ids(
             verified(ArrayName.ITEM_IDS)[0],
@@ -250,7 +248,7 @@ def build_model(
             files.index(ArrayName.ITEM_IDS_INDEX),
         )
         user_index: Mapping[str, int] = {}
-        if manifest.num_users:
+        if loads_users:
             user_ids = verified(ArrayName.USER_IDS)[0]
             _, user_index = load_ids(
                 user_ids, manifest.num_users, "user ids", files.index(ArrayName.USER_IDS_INDEX)
@@ -263,31 +261,34 @@ def build_model(
     item_factors, item_max_norm, item_norms = None, 0.0, None
     if wants_items:
         item_factors, item_max_norm, item_norms = items.result() if items is not None else files.item_matrix()
-    user_factors = users.result() if users is not None else files.user_matrix() if wants_users else None
+    user_factors = users.result() if users is not None else files.user_matrix() if loads_users else None
     popularity = decode_npy(*verified(ArrayName.POPULARITY))
     if popularity.shape != (manifest.num_items,) or popularity.dtype.kind not in "fiu":
         raise ArtifactError("popularity must be a numeric vector with one value per item")
     _check_finite(ArrayName.POPULARITY.value, popularity)
 
-    user_log_normalisers = None
-    if user_factors is not None and ArrayName.USER_LOG_NORMALISERS.value in manifest.files:
-        raw = decode_npy(*verified(ArrayName.USER_LOG_NORMALISERS))
-        user_log_normalisers = _log_normalisers(raw, manifest)
+    user_vectors: UserVectors | None = None
+    if paged and item_factors is not None:
+        user_vectors = _paged_users(files, item_factors, user_access)
+    elif user_factors is not None:
+        user_log_normalisers = None
+        if ArrayName.USER_LOG_NORMALISERS.value in manifest.files:
+            raw = decode_npy(*verified(ArrayName.USER_LOG_NORMALISERS))
+            user_log_normalisers = _log_normalisers(raw, manifest)
+        user_vectors = LoadedUsers(user_index, user_factors, user_log_normalisers)
 
-    cold_vector, cold_normaliser = _cold_user(verified, manifest, user_factors)
+    cold_vector, cold_normaliser = _cold_user(verified, manifest, wants_users, user_factors)
     popular_order = popularity_order(popularity)
     return SolutionVersionModel(
         manifest=manifest,
         item_ids=item_ids,
         item_index=item_index,
-        user_index=user_index,
         item_factors=item_factors,
-        user_factors=user_factors,
+        users=user_vectors,
         popularity=popularity,
         popular_order=popular_order,
         item_norms=item_norms,
         extras=load_extras(manifest, fetch),
-        user_log_normalisers=user_log_normalisers,
         item_max_norm=item_max_norm,
         cold_user_vector=cold_vector,
         cold_user_log_normaliser=cold_normaliser,
@@ -295,16 +296,43 @@ def build_model(
     )
 
 
+def _paged_users(files: _VersionFiles, item_factors: ItemMatrix, access: UserAccess | None) -> PagedUsers:
+    """The version's users as pages: only the page index is read now (user_pages.py)."""
+    manifest = files.manifest
+    pages = manifest.user_pages
+    assert pages is not None
+    table = decode_npy(*files.verified(ArrayName.USER_PAGES_INDEX))
+    index = PageIndex(table, pages.pages_per_file, pages.size)
+    if len(index) != pages.pages or -(-pages.pages // pages.pages_per_file) != pages.files:
+        raise ArtifactError("the user page index does not match the manifest's userPages")
+    if access is None:  # ranges of whole files (tests; the store reads ranges from S3)
+        fetch = files.fetch
+        access = UserAccess(lambda name, start, length: fetch(name)[start : start + length], UserCache(4096))
+    normalise = None
+    if manifest.recipe is Recipe.USER_PERSONALIZATION and not pages.normalisers:
+        normalise = partial(log_normalisers, item_factors)
+    return PagedUsers(
+        manifest.solution_version_arn,
+        index,
+        manifest.dimensions,
+        access.read_range,
+        access.cache,
+        normalise,
+        access.fetch_threads,
+    )
+
+
 def _cold_user(
     verified: Callable[[ArrayName], tuple[bytes, FileEntry]],
     manifest: Manifest,
+    wants_users: bool,
     user_factors: np.ndarray | None,
 ) -> tuple[np.ndarray | None, float | None]:
     """The cold-user vector and its normaliser: stored by the writer, or (versions published before
     it) the mean of the user factors, whose normaliser the scorer then computes per request."""
-    if user_factors is None:
+    if not wants_users:
         return None, None
-    if ArrayName.COLD_USER.value not in manifest.files:
+    if ArrayName.COLD_USER.value not in manifest.files and user_factors is not None:
         return np.asarray(user_factors, dtype=np.float64).mean(axis=0), None
     stored = decode_npy(*verified(ArrayName.COLD_USER))
     if stored.dtype != np.float64 or stored.shape != (manifest.dimensions + 1,):

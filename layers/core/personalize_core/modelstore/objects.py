@@ -94,6 +94,13 @@ class S3Objects:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{key} is not valid JSON: {exc}") from None
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object from ``start`` (one ranged GET: a page of user vectors)."""
+        try:
+            return self.reader.get_range(key, start, length)
+        except S3NotFound:
+            raise ObjectMissing(key) from None
+
     def receive(self, key: str, size: int) -> Received:
         """The object received into a buffer of its own, which must be ``size`` bytes (else
         S3SizeMismatch), with its CRC-32 (computed on a side thread while the next slice arrives)."""

@@ -24,7 +24,14 @@ from typing import Any
 
 from personalize_core.errors import ArtifactError
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import FALLBACK, MANIFEST, CampaignPointer, Manifest, version_prefix
+from personalize_core.modelstore.layout import (
+    FALLBACK,
+    MANIFEST,
+    CampaignPointer,
+    Manifest,
+    version_prefix,
+)
+from personalize_core.modelstore.page_layout import USER_PAGES_FOLDER
 
 FAILED_UPDATE = "failedUpdate"
 
@@ -56,6 +63,15 @@ def verify_version(bucket: ModelBucket, manifest: Manifest) -> int:
             read += len(chunk)
         if digest.hexdigest() != entry.checksum:
             raise ArtifactError(f"{name} does not match its manifest's checksum (corrupt or replaced)")
+    pages = manifest.user_pages
+    if pages is not None:  # thousands of files: their number and bytes from one listing; each page's
+        # CRC-32 (in the page index, verified above) is checked when the page is read
+        found = bucket.sizes(prefix + USER_PAGES_FOLDER)
+        if len(found) != pages.files or sum(found.values()) != pages.size:
+            raise ArtifactError(
+                f"{USER_PAGES_FOLDER} holds {len(found)} files of {sum(found.values())} bytes, its "
+                f"manifest says {pages.files} files of {pages.size} bytes"
+            )
     return read
 
 

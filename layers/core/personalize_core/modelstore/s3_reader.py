@@ -109,6 +109,13 @@ class S3Reader:
         parts = list(self._stream(key, partial(_read_chunk, chunk_size=None)))
         return parts[0] if len(parts) == 1 else b"".join(parts)  # joined only after a resumed read
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object from ``start`` (one ranged GET; resumed like ``get``).
+        Raises S3SizeMismatch when the object ends before them, S3NotFound, or S3Error."""
+        pieces = self._stream(key, partial(_read_chunk, chunk_size=None), expected_size=length, first=start)
+        parts = list(pieces)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def iter_chunks(self, key: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks of ``chunk_size`` (the last may be shorter)."""
         yield from self._stream(key, partial(_read_chunk, chunk_size=chunk_size))
@@ -138,9 +145,11 @@ class S3Reader:
         key: str,
         receive: Callable[[http.client.HTTPResponse, int], Piece],
         expected_size: int | None = None,
+        first: int | None = None,
     ) -> Iterator[Piece]:
         """The object's body, piece by piece: ``receive(response, bytes received so far)`` reads the
         next one (empty at the end). With ``expected_size``, an object of another size is refused.
+        With ``first`` too, only the ``expected_size`` bytes from ``first`` are asked for (a range).
 
         Raises S3NotFound, or S3Error once S3_MAX_ATTEMPTS attempts have failed; a transfer that
         breaks after some bytes resumes from there (the same object: its ETag must not change).
@@ -153,7 +162,12 @@ class S3Reader:
             while True:
                 try:
                     connection = self._acquire()
-                    response = self._open(connection, key, received, etag)
+                    if first is None:
+                        response = self._open(connection, key, received, etag)
+                    else:
+                        assert expected_size is not None
+                        last = first + expected_size - 1
+                        response = self._open(connection, key, first + received, etag, last)
                     if etag is None:
                         etag = response.getheader("ETag")
                     if expected_size is not None and response.length != expected_size - received:
@@ -199,7 +213,12 @@ class S3Reader:
             self._idle.append(connection)
 
     def _open(
-        self, connection: http.client.HTTPConnection, key: str, offset: int, etag: str | None
+        self,
+        connection: http.client.HTTPConnection,
+        key: str,
+        offset: int,
+        etag: str | None,
+        last: int | None = None,
     ) -> http.client.HTTPResponse:
         with self._lock:
             if self._credentials is None:
@@ -210,8 +229,8 @@ class S3Reader:
             credentials = self._credentials
         path = self.path_of(key)
         headers: dict[str, str] = {}
-        if offset:
-            headers["range"] = f"bytes={offset}-"
+        if offset or last is not None:
+            headers["range"] = f"bytes={offset}-{'' if last is None else last}"
             if etag:
                 headers["if-match"] = etag
         signed = sign_v4(

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from personalize_core.arns import parse_arn
 from personalize_core.errors import (
@@ -35,12 +35,10 @@ from personalize_core.modelstore.layout import (
 from personalize_core.modelstore.model import SolutionVersionModel, build_model
 from personalize_core.modelstore.objects import ObjectMissing, S3Objects
 from personalize_core.modelstore.s3_reader import S3SizeMismatch
+from personalize_core.modelstore.users import UserAccess, UserCache
 from personalize_core.modelstore.warm_start import take_objects
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 
 
 class _CachedPointer(NamedTuple):
@@ -55,8 +53,13 @@ class ModelStore:
         pointer_ttl_seconds: float = 10.0,
         max_loaded_versions: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        user_cache_size: int = 65_536,
+        user_fetch_threads: int = 16,
     ) -> None:
         self.objects = objects
+        #: Users fetched from the loaded versions' pages (users.py), bounded for the whole process.
+        self.user_cache = UserCache(user_cache_size)
+        self.user_fetch_threads = user_fetch_threads
         self.pointer_ttl_seconds = pointer_ttl_seconds
         self.max_loaded_versions = max(1, max_loaded_versions)
         self._clock = clock
@@ -67,7 +70,13 @@ class ModelStore:
         #: The model each campaign served last: what keeps serving if a new version is refused.
         self._serving: dict[str, SolutionVersionModel] = {}
         #: Versions that failed to load, and when: not retried before the pointer TTL has passed.
-        self._refused: dict[str, float] = {}
+        #: (The reason is kept so that the answers meanwhile say why.)
+        self._refused: dict[str, tuple[float, str]] = {}
+        #: The version each campaign served before its current one (solution, version): what
+        #: answers when a user page of the current one turns out missing or corrupt.
+        self._last_good: dict[str, tuple[str, str]] = {}
+        #: A campaign's (or recommender's) ARN -> its key in ``_serving``.
+        self._keys: dict[str, str] = {}
 
     # -- campaigns -------------------------------------------------------------------------------
 
@@ -145,14 +154,15 @@ class ModelStore:
         key = version_prefix(pointer.solution, pointer.version)
         try:
             with self._lock:
-                refused_at = self._refused.get(key)
+                refused_at, why = self._refused.get(key, (None, ""))
             if refused_at is not None and self._clock() - refused_at < self.pointer_ttl_seconds:
-                raise ArtifactError("it was refused moments ago")  # do not download it on every request
+                # (not downloaded again on every request)
+                raise ArtifactError(f"it was refused moments ago: {why}")
             model = self.version(pointer.solution, pointer.version)
         except ArtifactError as exc:
             with self._lock:
                 if refused_at is None or self._clock() - refused_at >= self.pointer_ttl_seconds:
-                    self._refused[key] = self._clock()
+                    self._refused[key] = (self._clock(), str(exc))
                 fallback = self._serving.get(name)
             if fallback is None:  # a cold container: the version the campaign's record served before
                 fallback = self._recorded_fallback(pointer)
@@ -169,8 +179,48 @@ class ModelStore:
             )
             return fallback
         with self._lock:
+            before = self._serving.get(name)
+            if before is not None and before.arn != model.arn:
+                self._last_good[name] = (before.manifest.solution, before.manifest.version)
             self._serving[name] = model
+            self._keys[pointer.campaign_arn] = name
             self._refused.pop(key, None)
+        return model
+
+    def fall_back(
+        self, pointer: CampaignPointer, failed: SolutionVersionModel, error: ArtifactError
+    ) -> SolutionVersionModel:
+        """A user page of ``failed``, which the campaign (or recommender) of ``pointer`` served, is
+        missing or corrupt: the version is refused, as one that fails to load is, and the version
+        the campaign served before it answers instead (this container's, else the one the
+        campaign's record names), until the pointer's TTL has passed. ModelUnavailableError, naming
+        the page, when there is none to fall back on."""
+        key = version_prefix(failed.manifest.solution, failed.manifest.version)
+        with self._lock:
+            name = self._keys.get(pointer.campaign_arn)
+            self._refused[key] = (self._clock(), str(error))
+            self._versions.pop(key, None)
+            previous = self._last_good.get(name) if name is not None else None
+            if name is not None and self._serving.get(name) is failed:
+                del self._serving[name]
+        unavailable = f"Solution version {failed.arn} cannot answer now: {error}"
+        model: SolutionVersionModel | None = None
+        if previous is not None and version_prefix(*previous) != key:
+            try:
+                model = self.version(*previous)
+            except ArtifactError:
+                model = None
+        if model is None and pointer.fallback not in (None, failed.arn):
+            model = self._recorded_fallback(pointer)  # a container that served no other version
+        if model is None:
+            raise ModelUnavailableError(unavailable) from error
+        logger.error(
+            "a user page is missing or corrupt; the last good version answers",
+            extra={"refused": failed.arn, "serving": model.arn, "reason": str(error)},
+        )
+        with self._lock:
+            if name is not None:
+                self._serving[name] = model
         return model
 
     def _recorded_fallback(self, pointer: CampaignPointer) -> SolutionVersionModel | None:
@@ -230,6 +280,11 @@ class ModelStore:
                 fetch=lambda name: objects.read(prefix + name),
                 fetch_chunks=lambda name: objects.read_chunks(prefix + name),
                 receive=lambda name, size: objects.receive(prefix + name, size),
+                user_access=UserAccess(
+                    lambda name, start, length: objects.read_range(prefix + name, start, length),
+                    self.user_cache,
+                    self.user_fetch_threads,
+                ),
             )
         except ArtifactError:
             raise
@@ -292,4 +347,6 @@ def get_store() -> ModelStore:
         take_objects(settings.model_bucket) or S3Objects(settings.model_bucket),
         pointer_ttl_seconds=settings.campaign_cache_ttl_seconds,
         max_loaded_versions=settings.max_loaded_versions,
+        user_cache_size=settings.user_cache_size,
+        user_fetch_threads=settings.user_fetch_threads,
     )

@@ -8,15 +8,16 @@ immutable and content-addressed by default: the same inputs give the same versio
 
 from __future__ import annotations
 
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from personalize_core.arns import check_name, make_arn, parse_arn
-from personalize_core.edge.fields import ID_MAX
 from personalize_core.errors import ArtifactError, InvalidInputException, ResourceNotFoundException
 from personalize_core.modelstore.attributes import ITEMS as ITEMS_PREFIX
 from personalize_core.modelstore.attributes import (
@@ -27,6 +28,7 @@ from personalize_core.modelstore.attributes import (
 )
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.ids import CompactIds, hash_index
+from personalize_core.modelstore.inputs import PublishError, check_ids, check_matrix
 from personalize_core.modelstore.item_matrix import LAYOUT, encode_item_matrix
 from personalize_core.modelstore.layout import (
     MANIFEST,
@@ -46,11 +48,17 @@ from personalize_core.modelstore.layout import (
 )
 from personalize_core.modelstore.npy import encode_npy, npy_header
 from personalize_core.modelstore.pointers import refusal, switched, verify_version, with_failed_update
-from personalize_core.serving.scoring import log_normalisers
+from personalize_core.modelstore.user_writer import write_user_pages
 
-
-class PublishError(Exception):
-    """Input that cannot become a solution version; nothing has been uploaded."""
+__all__ = [
+    "PreparedVersion",
+    "PublishError",
+    "check_ids",
+    "check_matrix",
+    "prepare_extras",
+    "prepare_version",
+    "upload_version",
+]
 
 
 def prepare_extras(
@@ -80,44 +88,17 @@ def prepare_extras(
     return files
 
 
-# -- validating --------------------------------------------------------------------------------
-
-
-def check_ids(ids: Sequence[str], what: str) -> list[str]:
-    if not ids:
-        raise PublishError(f"{what} is empty")
-    seen: set[str] = set()
-    for i, value in enumerate(ids):
-        if not value or len(value) > ID_MAX or "\n" in value or "\r" in value:
-            raise PublishError(
-                f"{what}[{i}] {value[:40]!r} must be 1-{ID_MAX} characters without line breaks"
-            )
-        if value in seen:
-            raise PublishError(f"{what} has a duplicate id {value!r}")
-        seen.add(value)
-    return list(ids)
-
-
-def check_matrix(array: np.ndarray, rows: int, what: str, dims: int | None = None) -> np.ndarray:
-    if array.dtype.kind != "f":
-        raise PublishError(f"{what} must hold floats, not {array.dtype}")
-    if array.ndim != 2:
-        raise PublishError(f"{what} must be 2-dimensional [rows, dims], got shape {list(array.shape)}")
-    if array.shape[0] != rows:
-        raise PublishError(f"{what} has {array.shape[0]} rows but there are {rows} ids")
-    if array.shape[1] == 0 or (dims is not None and array.shape[1] != dims):
-        raise PublishError(f"{what} has {array.shape[1]} dimensions, expected {dims or 'at least 1'}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
-        matrix = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(matrix).all():
-        raise PublishError(f"{what} holds NaN or infinite values (after conversion to float32)")
-    return matrix
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedVersion:
     manifest: Manifest
     files: dict[str, bytes]
+    #: Files spooled to disk (the user pages), by name; they live as long as ``spool`` does.
+    paths: dict[str, Path] = field(default_factory=dict)
+    spool: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.files, *self.paths]
 
 
 def prepare_version(
@@ -128,24 +109,24 @@ def prepare_version(
     account: str,
     item_ids: Sequence[str],
     item_factors: np.ndarray | None = None,
-    user_ids: Sequence[str] = (),
+    user_ids: Sequence[str] | bytes = (),
     user_factors: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
     version: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
-    precompute_normalisers: bool = True,
     dataset_group_arn: str | None = None,
     fold_in: FoldIn | None = None,
 ) -> PreparedVersion:
-    """Validate the inputs and encode the files of a solution version. No I/O.
+    """Validate the inputs and encode the files of a solution version. No I/O but a spool folder.
 
     ``extra_files`` are the optional items/users/interactions/context files (``prepare_extras``).
-    ``precompute_normalisers`` (USER_PERSONALIZATION): store every user's softmax log-normaliser,
-    so serving runs no exp over the catalog; it costs a float64 users x items product here.
-    User recipes also get the cold-user vector (the mean user vector and its normaliser), which
-    scores users the model does not know. ``dataset_group_arn``: the dataset group a trained version
-    belongs to (None: its solution's, as for every published version). ``fold_in``: how events fold
-    a user into it (a trained version's training parameters; None: the defaults).
+    The users become pages (user_pages.py) spooled to a temporary folder: ``user_factors`` may be
+    an mmap'd .npy, read a block at a time, and ``user_ids`` UTF-8 text with one id a line. No
+    log-normaliser is computed here (serving computes a user's on first use). User recipes also get
+    the cold-user vector (the mean user vector and its normaliser), which scores users the model
+    does not know. ``dataset_group_arn``: the dataset group a trained version belongs to (None:
+    its solution's, as for every published version). ``fold_in``: how events fold a user into it
+    (a trained version's training parameters; None: the defaults).
     """
     try:
         check_name(solution, "solution")
@@ -157,7 +138,10 @@ def prepare_version(
     files: dict[str, bytes] = {ArrayName.ITEM_IDS.value: encode_ids(items)}
     files[ArrayName.ITEM_IDS_INDEX.value] = _id_index(files[ArrayName.ITEM_IDS.value], len(items))
     dims = 0
-    users: list[str] = []
+    num_users = 0
+    paths: dict[str, Path] = {}
+    spool: tempfile.TemporaryDirectory[str] | None = None
+    user_pages = None
 
     if recipe.needs_item_factors:
         if item_factors is None:
@@ -167,16 +151,13 @@ def prepare_version(
         # The layout the scorer reads (two bfloat16-half planes, item_matrix.py), loaded without a copy.
         files[ArrayName.ITEM_FACTORS.value] = encode_item_matrix(matrix)
     if recipe.needs_user_factors:
-        if user_factors is None or not user_ids:
+        if user_factors is None or not len(user_ids):
             raise PublishError(f"a {recipe.value} solution needs user ids and user factors")
-        users = check_ids(user_ids, "user ids")
-        files[ArrayName.USER_IDS.value] = encode_ids(users)
-        files[ArrayName.USER_IDS_INDEX.value] = _id_index(files[ArrayName.USER_IDS.value], len(users))
-        user_matrix = check_matrix(user_factors, len(users), "user factors", dims)
-        files[ArrayName.USER_FACTORS.value] = encode_npy(user_matrix)
-        if recipe is Recipe.USER_PERSONALIZATION and precompute_normalisers:
-            files[ArrayName.USER_LOG_NORMALISERS.value] = encode_npy(log_normalisers(matrix, user_matrix))
-        files[ArrayName.COLD_USER.value] = encode_npy(cold_user(matrix, user_matrix))
+        spool = tempfile.TemporaryDirectory(prefix="user-pages-")
+        written = write_user_pages(user_ids, user_factors, matrix, Path(spool.name))
+        paths, user_pages, num_users = written.files, written.pages, written.users
+        files[ArrayName.USER_PAGES_INDEX.value] = written.index_file
+        files[ArrayName.COLD_USER.value] = encode_npy(written.cold_user)
 
     if popularity is None:
         if recipe is Recipe.POPULAR_ITEMS:
@@ -199,8 +180,10 @@ def prepare_version(
     entries = {name: _entry(name, data) for name, data in files.items()}
     if version is None:
         # Content-addressed by default: the same inputs give the same version id.
-        fingerprint = sha256_hex("".join(f"{n}:{e.sha256}" for n, e in sorted(entries.items())).encode())
-        version = fingerprint[:16]
+        named = [f"{n}:{e.sha256}" for n, e in sorted(entries.items())]
+        if user_pages is not None:
+            named.append(f"user_pages:{user_pages.sha256}")
+        version = sha256_hex("".join(named).encode())[:16]
     arn = str(make_arn(region, account, "solution", solution, version))
     manifest = Manifest(
         arn,
@@ -208,21 +191,15 @@ def prepare_version(
         version,
         recipe,
         len(items),
-        len(users),
+        num_users,
         dims,
         time.time(),
         entries,
         dataset_group_arn,
         fold_in if recipe.needs_user_factors else None,
+        user_pages,
     )
-    return PreparedVersion(manifest, files)
-
-
-def cold_user(item_factors: np.ndarray, user_factors: np.ndarray) -> np.ndarray:
-    """The cold-user vector and its log-normaliser, float64 [d + 1] (``ArrayName.COLD_USER``): the
-    mean of the user factors, the users' centre, scores users the model has no vector for."""
-    mean = np.asarray(user_factors, dtype=np.float64).mean(axis=0)
-    return np.append(mean, log_normalisers(item_factors, mean[None, :]))
+    return PreparedVersion(manifest, files, paths, spool)
 
 
 def _id_index(encoded_ids: bytes, count: int) -> bytes:
@@ -267,6 +244,7 @@ def upload_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
     prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
     for name, data in prepared.files.items():
         bucket.upload(prefix + name, data)
+    bucket.upload_paths({prefix + name: path for name, path in prepared.paths.items()})
 
 
 def write_manifest(bucket: ModelBucket, manifest: Manifest) -> None:
@@ -277,7 +255,7 @@ def write_manifest(bucket: ModelBucket, manifest: Manifest) -> None:
 def delete_files(bucket: ModelBucket, prepared: PreparedVersion) -> None:
     """Remove a version's files that never got a manifest (a stopped or failed training)."""
     prefix = version_prefix(prepared.manifest.solution, prepared.manifest.version)
-    for name in prepared.files:
+    for name in prepared.names:
         bucket.delete(prefix + name)
 
 

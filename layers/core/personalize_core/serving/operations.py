@@ -10,15 +10,18 @@ HTTP; ``edge.api`` turns results and exceptions into responses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from personalize_core.edge.requests import Promotion, RankingRequest, RecommendationsRequest
-from personalize_core.errors import InvalidInputException
+from personalize_core.errors import InvalidInputException, ModelUnavailableError
 from personalize_core.modelstore.attributes import Column
+from personalize_core.modelstore.layout import CampaignPointer
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.store import ModelStore
+from personalize_core.modelstore.user_pages import UserPageError
 from personalize_core.serving import recipes
 from personalize_core.serving.live import Live, LiveStore, get_live
 from personalize_core.serving.overlay import MetadataOverlay
@@ -98,6 +101,25 @@ class _Filters:
         return (self.given or filter_store_for(self.store)).get(filter_arn, field)
 
 
+def one_version(
+    store: ModelStore,
+    pointer: CampaignPointer,
+    model: SolutionVersionModel,
+    answer: Callable[[SolutionVersionModel], Answer],
+) -> Answer:
+    """``answer(model)``; when a user page of ``model`` is missing or corrupt, the whole answer
+    again from the campaign's last good version (the store refuses the broken one), so that every
+    answer still comes from exactly one version."""
+    try:
+        return answer(model)
+    except UserPageError as exc:
+        fallback = store.fall_back(pointer, model, exc)
+    try:
+        return answer(fallback)
+    except UserPageError as exc:
+        raise ModelUnavailableError(f"Solution version {fallback.arn} cannot answer now: {exc}") from exc
+
+
 def get_recommendations(
     request: RecommendationsRequest,
     store: ModelStore,
@@ -107,10 +129,25 @@ def get_recommendations(
 ) -> Answer:
     """``recommendation_id``: the answer's id, under which a tracked group keeps its items."""
     if request.recommender_arn is not None:  # a recommender is served as a campaign is
-        _, model = store.recommender(request.recommender_arn)
+        pointer, model = store.recommender(request.recommender_arn)
     else:
         assert request.campaign_arn is not None
-        _, model = store.campaign(request.campaign_arn)
+        pointer, model = store.campaign(request.campaign_arn)
+    served = _Served(store, filters, live, recommendation_id)
+    return one_version(store, pointer, model, lambda one: _recommendations(request, one, served))
+
+
+class _Served(NamedTuple):
+    """What a request is answered with, whichever version answers it (``one_version``)."""
+
+    store: ModelStore
+    filters: FilterStore | None
+    live: LiveStore | None
+    recommendation_id: str | None
+
+
+def _recommendations(request: RecommendationsRequest, model: SolutionVersionModel, served: _Served) -> Answer:
+    store, filters, live, recommendation_id = served
     recipes.check_query(model, Operation.RECOMMENDATIONS, request.user_id, request.item_id)
     compiled, options, k = _Filters(store, filters), request.options, request.num_results
     metadata = metadata_columns(model, options.metadata_columns)
@@ -178,7 +215,13 @@ def get_personalized_ranking(
     live: LiveStore | None = None,
     recommendation_id: str | None = None,
 ) -> Answer:
-    _, model = store.campaign(request.campaign_arn)
+    pointer, model = store.campaign(request.campaign_arn)
+    served = _Served(store, filters, live, recommendation_id)
+    return one_version(store, pointer, model, lambda one: _ranking(request, one, served))
+
+
+def _ranking(request: RankingRequest, model: SolutionVersionModel, served: _Served) -> Answer:
+    store, filters, live, recommendation_id = served
     recipes.check_query(model, Operation.RANKING, request.user_id, None)
     options = request.options
     metadata = metadata_columns(model, options.metadata_columns)

@@ -17,13 +17,14 @@ and normaliser ``recommend`` would use, so the answers are the same by construct
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from personalize_core.errors import InvalidInputException
 from personalize_core.modelstore.layout import DEFAULT_FOLD_IN, Recipe
 from personalize_core.modelstore.model import SolutionVersionModel
+from personalize_core.modelstore.users import StoredUser
 from personalize_core.serving.foldin import confidences, fold_in
 from personalize_core.serving.related import co_occurring_items
 from personalize_core.serving.scoring import popular_top_k, rank_items, related_top_k, user_top_k
@@ -65,13 +66,20 @@ def check_query(
 # -- users ------------------------------------------------------------------------------------------
 
 
+class UserLookup(Protocol):
+    """Where ``user_vector`` finds stored users: ``model.users``, or a batch's prefetched ones."""
+
+    def get(self, user_id: str, /) -> StoredUser | None: ...
+
+
 class UserVector(NamedTuple):
     #: The vector that scores the user: the stored float32 row, the cold-user vector (float64), or
     #: float64 when context moved either.
     vector: np.ndarray
-    #: log Σ_j exp(vector·j) over the catalog, when the version stores it for this vector.
+    #: log Σ_j exp(vector·j) over the catalog, when known for this vector (stored, or computed on
+    #: the user's first use and cached with the vector).
     log_normaliser: float | None
-    #: The user's row of the stored factors, when ``vector`` is exactly that row.
+    #: The user's row in the version's user list, when ``vector`` is exactly their stored vector.
     row: int | None = None
     #: The model does not know the user: the cold-user vector scores them.
     cold: bool = False
@@ -103,11 +111,14 @@ def user_vector(
     user_id: str | None,
     context: Mapping[str, str],
     events: Sequence[RecentEvent] = (),
+    users: UserLookup | None = None,
 ) -> UserVector | None:
     """The vector that scores ``user_id`` (None: the recipe scores no users).
 
-    - A user the model knows: their stored row; moved by their ``events`` received after the
-      version was trained (folded in with the stored row as the prior, serving/foldin.py).
+    - A user the model knows: their stored vector, from ``model.users`` (a cache hit, or one ranged
+      GET of the user's page: modelstore/users.py) or from ``users`` (the same users, fetched ahead
+      for a batch); moved by their ``events`` received after the version was trained (folded in
+      with the stored vector as the prior, serving/foldin.py).
     - A user (or a session passed as userId) the model does not know, with events: a vector folded
       in from the events against the version's item factors.
     - Unknown, without events the version can use: the version's cold-user vector (the mean user
@@ -119,18 +130,17 @@ def user_vector(
     shift = context_shift(model, context)  # checked for every request, known user or not
     if model.item_factors is None:
         return None
-    row = model.user_index.get(user_id) if user_id is not None else None
+    lookup = users if users is not None else model.users
     # The one place a stored user vector is read (the fold-in's prior too).
-    stored: np.ndarray | None = (
-        model.user_factors[row] if row is not None and model.user_factors is not None else None
-    )
+    found = lookup.get(user_id) if lookup is not None and user_id is not None else None
+    stored = found.vector if found is not None else None
     folded = _folded(model, stored, events) if events else None
     if folded is not None:
         return UserVector(folded + shift if shift is not None else folded, None, cold=stored is None)
-    if row is not None and stored is not None:
+    if found is not None:
         if shift is None:
-            return UserVector(stored, model.log_normaliser(row), row)
-        return UserVector(stored.astype(np.float64) + shift, None)
+            return UserVector(found.vector, found.log_normaliser, found.row)
+        return UserVector(found.vector.astype(np.float64) + shift, None)
     if model.cold_user_vector is None:
         return None
     if shift is None:

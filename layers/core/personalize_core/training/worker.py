@@ -47,7 +47,13 @@ from personalize_core.datasets.data import import_key
 from personalize_core.datasets.imports import ImportFailed, import_data
 from personalize_core.datasets.schema import DatasetType, parse_schema
 from personalize_core.errors import PersonalizeError
-from personalize_core.modelstore.layout import Manifest, Recipe, RecommenderPointer, version_prefix
+from personalize_core.modelstore.layout import (
+    Manifest,
+    Recipe,
+    RecommenderPointer,
+    version_prefix,
+)
+from personalize_core.modelstore.page_layout import USER_PAGES_FOLDER
 from personalize_core.modelstore.writer import delete_files, put_recommender, upload_files, write_manifest
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
@@ -277,6 +283,11 @@ class TrainingWorker:
         for page in paginator.paginate(Bucket=self.ws.bucket.bucket, Prefix=prefix):
             sizes.update({o["Key"][len(prefix) :]: o["Size"] for o in page.get("Contents", [])})
         missing = [n for n, entry in manifest.files.items() if sizes.get(n) != entry.size]
+        pages = manifest.user_pages
+        if pages is not None:  # the user pages, by their count and total size (the index has each)
+            found = [size for name, size in sizes.items() if name.startswith(USER_PAGES_FOLDER)]
+            if len(found) != pages.files or sum(found) != pages.size:
+                missing.append(USER_PAGES_FOLDER)
         if missing:
             logger.error("a version's files are incomplete; campaigns stay", extra={"missing": missing[:5]})
         return not missing
