@@ -1,7 +1,7 @@
 """Training throughput: our training path against implicit's ALS called directly on the same data.
 
     ours      personalize_core.training.trainer.train: weigh, split, ALS fit, holdout metrics, fold-in,
-              and the solution version's files encoded (log-normalisers included): what the
+              and the solution version's files encoded (its user pages included): what the
               training function does between reading the data and uploading it
     implicit  coo -> csr, then AlternatingLeastSquares.fit on the same interactions, same factors,
               iterations and threads, nothing else (the reference)

@@ -44,11 +44,11 @@ def test_authorization_is_identical_to_botocores(
     credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     reader = S3Reader(bucket, "eu-west-3", endpoint_url=endpoint)
     path = reader.path_of(key)
-    host = reader.host
+    host = reader.endpoint.host
     # When both sign it
     ours = sign_v4("GET", host, path, headers, credentials, "eu-west-3", NOW)
     expected = botocore_authorization(
-        f"{reader.scheme}://{host}{path}",
+        f"{reader.endpoint.scheme}://{host}{path}",
         {**headers, "X-Amz-Content-SHA256": ours["x-amz-content-sha256"]},
         credentials,
         "eu-west-3",
@@ -69,11 +69,18 @@ def test_a_different_secret_gives_a_different_signature() -> None:
 
 def test_addressing_follows_botocore() -> None:
     # A plain bucket is virtual-hosted; a dotted one path-style; a custom endpoint path-style
-    assert (S3Reader("models", "us-east-1").host, S3Reader("models", "us-east-1").path_of("a b")) == (
+    assert (
+        S3Reader("models", "us-east-1").endpoint.host,
+        S3Reader("models", "us-east-1").path_of("a b"),
+    ) == (
         "models.s3.us-east-1.amazonaws.com",
         "/a%20b",
     )
     dotted = S3Reader("my.models", "us-east-1")
-    assert (dotted.host, dotted.path_of("k")) == ("s3.us-east-1.amazonaws.com", "/my.models/k")
+    assert (dotted.endpoint.host, dotted.path_of("k")) == ("s3.us-east-1.amazonaws.com", "/my.models/k")
     local = S3Reader("models", "us-east-1", endpoint_url="http://127.0.0.1:5000/")
-    assert (local.scheme, local.host, local.path_of("x/y")) == ("http", "127.0.0.1:5000", "/models/x/y")
+    assert (local.endpoint.scheme, local.endpoint.host, local.path_of("x/y")) == (
+        "http",
+        "127.0.0.1:5000",
+        "/models/x/y",
+    )

@@ -17,13 +17,12 @@ import datetime
 import http.client
 import json
 import random
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from personalize_core.aws.connections import Endpoint
 from personalize_core.aws.sigv4 import Credentials, CredentialsMissing, environment_credentials, sign_v4
 
 #: Error codes that mean "slow down" (botocore's throttling codes, DynamoDB's own among them).
@@ -89,21 +88,16 @@ class AwsJsonClient:
         self.content_type = f"application/x-amz-json-{json_version}"
         self.region = region
         parts = urlsplit(endpoint_url or f"https://{service}.{region}.amazonaws.com")
-        self.scheme, self._netloc = parts.scheme, parts.netloc
+        self.endpoint = Endpoint(
+            parts.scheme,
+            parts.netloc,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            credentials=credentials,
+        )
         self._path = parts.path.rstrip("/") + "/"
         self.max_attempts = max(1, max_attempts)
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self._credentials_source = credentials
-        self._credentials: Credentials | None = None
         self._sleep = sleep
-        self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
-
-    @property
-    def host(self) -> str:
-        """The Host header (without the scheme's default port, as botocore signs it)."""
-        return self._netloc.removesuffix(":443" if self.scheme == "https" else ":80")
 
     def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """The service's answer to ``operation``; AwsError once retrying did not (or cannot) help."""
@@ -126,28 +120,18 @@ class AwsJsonClient:
 
     def reset(self) -> None:
         """Forget connections and credentials (after a SnapStart restore both are stale)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-            self._credentials = None
-        for connection in idle:
-            connection.close()
+        self.endpoint.reset()
 
     def _attempt(self, operation: str, payload: bytes) -> dict[str, Any]:
-        with self._lock:
-            if self._credentials is None:
-                try:
-                    self._credentials = self._credentials_source()
-                except CredentialsMissing as exc:
-                    raise AwsError(0, "NoCredentials", str(exc)) from None
-            credentials = self._credentials
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            connection = kind(self._netloc, timeout=self.connect_timeout)
+        try:
+            credentials = self.endpoint.credentials()
+        except CredentialsMissing as exc:
+            raise AwsError(0, "NoCredentials", str(exc)) from None
+        connection = self.endpoint.acquire()
         headers = {"content-type": self.content_type, "x-amz-target": f"{self.target_prefix}.{operation}"}
         signed = sign_v4(
             "POST",
-            self.host,
+            self.endpoint.host,
             self._path,
             headers,
             credentials,
@@ -157,19 +141,14 @@ class AwsJsonClient:
             payload,
         )
         try:
-            if connection.sock is None:
-                connection.connect()
-                assert connection.sock is not None
-                connection.sock.settimeout(self.read_timeout)
-                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.endpoint.connect(connection)
             connection.request("POST", self._path, body=payload, headers=signed)
             response = connection.getresponse()
             data = response.read()
         except BaseException:
             connection.close()
             raise
-        with self._lock:
-            self._idle.append(connection)
+        self.endpoint.release(connection)
         answer = _parse(data)
         if response.status == 200:
             return answer

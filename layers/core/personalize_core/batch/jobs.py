@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from personalize_core.arns import is_valid_name
+from personalize_core.aws.clients import create_dynamodb_client
 from personalize_core.errors import ResourceAlreadyExistsException
 
 if TYPE_CHECKING:
@@ -236,13 +237,6 @@ def is_list_position(position: dict[str, str]) -> bool:
 
 
 # -- the table -----------------------------------------------------------------------------------
-
-
-def create_dynamodb_client() -> DynamoDBClient:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-    from botocore.config import Config
-
-    return boto3.client("dynamodb", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
 class JobsTable:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from personalize_core.aws.clients import create_sqs_client
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
@@ -38,13 +40,6 @@ class Message:
         if not isinstance(job_name, str) or (raw["kind"] == "shard") != isinstance(shard, str):
             raise ValueError("not a batch job message")
         return cls(raw["kind"], job_name, shard)
-
-
-def create_sqs_client() -> SQSClient:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-    from botocore.config import Config
-
-    return boto3.client("sqs", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
 class ShardQueue:

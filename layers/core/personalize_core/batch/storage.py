@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from personalize_core.aws.clients import create_job_client
 from personalize_core.errors import InvalidInputException
 
 if TYPE_CHECKING:
@@ -82,22 +83,6 @@ def _error(action: str, exc: Exception) -> StorageError:
         message = exc.response.get("Error", {}).get("Message") or code
         return StorageError(f"{action}: {code} ({message})", permanent=code in PERMANENT_CODES)
     return StorageError(f"{action}: {exc}", permanent=False)
-
-
-def _client(credentials: dict[str, Any] | None = None) -> Any:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-    from botocore.config import Config
-
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-    if credentials is None:
-        return boto3.client("sts", config=config)
-    return boto3.client(
-        "s3",
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        config=config,
-    )
 
 
 class JobStorage:
@@ -181,8 +166,8 @@ def assume_role_storage(
     role_arn: str,
     session_name: str,
     kms_key_arn: str | None = None,
-    sts_factory: Callable[[], Any] = _client,
-    s3_factory: Callable[[dict[str, Any]], Any] = _client,
+    sts_factory: Callable[[], Any] = create_job_client,
+    s3_factory: Callable[[dict[str, Any]], Any] = create_job_client,
 ) -> JobStorage:
     """JobStorage acting as ``role_arn`` (STS AssumeRole); StorageError if the role cannot be assumed."""
     name = SESSION_NAME.sub("-", session_name)[:64].ljust(2, "-")

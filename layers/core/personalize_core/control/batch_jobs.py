@@ -31,7 +31,8 @@ from personalize_core.edge.fields import Fields
 from personalize_core.edge.requests import NUM_RESULTS_DEFAULT, NUM_RESULTS_MAX
 from personalize_core.errors import InvalidInputException, PersonalizeError, ResourceNotFoundException
 from personalize_core.modelstore.bucket import get_model_bucket
-from personalize_core.modelstore.layout import FilterRecord, Manifest
+from personalize_core.modelstore.bucket_records import FilterRecord
+from personalize_core.modelstore.layout import Manifest
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
 

@@ -22,7 +22,8 @@ from personalize_core.errors import (
     ResourceNotFoundException,
 )
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import ACTIVE, CREATE_FAILED, CampaignPointer, Manifest, campaign_key
+from personalize_core.modelstore.bucket_records import ACTIVE, CREATE_FAILED, CampaignPointer
+from personalize_core.modelstore.layout import Manifest, campaign_key
 from personalize_core.modelstore.pointers import (
     FAILED_UPDATE,
     refusal,

@@ -18,7 +18,8 @@ from personalize_core.edge.fields import Fields
 from personalize_core.errors import ArtifactError, ResourceAlreadyExistsException, ResourceNotFoundException
 from personalize_core.modelstore.attributes import read_schema
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import CREATE_FAILED, FilterRecord, filter_key, version_prefix
+from personalize_core.modelstore.bucket_records import CREATE_FAILED, FilterRecord
+from personalize_core.modelstore.layout import filter_key, version_prefix
 from personalize_core.serving.filter_language import EXPRESSION_MAX, parse_filter
 from personalize_core.serving.filters import check_filter
 from personalize_core.settings import get_settings

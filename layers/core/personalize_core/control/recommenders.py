@@ -28,7 +28,8 @@ from personalize_core.errors import (
     ResourceAlreadyExistsException,
     ResourceInUseException,
 )
-from personalize_core.modelstore.layout import RecommenderPointer, recommender_key
+from personalize_core.modelstore.bucket_records import RecommenderPointer
+from personalize_core.modelstore.layout import recommender_key
 from personalize_core.training.config import domain_recipe
 
 INACTIVE = "INACTIVE"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from personalize_core.aws.clients import create_dynamodb_client
 from personalize_core.control.paging import decode_token, encode_token
 from personalize_core.errors import ResourceAlreadyExistsException, ResourceInUseException
 from personalize_core.settings import get_settings
@@ -102,13 +103,6 @@ def _record(item: dict[str, Any]) -> Record:
         failure_reason=item["failureReason"]["S"] if "failureReason" in item else None,
         attributes=json.loads(item["attributes"]["S"]),
     )
-
-
-def create_dynamodb_client() -> DynamoDBClient:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-    from botocore.config import Config
-
-    return boto3.client("dynamodb", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
 class RecordsTable:

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from personalize_core.arns import make_arn
+from personalize_core.aws.clients import create_scheduler_client
 from personalize_core.control.records import Record, RecordsTable, get_records
 from personalize_core.errors import PersonalizeError, ResourceNotFoundException
 from personalize_core.events.table import EventsTable, get_events_table
@@ -44,12 +45,6 @@ LABELS = {
     RECOMMENDER: "Recommender",
     EVENT_TRACKER: "Event tracker",
 }
-
-
-def create_scheduler_client() -> Any:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-
-    return boto3.client("scheduler")
 
 
 @dataclass

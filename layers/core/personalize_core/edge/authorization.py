@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from personalize_core.aws.clients import create_iam_client
 from personalize_core.errors import AccessDeniedException, AuthorizationUnavailableError
 from personalize_core.observability import logger
 from personalize_core.settings import get_settings
@@ -82,13 +83,6 @@ def caller_of(event: ProxyEvent) -> Caller | None:
     identity = context.get("identity") if isinstance(context, Mapping) else None
     arn = identity.get("userArn") if isinstance(identity, Mapping) else None
     return Caller(str(arn)) if isinstance(arn, str) and arn.startswith("arn:") else None
-
-
-def create_iam_client() -> Any:
-    import boto3  # deferred: only the control plane (and events) import it, on first use
-    from botocore.config import Config
-
-    return boto3.client("iam", config=Config(retries={"max_attempts": 4, "mode": "adaptive"}))
 
 
 class _Decision(NamedTuple):

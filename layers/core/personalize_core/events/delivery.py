@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from typing import NamedTuple
 
+from personalize_core.aws.clients import create_firehose_client
 from personalize_core.aws.json_client import AwsError, AwsJsonClient
 from personalize_core.events.requests import Event
 from personalize_core.settings import get_settings
@@ -115,20 +116,6 @@ class DeliveryFailed(Exception):
     def __init__(self, message: str, throttled: bool) -> None:
         super().__init__(message)
         self.throttled = throttled
-
-
-def create_firehose_client() -> AwsJsonClient:
-    settings = get_settings()
-    return AwsJsonClient(
-        "firehose",
-        "Firehose_20150804",
-        "1.1",
-        settings.region,
-        endpoint_url=settings.firehose_endpoint_url or None,
-        max_attempts=settings.events_max_attempts,
-        connect_timeout=settings.events_connect_timeout_seconds,
-        read_timeout=settings.events_read_timeout_seconds,
-    )
 
 
 class EventDelivery:

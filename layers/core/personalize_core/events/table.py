@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
+from personalize_core.aws.clients import create_events_dynamodb_client
 from personalize_core.aws.json_client import AwsError, AwsJsonClient
 from personalize_core.events.items import (
     BATCH_GET_MAX,
@@ -57,26 +58,11 @@ from personalize_core.events.items import (
 from personalize_core.settings import get_settings
 
 
-def create_dynamodb_client() -> AwsJsonClient:
-    """DynamoDB through the JSON client (no boto3: the serving functions read this table)."""
-    settings = get_settings()
-    return AwsJsonClient(
-        "dynamodb",
-        "DynamoDB_20120810",
-        "1.0",
-        settings.region,
-        endpoint_url=settings.dynamodb_endpoint_url or None,
-        max_attempts=settings.events_max_attempts,
-        connect_timeout=settings.events_connect_timeout_seconds,
-        read_timeout=settings.events_read_timeout_seconds,
-    )
-
-
 class EventsTable:
     def __init__(
         self,
         name: str,
-        client_factory: Callable[[], AwsJsonClient] = create_dynamodb_client,
+        client_factory: Callable[[], AwsJsonClient] = create_events_dynamodb_client,
         retention_seconds: float = 30 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:

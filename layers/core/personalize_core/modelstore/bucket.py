@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personalize_core.arns import parse_arn
+from personalize_core.aws.clients import create_s3_client
 from personalize_core.errors import ArtifactError, ResourceNotFoundException
 from personalize_core.modelstore.layout import MANIFEST, Manifest, version_prefix
 from personalize_core.observability import logger
@@ -25,21 +26,6 @@ if TYPE_CHECKING:
 
 #: S3's largest single PUT.
 SINGLE_PUT_MAX = 5 * 1024**3
-
-
-def create_s3_client() -> S3Client:
-    """A boto3 S3 client with the settings' retries and timeouts."""
-    # Imported here: boto3 costs ~100 ms of cold start, and moto must be able to patch it in tests.
-    import boto3
-    from botocore.config import Config
-
-    settings = get_settings()
-    config = Config(
-        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
-        connect_timeout=settings.s3_connect_timeout_seconds,
-        read_timeout=settings.s3_read_timeout_seconds,
-    )
-    return boto3.client("s3", config=config)
 
 
 class ModelBucket:

@@ -24,13 +24,8 @@ from typing import Any
 
 from personalize_core.errors import ArtifactError
 from personalize_core.modelstore.bucket import ModelBucket
-from personalize_core.modelstore.layout import (
-    FALLBACK,
-    MANIFEST,
-    CampaignPointer,
-    Manifest,
-    version_prefix,
-)
+from personalize_core.modelstore.bucket_records import FALLBACK, CampaignPointer
+from personalize_core.modelstore.layout import MANIFEST, Manifest, version_prefix
 from personalize_core.modelstore.page_layout import USER_PAGES_FOLDER
 
 FAILED_UPDATE = "failedUpdate"

@@ -22,13 +22,12 @@ import datetime
 import http.client
 import random
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from urllib.parse import quote, urlsplit
 
+from personalize_core.aws.connections import Endpoint
 from personalize_core.aws.sigv4 import Credentials, CredentialsMissing, environment_credentials, sign_v4
 
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -85,22 +84,23 @@ class S3Reader:
         self.region = region
         if endpoint_url:  # path-style, as botocore addresses a custom endpoint
             parts = urlsplit(endpoint_url)
-            self.scheme, self._netloc = parts.scheme, parts.netloc
+            scheme, netloc = parts.scheme, parts.netloc
             self._prefix = parts.path.rstrip("/") + "/" + quote(bucket, safe="") + "/"
         elif "." in bucket:  # a dotted name breaks the TLS wildcard of virtual-hosted addressing
-            self.scheme, self._netloc = "https", f"s3.{region}.amazonaws.com"
+            scheme, netloc = "https", f"s3.{region}.amazonaws.com"
             self._prefix = f"/{bucket}/"
         else:
-            self.scheme, self._netloc = "https", f"{bucket}.s3.{region}.amazonaws.com"
+            scheme, netloc = "https", f"{bucket}.s3.{region}.amazonaws.com"
             self._prefix = "/"
+        self.endpoint = Endpoint(
+            scheme,
+            netloc,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            credentials=credentials,
+        )
         self.max_attempts = max(1, max_attempts)
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self._credentials_source = credentials
-        self._credentials: Credentials | None = None
         self._sleep = sleep
-        self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class S3Reader:
         try:
             while True:
                 try:
-                    connection = self._acquire()
+                    connection = self.endpoint.acquire()
                     if first is None:
                         response = self._open(connection, key, received, etag)
                     else:
@@ -180,7 +180,7 @@ class S3Reader:
                         yield piece
                     if response.length:  # the server promised more than it sent
                         raise http.client.IncompleteRead(b"", response.length)
-                    self._release(connection)
+                    self.endpoint.release(connection)
                     connection = None
                     return
                 except (_Retryable, *_RETRIED_ERRORS) as exc:
@@ -192,25 +192,9 @@ class S3Reader:
 
     def reset(self) -> None:
         """Forget connections and credentials (after a SnapStart restore both are stale)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-            self._credentials = None
-        for connection in idle:
-            connection.close()
+        self.endpoint.reset()
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _acquire(self) -> http.client.HTTPConnection:
-        """An idle keep-alive connection, or a new one (each read holds its own while it runs)."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return kind(self._netloc, timeout=self.connect_timeout)
-
-    def _release(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._idle.append(connection)
 
     def _open(
         self,
@@ -220,13 +204,10 @@ class S3Reader:
         etag: str | None,
         last: int | None = None,
     ) -> http.client.HTTPResponse:
-        with self._lock:
-            if self._credentials is None:
-                try:
-                    self._credentials = self._credentials_source()
-                except CredentialsMissing as exc:
-                    raise S3Error(0, "NoCredentials", str(exc), key) from None
-            credentials = self._credentials
+        try:
+            credentials = self.endpoint.credentials()
+        except CredentialsMissing as exc:
+            raise S3Error(0, "NoCredentials", str(exc), key) from None
         path = self.path_of(key)
         headers: dict[str, str] = {}
         if offset or last is not None:
@@ -235,18 +216,14 @@ class S3Reader:
                 headers["if-match"] = etag
         signed = sign_v4(
             "GET",
-            self.host,
+            self.endpoint.host,
             path,
             headers,
             credentials,
             self.region,
             datetime.datetime.now(datetime.UTC),
         )
-        if connection.sock is None:
-            connection.connect()
-        assert connection.sock is not None
-        connection.sock.settimeout(self.read_timeout)
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.endpoint.connect(connection)
         connection.request("GET", path, headers=signed)
         response = connection.getresponse()
         if response.status in (200, 206):
@@ -266,11 +243,6 @@ class S3Reader:
         if response.status in _RETRIED_STATUSES or code in ("SlowDown", "RequestTimeout"):
             raise _Retryable(error)
         raise error
-
-    @property
-    def host(self) -> str:
-        """The Host header (without the scheme's default port, as botocore signs it)."""
-        return self._netloc.removesuffix(":443" if self.scheme == "https" else ":80")
 
     def path_of(self, key: str) -> str:
         """The request path of ``key``, URI-encoded as botocore encodes it."""

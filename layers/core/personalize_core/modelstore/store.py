@@ -22,11 +22,10 @@ from personalize_core.errors import (
     ModelUnavailableError,
     ResourceNotFoundException,
 )
+from personalize_core.modelstore.bucket_records import CampaignPointer, RecommenderPointer
 from personalize_core.modelstore.layout import (
     MANIFEST,
-    CampaignPointer,
     Manifest,
-    RecommenderPointer,
     campaign_key,
     read_plan,
     recommender_key,

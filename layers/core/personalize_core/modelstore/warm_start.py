@@ -19,14 +19,8 @@ import json
 import threading
 
 from personalize_core.arns import parse_arn
-from personalize_core.modelstore.layout import (
-    MANIFEST,
-    CampaignPointer,
-    Manifest,
-    campaign_key,
-    read_plan,
-    version_prefix,
-)
+from personalize_core.modelstore.bucket_records import CampaignPointer
+from personalize_core.modelstore.layout import MANIFEST, Manifest, campaign_key, read_plan, version_prefix
 from personalize_core.modelstore.objects import S3Objects
 from personalize_core.settings import get_settings
 

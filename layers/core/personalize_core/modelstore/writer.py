@@ -27,18 +27,17 @@ from personalize_core.modelstore.attributes import (
     encode_users,
 )
 from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.modelstore.bucket_records import CampaignPointer, RecommenderPointer
 from personalize_core.modelstore.ids import CompactIds, hash_index
 from personalize_core.modelstore.inputs import PublishError, check_ids, check_matrix
 from personalize_core.modelstore.item_matrix import LAYOUT, encode_item_matrix
 from personalize_core.modelstore.layout import (
     MANIFEST,
     ArrayName,
-    CampaignPointer,
     FileEntry,
     FoldIn,
     Manifest,
     Recipe,
-    RecommenderPointer,
     campaign_key,
     crc32_hex,
     encode_ids,

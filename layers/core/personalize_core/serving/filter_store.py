@@ -11,7 +11,8 @@ from functools import cache
 
 from personalize_core.arns import parse_arn
 from personalize_core.errors import ModelUnavailableError, ResourceNotFoundException
-from personalize_core.modelstore.layout import FilterRecord, filter_key
+from personalize_core.modelstore.bucket_records import FilterRecord
+from personalize_core.modelstore.layout import filter_key
 from personalize_core.modelstore.objects import ObjectMissing, S3Objects
 from personalize_core.modelstore.store import ModelStore
 from personalize_core.observability import logger

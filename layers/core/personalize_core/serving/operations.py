@@ -18,7 +18,7 @@ import numpy as np
 from personalize_core.edge.requests import Promotion, RankingRequest, RecommendationsRequest
 from personalize_core.errors import InvalidInputException, ModelUnavailableError
 from personalize_core.modelstore.attributes import Column
-from personalize_core.modelstore.layout import CampaignPointer
+from personalize_core.modelstore.bucket_records import CampaignPointer
 from personalize_core.modelstore.model import SolutionVersionModel
 from personalize_core.modelstore.store import ModelStore
 from personalize_core.modelstore.user_pages import UserPageError

@@ -14,6 +14,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from personalize_core.aws.clients import create_sqs_client
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
@@ -34,13 +36,6 @@ class TrainingMessage(NamedTuple):
         if not isinstance(raw, dict) or raw.get("kind") not in KINDS or not isinstance(raw.get("arn"), str):
             raise ValueError("not a training message")
         return cls(str(raw["kind"]), str(raw["arn"]))
-
-
-def create_sqs_client() -> SQSClient:
-    import boto3  # deferred: no import-time I/O, and moto's endpoint variables apply
-    from botocore.config import Config
-
-    return boto3.client("sqs", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
 class TrainingQueue:

@@ -47,12 +47,8 @@ from personalize_core.datasets.data import import_key
 from personalize_core.datasets.imports import ImportFailed, import_data
 from personalize_core.datasets.schema import DatasetType, parse_schema
 from personalize_core.errors import PersonalizeError
-from personalize_core.modelstore.layout import (
-    Manifest,
-    Recipe,
-    RecommenderPointer,
-    version_prefix,
-)
+from personalize_core.modelstore.bucket_records import RecommenderPointer
+from personalize_core.modelstore.layout import Manifest, Recipe, version_prefix
 from personalize_core.modelstore.page_layout import USER_PAGES_FOLDER
 from personalize_core.modelstore.writer import delete_files, put_recommender, upload_files, write_manifest
 from personalize_core.observability import logger
