@@ -182,35 +182,6 @@ def encode_users(user_ids: Sequence[str], columns: Mapping[str, Sequence[str]]) 
     return files
 
 
-def encode_interactions(
-    item_index: Mapping[str, int], events: Sequence[tuple[str, str, float, str]]
-) -> dict[str, bytes]:
-    """``events`` are (user, item, timestamp, event type); the 100 most recent per user and type are kept."""
-    by_user: dict[str, dict[str, list[tuple[float, int]]]] = {}
-    for user, item, timestamp, event_type in events:
-        index = item_index.get(item)
-        if index is not None:
-            by_user.setdefault(user, {}).setdefault(event_type.lower(), []).append((timestamp, index))
-    type_code: dict[str, int] = {}
-    users = sorted(by_user)
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    items: list[int] = []
-    codes: list[int] = []
-    for row, user in enumerate(users):
-        for event_type, seen in sorted(by_user[user].items()):
-            recent = sorted(seen, key=lambda pair: -pair[0])[:RECENT_PER_EVENT_TYPE]
-            items.extend(index for _, index in recent)
-            codes.extend([type_code.setdefault(event_type, len(type_code))] * len(recent))
-        indptr[row + 1] = len(items)
-    return {
-        INTERACTIONS + "user_ids.txt": encode_ids(users),
-        INTERACTIONS + "indptr.npy": encode_npy(indptr),
-        INTERACTIONS + "items.npy": encode_npy(np.asarray(items, dtype=np.int32)),
-        INTERACTIONS + "events.npy": encode_npy(np.asarray(codes, dtype=np.int16)),
-        INTERACTIONS + SCHEMA: json.dumps({"users": len(users), "eventTypes": list(type_code)}).encode(),
-    }
-
-
 def encode_context(vectors: Mapping[str, Mapping[str, Sequence[float]]], dims: int) -> dict[str, bytes]:
     """``{"DEVICE": {"phone": [..dims..], ...}, ...}``: one vector per (context field, value)."""
     fields: dict[str, list[str]] = {}

@@ -20,12 +20,7 @@ import numpy as np
 from personalize_core.arns import check_name, make_arn, parse_arn
 from personalize_core.errors import ArtifactError, InvalidInputException, ResourceNotFoundException
 from personalize_core.modelstore.attributes import ITEMS as ITEMS_PREFIX
-from personalize_core.modelstore.attributes import (
-    encode_context,
-    encode_interactions,
-    encode_table,
-    encode_users,
-)
+from personalize_core.modelstore.attributes import encode_context, encode_table, encode_users
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.bucket_records import CampaignPointer, RecommenderPointer
 from personalize_core.modelstore.ids import CompactIds, hash_index
@@ -47,6 +42,7 @@ from personalize_core.modelstore.layout import (
 )
 from personalize_core.modelstore.npy import encode_npy, npy_header
 from personalize_core.modelstore.pointers import refusal, switched, verify_version, with_failed_update
+from personalize_core.modelstore.recent import RecentRows, from_events
 from personalize_core.modelstore.user_writer import write_user_pages
 
 __all__ = [
@@ -66,7 +62,7 @@ def prepare_extras(
     *,
     items: Mapping[str, Sequence[str]] | None = None,
     users: tuple[Sequence[str], Mapping[str, Sequence[str]]] | None = None,
-    interactions: Sequence[tuple[str, str, float, str]] | None = None,
+    interactions: Sequence[tuple[str, str, float, str]] | RecentRows | None = None,
     context: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, bytes]:
     """The optional files of a version (see personalize_core.modelstore.attributes for the layout)."""
@@ -75,8 +71,10 @@ def prepare_extras(
         files.update(encode_table(ITEMS_PREFIX, items, len(item_ids)))
     if users is not None:
         files.update(encode_users(*users))
-    if interactions:
-        files.update(encode_interactions({item: i for i, item in enumerate(item_ids)}, interactions))
+    if isinstance(interactions, RecentRows):
+        files.update(interactions.files())
+    elif interactions:
+        files.update(from_events({item: i for i, item in enumerate(item_ids)}, interactions).files())
     if context:
         if not dimensions:
             raise PublishError("context vectors need a model with item factors")

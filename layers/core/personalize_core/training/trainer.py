@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from personalize_core.datasets.data import Interactions
-from personalize_core.modelstore.attributes import RECENT_PER_EVENT_TYPE
+from personalize_core.modelstore import recent
 from personalize_core.modelstore.co_occurrence import encode_co_occurrence
 from personalize_core.modelstore.layout import FoldIn, Recipe
 from personalize_core.modelstore.writer import PreparedVersion, prepare_extras, prepare_version
@@ -100,35 +100,6 @@ def _matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray, shape: tu
     from scipy.sparse import coo_matrix  # the training layer's: the control plane never imports it
 
     return coo_matrix((weights, (users, items)), shape=shape, dtype=np.float32).tocsr()
-
-
-def _recent_interactions(
-    data: Interactions,
-    rows: np.ndarray,
-    user_ids: list[str],
-    item_ids: list[str],
-    users: np.ndarray,
-    items: np.ndarray,
-) -> list[tuple[str, str, float, str]]:
-    """The rows filters read (each user's 100 most recent per event type), as the writer takes them."""
-    codes = data.event_codes[rows].astype(np.int64)
-    stamps = data.timestamps[rows]
-    order = np.lexsort((-stamps, codes, users))
-    group = users[order] * (len(data.event_types) + 2) + codes[order] + 1
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
-    kept = order[rank < RECENT_PER_EVENT_TYPE]
-    types = [*data.event_types, ""]
-    return [
-        (user_ids[u], item_ids[i], float(t), types[c])
-        for u, i, t, c in zip(
-            users[kept].tolist(),
-            items[kept].tolist(),
-            stamps[kept].tolist(),
-            codes[kept].tolist(),
-            strict=True,
-        )
-    ]
 
 
 def train(
@@ -208,7 +179,14 @@ def train(
             item_factors.shape[1] if item_factors is not None else 0,
             items=_aligned(data.items, item_ids),
             users=data.users,
-            interactions=_recent_interactions(interactions, rows, user_ids, item_ids, users, items),
+            interactions=recent.from_arrays(
+                user_ids,
+                users,
+                items,
+                stamps,
+                interactions.event_types,
+                interactions.event_codes[rows],
+            ),
         )
         | co_files
     )
