@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from personalize_core.serving import native
+
 TOP = 25
 CUTS = (5, 10, 25)
 TEST_SHARE = 10  # one user in ten
@@ -76,18 +78,42 @@ def split(user_ids: list[str], users: np.ndarray, timestamps: np.ndarray) -> Spl
 Recommender = Callable[[np.ndarray], np.ndarray]
 
 
+_EXCLUDED = np.finfo(np.float32).min
+
+
 def top_items(
     scores: np.ndarray, exclude_rows: np.ndarray, exclude_items: np.ndarray, k: int = TOP
 ) -> np.ndarray:
-    """The k best items per row of ``scores`` (excluded (row, item) pairs get -inf), best first."""
-    # Negated once, in the scores' own precision (float32 products: a float64 copy only doubles
-    # the bytes argpartition walks, the holdout evaluation's largest cost).
-    negated = np.negative(scores, dtype=np.result_type(scores.dtype, np.float32))
-    negated[exclude_rows, exclude_items] = np.inf
-    k = min(k, negated.shape[1])
+    """The k best items per row of ``scores`` (excluded (row, item) pairs never), best first, equal
+    scores by item; -1 where a row has fewer. The holdout's largest cost (test users x catalog)."""
+    logits = np.array(scores, dtype=np.float32)  # a copy: the excluded pairs are overwritten
+    k = min(k, logits.shape[1])
+    kernels = native.kernels()
+    if kernels is None or k == 0:
+        logits[exclude_rows, exclude_items] = -np.inf
+        return top_items_numpy(logits, k)
+    # The lowest finite float32, not -inf: the selection keeps finite values only, and every row
+    # must have k candidates.
+    logits[exclude_rows, exclude_items] = _EXCLUDED
+    rows = logits.shape[0]
+    # The serving kernels' selection (slack 0: the k-th value's ties are all candidates), ~10x
+    # numpy's argpartition over a 50k-item catalog.
+    selection = kernels.selection(rows, k, np.zeros(rows))
+    selection.feed(logits, 0)
+    hit_rows, hit_items, values = selection.take()
+    picked = kernels.best(hit_rows, hit_items, values.astype(np.float64), rows, k)
+    ranked: np.ndarray = hit_items[picked]
+    ranked[values[picked] == _EXCLUDED] = -1
+    return ranked
+
+
+def top_items_numpy(logits: np.ndarray, k: int) -> np.ndarray:
+    """``top_items`` without the compiled kernels, on float32 logits with -inf for the excluded."""
+    negated = np.negative(logits)
     part = np.argpartition(negated, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(negated, part, axis=1)
-    ranked = np.take_along_axis(part, np.argsort(order, axis=1, kind="stable"), axis=1)
+    # Best first, equal scores by item.
+    order = np.lexsort((part, np.take_along_axis(negated, part, axis=1)), axis=1)
+    ranked = np.take_along_axis(part, order, axis=1)
     ranked[np.take_along_axis(negated, ranked, axis=1) == np.inf] = -1
     return ranked
 
