@@ -111,7 +111,6 @@ def synthetic_workflow(data: Interactions) -> None:
     CSV into S3 (not timed), then import job -> ACTIVE, solution version -> ACTIVE, campaign ->
     ACTIVE, each timed from its Create call, through an unchanged boto3 client."""
     import boto3
-    from tests.utils import clear_process_caches
 
     from lambda_personalize.demo_training import DEMO_ROLE, SCHEMAS
     from lambda_personalize.local_runtime import LocalRuntime, RuntimeOptions
@@ -135,7 +134,6 @@ def synthetic_workflow(data: Interactions) -> None:
         RuntimeOptions(port=0, aws_port=0, data_dir=folder, stack="bench-training-workflow", demo=None)
     )
     runtime.start()
-    clear_process_caches()  # the settings this process read before the stack's environment existed
     try:
         personalize = boto3.client("personalize", endpoint_url=runtime.api_url, region_name="us-east-1")
         s3 = boto3.client("s3", endpoint_url=runtime.aws_url, region_name="us-east-1")

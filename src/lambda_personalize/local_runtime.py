@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from personalize_core.events.table import get_events_table
 from personalize_core.modelstore.bucket import ModelBucket
+from personalize_core.settings import get_observability, get_settings
 
 from .console import console_routes
 from .demo_data import DemoSpec, ensure_demo_data, publish_demo
@@ -167,6 +168,13 @@ def merged_environment(functions: list[FunctionSpec]) -> dict[str, str]:
     return merged
 
 
+def forget_settings() -> None:
+    """The environment changed: settings read before it (by a test, a benchmark, the CLI in the same
+    process) must be read again, or the functions would run on the old ones."""
+    get_settings.cache_clear()
+    get_observability.cache_clear()
+
+
 def check_port_free(host: str, port: int, what: str, flag: str) -> None:
     if port == 0:
         return
@@ -258,6 +266,7 @@ class LocalRuntime:
             os.environ.clear()
             os.environ.update(self._saved_environ)
             self._saved_environ = None
+            forget_settings()
 
     def wait(self, stop: threading.Event | None = None) -> None:
         """Serve until Ctrl-C (or until ``stop`` is set)."""
@@ -318,6 +327,7 @@ class LocalRuntime:
 
     def _apply_function_environment(self) -> None:
         os.environ.update(merged_environment(self.functions))
+        forget_settings()
 
     def _publish_demo(self, spec: DemoSpec) -> None:
         bucket = self.model_bucket

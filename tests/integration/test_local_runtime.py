@@ -29,6 +29,7 @@ from lambda_personalize.local_runtime import (
 from lambda_personalize.template import FunctionSpec, LocalTemplate, TemplateError
 from personalize_core.modelstore.bucket import ModelBucket
 from personalize_core.modelstore.writer import list_versions
+from personalize_core.settings import get_settings
 from tests.utils import REGION, ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "local_template.yaml"
@@ -273,3 +274,21 @@ def test_publishing_the_demo_again_gives_the_same_campaigns(
         assert again[name]["campaignArn"] == first[name]["campaignArn"]
         assert again[name]["solutionVersionArn"] == first[name]["solutionVersionArn"]
     assert len(list(list_versions(ModelBucket(s3, bucket)))) == len(DEMO_CAMPAIGNS)
+
+
+def test_settings_read_before_the_runtime_started_are_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given settings this process read before the runtime existed (a benchmark, a test, the CLI)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    get_settings.cache_clear()
+    assert get_settings().region == "eu-west-3"
+    # When the runtime starts, Then its functions see the stack's environment, not the stale settings
+    runtime = LocalRuntime(
+        RuntimeOptions(template=FIXTURE, port=0, aws_port=0, demo=None, stack=f"t-{uuid.uuid4().hex[:8]}")
+    ).start()
+    try:
+        assert get_settings().region == REGION
+    finally:
+        runtime.stop()
+    # And once it stops, the process's own again
+    assert get_settings().region == "eu-west-3"
+    get_settings.cache_clear()  # monkeypatch gives the environment back after this test
