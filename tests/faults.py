@@ -7,6 +7,7 @@ lets tests put real S3 faults under the real botocore retry logic.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -108,7 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return
-        self.wfile.write(data)
+        # A reader that stops early (an abandoned stream) hangs up mid-body: that is not a failure.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy  # noqa: N815
 
