@@ -58,7 +58,9 @@ class LocalStack:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=15)
+            # Ctrl-C lets an invocation in flight finish (a batch shard, a training): up to its
+            # poller's 10 s, on a machine that may be running a test suite besides.
+            self.process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise
