@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,6 +235,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         verbose=args.verbose,
         sqs_environments=args.sqs_environments,
     )
+    # `kill -USR1 <pid>` prints every thread's stack: what a runtime that does not stop is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     runtime = LocalRuntime(options).start()
     try:
         for line in banner(runtime):

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ class LocalStack:
     model_bucket: str
     banner: list[str]
     data_dir: Path
+    #: The last lines it printed after the banner (what a stop that hangs is explained by).
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=400))
 
     @property
     def printed_commands(self) -> list[str]:
@@ -62,8 +65,11 @@ class LocalStack:
             # poller's 10 s, on a machine that may be running a test suite besides.
             self.process.wait(timeout=40)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # `run` dumps every thread's stack on it
+            time.sleep(2)
             self.process.kill()
-            raise
+            tail = "\n".join(self.output)
+            raise LocalStackError(f"the local runtime did not stop in 40 s; it printed:\n{tail}") from None
 
 
 def start_local_stack(data_dir: Path, extra_args: Sequence[str] = (), timeout: float = 120) -> LocalStack:
@@ -93,6 +99,7 @@ def start_local_stack(data_dir: Path, extra_args: Sequence[str] = (), timeout: f
     if api is None or aws is None or READY not in text:
         process.kill()
         raise LocalStackError(f"the local runtime did not start:\n{text}")
+    stack = LocalStack(process, api.group(1), aws.group(1), aws.group(2), banner, data_dir)
     # Keep reading its output so that a chatty runtime never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
-    return LocalStack(process, api.group(1), aws.group(1), aws.group(2), banner, data_dir)
+    threading.Thread(target=lambda: stack.output.extend(process.stdout or ()), daemon=True).start()
+    return stack
