@@ -237,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     )
     # `kill -USR1 <pid>` prints every thread's stack: what a runtime that does not stop is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C stops it even when started in the background by a shell without job control, which
+    # starts its children with SIGINT ignored (Python then installs no KeyboardInterrupt for it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     runtime = LocalRuntime(options).start()
     try:
         for line in banner(runtime):

@@ -6,6 +6,7 @@ it, waits for its banner, reads the addresses it printed, and stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -59,17 +60,19 @@ class LocalStack:
         )
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            # Ctrl-C lets an invocation in flight finish (a batch shard, a training): up to its
-            # poller's 10 s, on a machine that may be running a test suite besides.
-            self.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.process.send_signal(signal.SIGUSR1)  # `run` dumps every thread's stack on it
-            time.sleep(2)
-            self.process.kill()
-            tail = "\n".join(self.output)
-            raise LocalStackError(f"the local runtime did not stop in 40 s; it printed:\n{tail}") from None
+        # Ctrl-C, as a user stops it; it lets an invocation in flight finish (a batch shard, a
+        # training: up to its poller's 10 s). SIGTERM (the runtime's own handler) if Ctrl-C went
+        # unheard, as it does where a parent started the process tree with SIGINT ignored.
+        for sent in (signal.SIGINT, signal.SIGTERM):
+            self.process.send_signal(sent)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=20)
+                return
+        self.process.send_signal(signal.SIGUSR1)  # `run` dumps every thread's stack on it
+        time.sleep(2)
+        self.process.kill()
+        tail = "\n".join(self.output)
+        raise LocalStackError(f"the local runtime did not stop in 40 s; it printed:\n{tail}")
 
 
 def start_local_stack(data_dir: Path, extra_args: Sequence[str] = (), timeout: float = 120) -> LocalStack:
