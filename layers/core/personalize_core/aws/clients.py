@@ -92,28 +92,23 @@ def create_job_client(credentials: dict[str, Any] | None = None) -> Any:
 
 def create_events_dynamodb_client() -> AwsJsonClient:
     """The events table's client: DynamoDB through the JSON client (the serving functions read it)."""
-    settings = get_settings()
-    return AwsJsonClient(
-        "dynamodb",
-        "DynamoDB_20120810",
-        "1.0",
-        settings.region,
-        endpoint_url=settings.dynamodb_endpoint_url or None,
-        max_attempts=settings.events_max_attempts,
-        connect_timeout=settings.events_connect_timeout_seconds,
-        read_timeout=settings.events_read_timeout_seconds,
-    )
+    return _events_json_client("dynamodb", "DynamoDB_20120810", "1.0", get_settings().dynamodb_endpoint_url)
 
 
 def create_firehose_client() -> AwsJsonClient:
     """The events' delivery stream (PutRecordBatch) through the JSON client."""
+    return _events_json_client("firehose", "Firehose_20150804", "1.1", get_settings().firehose_endpoint_url)
+
+
+def _events_json_client(service: str, target: str, json_version: str, endpoint_url: str) -> AwsJsonClient:
+    """What PutEvents and the serving path call on every request: the events' retries and timeouts."""
     settings = get_settings()
     return AwsJsonClient(
-        "firehose",
-        "Firehose_20150804",
-        "1.1",
+        service,
+        target,
+        json_version,
         settings.region,
-        endpoint_url=settings.firehose_endpoint_url or None,
+        endpoint_url=endpoint_url or None,
         max_attempts=settings.events_max_attempts,
         connect_timeout=settings.events_connect_timeout_seconds,
         read_timeout=settings.events_read_timeout_seconds,
