@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from personalize_core.arns import is_valid_name
@@ -245,13 +246,10 @@ class JobsTable:
     ) -> None:
         self.table_name = table_name
         self._client_factory = client_factory
-        self._client: DynamoDBClient | None = None
 
-    @property
+    @cached_property  # made on first use: no I/O when the module or the object is made
     def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client_factory()
 
     def create(self, job: Job) -> None:
         try:

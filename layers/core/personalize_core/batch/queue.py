@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from personalize_core.aws.clients import create_sqs_client
@@ -46,13 +47,10 @@ class ShardQueue:
     def __init__(self, queue_url: str, client_factory: Callable[[], SQSClient] = create_sqs_client) -> None:
         self.queue_url = queue_url
         self._client_factory = client_factory
-        self._client: SQSClient | None = None
 
-    @property
+    @cached_property  # made on first use: no I/O when the module or the object is made
     def client(self) -> SQSClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client_factory()
 
     def send(self, messages: list[Message]) -> None:
         """Send every message (SendMessageBatch, ten at a time); raises if any was not accepted."""

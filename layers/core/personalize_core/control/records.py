@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from personalize_core.aws.clients import create_dynamodb_client
@@ -111,13 +111,10 @@ class RecordsTable:
     ) -> None:
         self.table_name = table_name
         self._client_factory = client_factory
-        self._client: DynamoDBClient | None = None
 
-    @property
+    @cached_property  # made on first use: no I/O when the module or the object is made
     def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client_factory()
 
     def create(self, record: Record) -> Record:
         """Write a new record; ResourceAlreadyExistsException if its ARN is taken."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, cached_property
 from typing import Any
 
 from personalize_core.arns import make_arn
@@ -56,13 +56,10 @@ class Schedules:
     role_arn: str
     queue_arn: str
     client_factory: Callable[[], Any] = create_scheduler_client
-    _client: Any = field(default=None, repr=False)
 
-    @property
+    @cached_property  # made on first use: no I/O when the object is made
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self.client_factory()
-        return self._client
+        return self.client_factory()
 
     def put(self, solution: str, solution_arn: str, expression: str) -> None:
         target = {

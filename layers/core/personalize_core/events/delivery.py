@@ -13,7 +13,7 @@ import base64
 import csv
 import io
 from collections.abc import Callable, Iterator, Sequence
-from functools import cache
+from functools import cache, cached_property
 from typing import NamedTuple
 
 from personalize_core.aws.clients import create_firehose_client
@@ -126,13 +126,10 @@ class EventDelivery:
     ) -> None:
         self.stream = stream
         self._client_factory = client_factory
-        self._client: AwsJsonClient | None = None
 
-    @property
+    @cached_property  # made on first use: no I/O when the module or the object is made
     def client(self) -> AwsJsonClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client_factory()
 
     def send(self, lines: Sequence[bytes]) -> None:
         pending = list(lines)

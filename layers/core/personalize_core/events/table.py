@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from personalize_core.aws.clients import create_events_dynamodb_client
@@ -68,15 +68,12 @@ class EventsTable:
     ) -> None:
         self.name = name
         self._client_factory = client_factory
-        self._client: AwsJsonClient | None = None
         self.retention_seconds = retention_seconds
         self.clock = clock
 
-    @property
+    @cached_property  # made on first use: no I/O when the module or the object is made
     def client(self) -> AwsJsonClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        return self._client_factory()
 
     def _expiry(self) -> dict[str, str]:
         return number_value(int(self.clock() + self.retention_seconds))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 from personalize_core.aws.clients import create_sqs_client
@@ -42,9 +43,10 @@ class TrainingQueue:
     def __init__(self, queue_url: str, client_factory: Callable[[], SQSClient] = create_sqs_client) -> None:
         self.queue_url = queue_url
         self._client_factory = client_factory
-        self._client: SQSClient | None = None
 
     def send(self, message: TrainingMessage) -> None:
-        if self._client is None:
-            self._client = self._client_factory()
-        self._client.send_message(QueueUrl=self.queue_url, MessageBody=message.to_json())
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=message.to_json())
+
+    @cached_property  # made on first use: no I/O when the module or the object is made
+    def client(self) -> SQSClient:
+        return self._client_factory()
